@@ -1,0 +1,27 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "wallet",
+    products: [
+        .executable(name: "wallet-fcgi", targets: ["wallet-fcgi"]),
+        .executable(name: "wallet-processor", targets: ["wallet-processor"]),
+        .executable(name: "walletctl", targets: ["walletctl"]),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages, each behind a small module map.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+
+        // The domain, the store, the services and the HTTP layer: no sockets, no threads of its own.
+        .target(name: "WalletCore", dependencies: ["CSQLite"]),
+
+        .executableTarget(name: "wallet-fcgi", dependencies: ["WalletCore", "CFastCGI"]),
+        .executableTarget(name: "wallet-processor", dependencies: ["WalletCore", "CCurl"]),
+        .executableTarget(name: "walletctl", dependencies: ["WalletCore"]),
+
+        .testTarget(name: "WalletCoreTests", dependencies: ["WalletCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,6 @@
+#ifndef WALLET_CFASTCGI_SHIM_H
+#define WALLET_CFASTCGI_SHIM_H
+
+#include <fcgiapp.h>
+
+#endif

@@ -1,0 +1,48 @@
+/// Every bound the service enforces, in one place, each with the reason for its number.
+/// Names end with their unit. Where a limit has a twin elsewhere (nginx, the SQL schema),
+/// the comment names it: change both or neither.
+public enum Limits {
+    /// The largest amount one deposit or withdrawal may carry: 10^15 minor units (ten
+    /// trillion in a two-decimal currency). Twin: the `CHECK` on `transactions.amount`.
+    public static let amountMinorUnitsMax: Int64 = 1_000_000_000_000_000
+
+    /// A request body larger than this is refused with 413. Twin: nginx's
+    /// `client_max_body_size 16k`; the responder checks again so it never trusts nginx alone.
+    public static let requestBodyBytesMax = 16 * 1024
+
+    /// Idempotency keys are 1 to 255 printable ASCII characters (API.md).
+    public static let idempotencyKeyBytesMax = 255
+
+    /// How long a stored idempotent answer is kept. API.md promises at least 24 hours; two
+    /// days leave room for a client retrying across a long outage.
+    public static let idempotencyRetentionSeconds: Int64 = 48 * 3600
+
+    /// Page sizes of the transaction list (API.md: 1 to 500, default 50).
+    public static let pageSizeDefault = 50
+    public static let pageSizeMax = 500
+
+    /// JSON nesting deeper than this is refused: no valid request nests more than two levels,
+    /// and a recursive parser must not be driven into the stack guard by `[[[[...`.
+    public static let jsonDepthMax = 16
+
+    /// How long a connection waits for another process (processor, walletctl) holding the
+    /// write lock. Within the responder writers never wait on each other (one writer thread).
+    public static let busyTimeoutMilliseconds: Int32 = 5_000
+
+    /// Write requests applied in one transaction and made durable by one sync at most.
+    /// Large enough to absorb a burst from every nginx connection, small enough that one
+    /// batch stays a few milliseconds of work.
+    public static let groupCommitRequestsMax = 256
+
+    /// Withdrawals claimed, debited or recorded in one processor transaction.
+    public static let processorBatchMax = 256
+
+    /// A processor's claim on a withdrawal lasts this long past the bank call's own time
+    /// limit, so that a live processor never loses its claim while a call is in flight,
+    /// and a dead one's claims come back soon.
+    public static let leaseGraceSeconds: Int64 = 30
+
+    /// The responder's accept threads: twice the cores of the reference machine. More
+    /// threads measured no faster (PLATFORM.md); fewer leave a core idle during a sync.
+    public static let acceptThreadsDefault = 4
+}

@@ -1,0 +1,168 @@
+/// What a client may filter the transaction list by.
+public struct TransactionFilter: Sendable, Equatable {
+    public var status: TransactionStatus?
+    public var type: TransactionType?
+
+    public init(status: TransactionStatus? = nil, type: TransactionType? = nil) {
+        self.status = status
+        self.type = type
+    }
+}
+
+/// One page of a wallet's transactions, newest first.
+public struct TransactionPage: Sendable, Equatable {
+    public var transactions: [Transaction]
+    /// The id to continue below, or nil on the last page.
+    public var nextCursor: Int64?
+}
+
+/// The effect of a deposit, for the response and the audit log.
+public struct DepositResult: Sendable, Equatable {
+    public var wallet: Wallet
+    public var transaction: Transaction
+    public var ledgerEntry: LedgerEntry
+}
+
+extension Store {
+    static let transactionColumns = """
+        t.id, w.uuid, t.type, t.amount, t.status, t.scheduled_for, t.executed_at, t.created_at, \
+        t.attempts, t.failure_reason, t.idempotency_key
+        """
+
+    static func transaction(from row: Row) throws -> Transaction {
+        guard let wallet = WalletID(row.text(1)),
+              let type = TransactionType(rawValue: row.text(2)),
+              let amount = Amount(minorUnits: row.integer(3)),
+              let status = TransactionStatus(rawValue: row.text(4)) else {
+            throw DatabaseError(code: 0, message: "corrupt transaction row \(row.integer(0))")
+        }
+        let reason = try row.optionalText(9).map { text in
+            guard let reason = FailureReason(rawValue: text) else {
+                throw DatabaseError(code: 0, message: "corrupt failure reason in transaction \(row.integer(0))")
+            }
+            return reason
+        }
+        return Transaction(
+            id: row.integer(0), wallet: wallet, type: type, amount: amount, status: status,
+            scheduledFor: row.optionalInteger(5).map(Timestamp.init(microseconds:)),
+            executedAt: row.optionalInteger(6).map(Timestamp.init(microseconds:)),
+            createdAt: Timestamp(microseconds: row.integer(7)),
+            attempts: row.integer(8), failureReason: reason, idempotencyKey: row.optionalText(10))
+    }
+
+    /// The transaction with this id, if it belongs to this wallet.
+    public func transaction(_ id: Int64, of wallet: WalletID) throws -> Transaction? {
+        try database.queryFirst(
+            "SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id WHERE t.id = ? AND w.uuid = ?",
+            [.integer(id), .text(wallet.text)], Store.transaction)
+    }
+
+    /// The transaction with this id, whatever its wallet (the admin CLI's view).
+    public func transaction(_ id: Int64) throws -> Transaction? {
+        try database.queryFirst(
+            "SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id WHERE t.id = ?",
+            [.integer(id)], Store.transaction)
+    }
+
+    /// A page of the wallet's transactions with ids below `before`, newest first.
+    public func transactions(of wallet: Wallet, filter: TransactionFilter, before: Int64?, limit: Int) throws -> TransactionPage {
+        var rows = try database.query(
+            """
+            SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
+            WHERE t.wallet_id = ?1 AND t.id < ?2 AND (?3 IS NULL OR t.status = ?3) AND (?4 IS NULL OR t.type = ?4)
+            ORDER BY t.id DESC LIMIT ?5
+            """,
+            [.integer(wallet.rowID), .integer(before ?? Int64.max), SQLValue(filter.status?.rawValue),
+             SQLValue(filter.type?.rawValue), .integer(Int64(limit) + 1)],
+            Store.transaction)
+        var next: Int64?
+        if rows.count > limit {
+            rows.removeLast()
+            next = rows.last?.id
+        }
+        return TransactionPage(transactions: rows, nextCursor: next)
+    }
+
+    /// Credits the wallet at once: the balance, a `COMPLETED` deposit and its ledger row,
+    /// all in the caller's transaction. Nothing changes when the sum would overflow.
+    public func deposit(to walletID: WalletID, amount: Amount, idempotencyKey: String?, now: Timestamp) throws -> Result<DepositResult, DomainError> {
+        requireTransaction()
+        guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
+        guard let newBalance = wallet.balance.adding(amount.money) else { return .failure(.balanceOverflow) }
+        let changed = try database.run(
+            "UPDATE wallets SET balance = ?1, updated_at = ?2 WHERE id = ?3 AND balance = ?4",
+            [.integer(newBalance.minorUnits), .integer(now.microseconds), .integer(wallet.rowID), .integer(wallet.balance.minorUnits)])
+        precondition(changed == 1, "the wallet changed inside our own write transaction")
+        let transactionID = try insertTransaction(
+            walletRowID: wallet.rowID, type: .deposit, status: .completed, amount: amount,
+            scheduledFor: nil, executedAt: now, nextAttemptAt: nil, idempotencyKey: idempotencyKey, now: now)
+        let entry = try appendLedger(walletRowID: wallet.rowID, wallet: walletID, transactionID: transactionID,
+                                     kind: .deposit, delta: amount.minorUnits, balanceAfter: newBalance, now: now)
+        var updated = wallet
+        updated.balance = newBalance
+        updated.updatedAt = now
+        let transaction = Transaction(
+            id: transactionID, wallet: walletID, type: .deposit, amount: amount, status: .completed,
+            scheduledFor: nil, executedAt: now, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey)
+        return .success(DepositResult(wallet: updated, transaction: transaction, ledgerEntry: entry))
+    }
+
+    /// Records a `PENDING` withdrawal, due at `scheduledFor`. The balance is not checked
+    /// here: the processor checks it when the withdrawal is due.
+    public func scheduleWithdrawal(from walletID: WalletID, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp) throws -> Result<Transaction, DomainError> {
+        requireTransaction()
+        guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
+        let id = try insertTransaction(
+            walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
+            scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey, now: now)
+        return .success(Transaction(
+            id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
+            executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
+    }
+
+    /// Cancels a withdrawal that is still `PENDING`. The processor debits and leaves
+    /// `PENDING` in one transaction, so a withdrawal found `PENDING` here holds no funds.
+    public func cancelWithdrawal(_ id: Int64, of walletID: WalletID, now: Timestamp) throws -> Result<Transaction, DomainError> {
+        requireTransaction()
+        guard let transaction = try transaction(id, of: walletID) else { return .failure(.transactionNotFound) }
+        guard transaction.type == .withdrawal, transaction.status == .pending else {
+            return .failure(.notCancelable(transaction.status))
+        }
+        let changed = try database.run(
+            """
+            UPDATE transactions SET status = 'CANCELED', failure_reason = 'canceled', next_attempt_at = NULL, updated_at = ?1
+            WHERE id = ?2 AND status = 'PENDING'
+            """,
+            [.integer(now.microseconds), .integer(id)])
+        precondition(changed == 1, "the withdrawal changed inside our own write transaction")
+        var canceled = transaction
+        canceled.status = .canceled
+        canceled.failureReason = .canceled
+        return .success(canceled)
+    }
+
+    /// Counts of transactions by type and status, for `/metrics` and `walletctl stats`.
+    public func transactionCounts() throws -> [(type: TransactionType, status: TransactionStatus, count: Int64, amount: Int64)] {
+        try database.query("SELECT type, status, count(*), total(amount) FROM transactions GROUP BY type, status") { row in
+            guard let type = TransactionType(rawValue: row.text(0)), let status = TransactionStatus(rawValue: row.text(1)) else {
+                throw DatabaseError(code: 0, message: "corrupt transaction type or status")
+            }
+            return (type, status, row.integer(2), row.integer(3))
+        }
+    }
+
+    func insertTransaction(walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
+                           scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
+                           idempotencyKey: String?, now: Timestamp) throws -> Int64 {
+        try database.run(
+            """
+            INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
+                                      next_attempt_at, idempotency_key)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+            """,
+            [.integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
+             SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
+             SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey)])
+        return database.lastInsertRowID
+    }
+}

@@ -1,0 +1,59 @@
+/// The only door to the database. Read methods run on any connection; write methods must
+/// run inside a transaction that the caller opened (`Database.immediateTransaction`, or a
+/// savepoint of the responder's group commit), and each keeps every invariant on its own:
+/// a balance never changes without its ledger row in the same transaction.
+public final class Store {
+    public let database: Database
+
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// Opens the database and, unless query-only, migrates it to the latest schema.
+    /// A query-only store still refuses a schema newer than this binary.
+    public static func open(path: String, queryOnly: Bool = false, synchronous: Synchronous = .full) throws -> Store {
+        let database = try Database(path: path, queryOnly: queryOnly, synchronous: synchronous)
+        if queryOnly {
+            let version = try database.scalarInteger("PRAGMA user_version") ?? 0
+            guard version <= Schema.latestVersion else { throw Schema.TooNewError(found: version) }
+        } else {
+            try Schema.migrate(database)
+        }
+        return Store(database: database)
+    }
+
+    func requireTransaction() {
+        precondition(!database.isAutocommit, "store writes must run inside a transaction")
+    }
+
+    // MARK: - Wallets
+
+    static let walletColumns = "id, uuid, balance, created_at, updated_at"
+
+    static func wallet(from row: Row) throws -> Wallet {
+        guard let id = WalletID(row.text(1)), let balance = Money(minorUnits: row.integer(2)) else {
+            throw DatabaseError(code: 0, message: "corrupt wallet row \(row.integer(0))")
+        }
+        return Wallet(rowID: row.integer(0), id: id, balance: balance,
+                      createdAt: Timestamp(microseconds: row.integer(3)), updatedAt: Timestamp(microseconds: row.integer(4)))
+    }
+
+    public func wallet(_ id: WalletID) throws -> Wallet? {
+        try database.queryFirst("SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?", [.text(id.text)], Store.wallet)
+    }
+
+    public func createWallet(id: WalletID, now: Timestamp) throws -> Wallet {
+        requireTransaction()
+        let created = try database.queryFirst(
+            "INSERT INTO wallets (uuid, balance, created_at, updated_at) VALUES (?, 0, ?, ?) RETURNING \(Store.walletColumns)",
+            [.text(id.text), .integer(now.microseconds), .integer(now.microseconds)], Store.wallet)
+        guard let created else { preconditionFailure("INSERT ... RETURNING returned no row") }
+        return created
+    }
+
+    /// Wallets in creation order, for the admin CLI.
+    public func wallets(afterRowID: Int64 = 0, limit: Int = 1000) throws -> [Wallet] {
+        try database.query("SELECT \(Store.walletColumns) FROM wallets WHERE id > ? ORDER BY id LIMIT ?",
+                           [.integer(afterRowID), .integer(Int64(limit))], Store.wallet)
+    }
+}

@@ -1,0 +1,115 @@
+import CFastCGI
+import WalletCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// wallet-fcgi: the FastCGI responder. Everything it owns lives in `run()`'s locals.
+func run() -> Int32 {
+    let log = Log(component: "wallet-fcgi")
+    let options: Options
+    let settings: Settings
+    do {
+        options = try Options(arguments: Array(CommandLine.arguments.dropFirst()))
+        settings = try Settings.fromEnvironment()
+        try settings.checkDatabaseDirectory()
+    } catch {
+        log.write(.error, "invalid_configuration", ["message": .string("\(error)")])
+        printError("wallet-fcgi: \(error)\n\(Options.usage)")
+        return 2
+    }
+    if options.help {
+        print(Options.usage)
+        return 0
+    }
+
+    // Block the stop signals before any thread starts, so that every thread inherits the
+    // mask and only the main thread, in sigwait, ever sees them.
+    var stopSignals = sigset_t()
+    sigemptyset(&stopSignals)
+    sigaddset(&stopSignals, SIGTERM)
+    sigaddset(&stopSignals, SIGINT)
+    pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+    // A client that hangs up mid-answer must not kill the process.
+    signal(SIGPIPE, SIG_IGN)
+
+    let writerStore: Store
+    var readers: [Store] = []
+    do {
+        writerStore = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
+        for _ in 0..<options.threads {
+            readers.append(try Store.open(path: settings.databasePath, queryOnly: true))
+        }
+    } catch {
+        log.write(.error, "database_unavailable", ["path": .string(settings.databasePath), "message": .string("\(error)")])
+        printError("wallet-fcgi: cannot open \(settings.databasePath): \(error)")
+        return 1
+    }
+
+    guard FCGX_Init() == 0 else {
+        printError("wallet-fcgi: FCGX_Init failed")
+        return 1
+    }
+    let source: ListenSource
+    let listenFD: Int32
+    do {
+        (source, listenFD) = try ListenSocket.open(options)
+    } catch {
+        log.write(.error, "socket_unavailable", ["message": .string("\(error)")])
+        printError("wallet-fcgi: \(error)")
+        return 1
+    }
+
+    let metrics = Metrics()
+    let writer = GroupCommitWriter(store: writerStore, onBatch: { metrics.recordBatch(size: $0) })
+    writer.start()
+    let context = ServerContext(api: WalletAPI(writer: writer, metrics: metrics), settings: settings, log: log, listenFD: listenFD)
+    context.running.store(options.threads, ordering: .releasing)
+    for reader in readers {
+        Worker(context: context, reader: reader).start()
+    }
+    log.write(.info, "started", [
+        "threads": .integer(Int64(options.threads)), "database": .string(settings.databasePath),
+        "socket": .string(source.description), "synchronous": .string(settings.synchronous.rawValue),
+    ])
+
+    var received: Int32 = 0
+    sigwait(&stopSignals, &received)
+    log.write(.info, "stopping", ["signal": .integer(Int64(received))])
+    drain(context, source: source)
+    writer.stop()
+    ListenSocket.close(source, fd: listenFD)
+    log.write(.info, "stopped", [:])
+    return 0
+}
+
+/// Lets requests in flight finish, within a deadline, after which the process exits anyway
+/// (nginx answers 502 for what is cut, and idempotency keys make those safe to retry).
+func drain(_ context: ServerContext, source: ListenSource) {
+    context.stopping.store(true, ordering: .releasing)
+    FCGX_ShutdownPending()
+    if case .path = source {
+        // Our own socket: wake every thread blocked in accept(). A shared socket must not
+        // be shut down: it would break it for the sibling or the next instance too.
+        shutdown(context.listenFD, Int32(SHUT_RDWR))
+    }
+    let deadline = Timestamp.now().adding(seconds: 10)
+    while Timestamp.now() < deadline {
+        let idle = context.active.load(ordering: .acquiring) == 0
+        let threadsDone = context.running.load(ordering: .acquiring) == 0
+        if case .path = source, threadsDone { return }
+        if case .inherited = source, idle {
+            // Threads blocked in accept() on a shared socket stay there; give one that has
+            // just accepted a moment to count itself, then go.
+            usleep(50_000)
+            if context.active.load(ordering: .acquiring) == 0 { return }
+        }
+        usleep(5_000)
+    }
+}
+
+func printError(_ message: String) {
+    Log.writeLine(message)
+}
+
+exit(run())

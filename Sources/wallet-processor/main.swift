@@ -1,0 +1,1 @@
+print("wallet-processor: not yet")
