@@ -32,8 +32,8 @@ static inline CURLcode ccurl_getinfo_long(CURL *handle, CURLINFO info, long *val
     return curl_easy_getinfo(handle, info, value);
 }
 
-static inline CURLcode ccurl_getinfo_pointer(CURL *handle, CURLINFO info, void **value) {
-    return curl_easy_getinfo(handle, info, value);
+static inline CURLcode ccurl_getinfo_off_t(CURL *handle, CURLINFO info, void *value) {
+    return curl_easy_getinfo(handle, info, (curl_off_t *)value);
 }
 
 static inline CURLMcode ccurl_multi_setopt_long(CURLM *multi, CURLMoption option, long value) {

@@ -7,11 +7,17 @@ import Glibc
 
 /// Where the listening socket comes from.
 enum ListenSource {
-    /// A path: this process creates, owns and finally removes the socket.
-    case path(String, mode: mode_t)
+    /// A path: this process creates, owns and finally removes the socket file it made.
+    case path(String, file: FileIdentity)
     /// A socket handed in by systemd or spawn-fcgi on fd 0 (`StandardInput=socket`, the
     /// FastCGI convention) or fd 3 (`LISTEN_FDS`). Others share it: never shut it down.
     case inherited(Int32)
+}
+
+/// A file's identity, to tell our socket file from a successor's at the same path.
+struct FileIdentity {
+    let device: UInt
+    let inode: UInt
 }
 
 /// State shared by the accept threads, all of it thread-safe.

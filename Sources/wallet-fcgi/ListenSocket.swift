@@ -30,7 +30,13 @@ enum ListenSocket {
             guard chmod(path, options.socketMode) == 0 else {
                 throw Failure(description: "cannot chmod \(path): \(String(cString: strerror(errno)))")
             }
-            return (.path(path, mode: options.socketMode), fd)
+            // Remember which file we bound: fstat on a socket describes the socket, not the
+            // file, so the path's own identity is the only way to know it later.
+            var created = stat()
+            guard stat(path, &created) == 0 else {
+                throw Failure(description: "cannot stat \(path): \(String(cString: strerror(errno)))")
+            }
+            return (.path(path, file: FileIdentity(device: created.st_dev, inode: created.st_ino)), fd)
         }
         // systemd's LISTEN_FDS protocol: the first socket is fd 3, if it was meant for us.
         if let pid = environmentValue("LISTEN_PID"), Int32(pid) == getpid(),
@@ -46,11 +52,11 @@ enum ListenSocket {
     /// Removes the socket file, but only if it is still the one this process created: a
     /// replacement instance may already have bound a new socket at the same path.
     static func close(_ source: ListenSource, fd: Int32) {
-        guard case .path(let path, _) = source else { return }
-        var ours = stat()
-        var onDisk = stat()
-        if fstat(fd, &ours) == 0, stat(path, &onDisk) == 0, ours.st_ino == onDisk.st_ino, ours.st_dev == onDisk.st_dev {
-            unlink(path)
+        if case .path(let path, let created) = source {
+            var onDisk = stat()
+            if stat(path, &onDisk) == 0, onDisk.st_ino == created.inode, onDisk.st_dev == created.device {
+                unlink(path)
+            }
         }
         Glibc.close(fd)
     }

@@ -37,11 +37,6 @@ public enum Limits {
     /// Withdrawals claimed, debited or recorded in one processor transaction.
     public static let processorBatchMax = 256
 
-    /// A processor's claim on a withdrawal lasts this long past the bank call's own time
-    /// limit, so that a live processor never loses its claim while a call is in flight,
-    /// and a dead one's claims come back soon.
-    public static let leaseGraceSeconds: Int64 = 30
-
     /// The responder's accept threads: twice the cores of the reference machine. More
     /// threads measured no faster (PLATFORM.md); fewer leave a core idle during a sync.
     public static let acceptThreadsDefault = 4

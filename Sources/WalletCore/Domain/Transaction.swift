@@ -33,6 +33,8 @@ public struct Wallet: Sendable, Equatable {
     public var rowID: Int64
     public var id: WalletID
     public var balance: Money
+    /// Debited for withdrawals still with the bank; not part of the balance.
+    public var held: Money
     public var createdAt: Timestamp
     public var updatedAt: Timestamp
 }

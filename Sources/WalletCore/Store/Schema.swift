@@ -39,6 +39,9 @@ public enum Schema {
             id          INTEGER PRIMARY KEY,
             uuid        TEXT    NOT NULL UNIQUE CHECK (length(uuid) = 36),
             balance     INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+            -- Debited for withdrawals still PROCESSING: money that may yet come back by refund.
+            -- A deposit must leave room for it, so that a refund can never overflow.
+            held        INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
             created_at  INTEGER NOT NULL,
             updated_at  INTEGER NOT NULL
         ) STRICT;

@@ -88,7 +88,8 @@ extension Store {
     public func deposit(to walletID: WalletID, amount: Amount, idempotencyKey: String?, now: Timestamp) throws -> Result<DepositResult, DomainError> {
         requireTransaction()
         guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
-        guard let newBalance = wallet.balance.adding(amount.money) else { return .failure(.balanceOverflow) }
+        guard let newBalance = wallet.balance.adding(amount.money),
+              newBalance.adding(wallet.held) != nil else { return .failure(.balanceOverflow) }
         let changed = try database.run(
             "UPDATE wallets SET balance = ?1, updated_at = ?2 WHERE id = ?3 AND balance = ?4",
             [.integer(newBalance.minorUnits), .integer(now.microseconds), .integer(wallet.rowID), .integer(wallet.balance.minorUnits)])

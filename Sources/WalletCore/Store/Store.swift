@@ -28,14 +28,15 @@ public final class Store {
 
     // MARK: - Wallets
 
-    static let walletColumns = "id, uuid, balance, created_at, updated_at"
+    static let walletColumns = "id, uuid, balance, held, created_at, updated_at"
 
     static func wallet(from row: Row) throws -> Wallet {
-        guard let id = WalletID(row.text(1)), let balance = Money(minorUnits: row.integer(2)) else {
+        guard let id = WalletID(row.text(1)), let balance = Money(minorUnits: row.integer(2)),
+              let held = Money(minorUnits: row.integer(3)) else {
             throw DatabaseError(code: 0, message: "corrupt wallet row \(row.integer(0))")
         }
-        return Wallet(rowID: row.integer(0), id: id, balance: balance,
-                      createdAt: Timestamp(microseconds: row.integer(3)), updatedAt: Timestamp(microseconds: row.integer(4)))
+        return Wallet(rowID: row.integer(0), id: id, balance: balance, held: held,
+                      createdAt: Timestamp(microseconds: row.integer(4)), updatedAt: Timestamp(microseconds: row.integer(5)))
     }
 
     public func wallet(_ id: WalletID) throws -> Wallet? {

@@ -13,6 +13,9 @@ public struct Settings: Sendable, Equatable {
     public var bankTimeoutMilliseconds: Int64 = 5_000
     public var bankConcurrency: Int64 = 16
     public var unknownRecheckSeconds: Int64 = 600
+    /// How long a processor's claim outlives its bank call's time limit. A processor that
+    /// dies mid-pass leaves its claims for this long; a live one never outlasts it.
+    public var leaseGraceSeconds: Int64 = 30
     /// Bench-only: `NORMAL` trades the last commits on power loss for speed, to measure
     /// what durability costs. Never set it in production.
     public var synchronous: Synchronous = .full
@@ -46,6 +49,7 @@ public struct Settings: Sendable, Equatable {
         bankTimeoutMilliseconds = try Settings.integer(environment, "WALLET_BANK_TIMEOUT_MS", default: bankTimeoutMilliseconds, range: 1...600_000)
         bankConcurrency = try Settings.integer(environment, "WALLET_BANK_CONCURRENCY", default: bankConcurrency, range: 1...1_024)
         unknownRecheckSeconds = try Settings.integer(environment, "WALLET_UNKNOWN_RECHECK_SECONDS", default: unknownRecheckSeconds, range: 0...604_800)
+        leaseGraceSeconds = try Settings.integer(environment, "WALLET_LEASE_GRACE_SECONDS", default: leaseGraceSeconds, range: 1...3_600)
         if let mode = environment["WALLET_SYNCHRONOUS"] {
             guard let parsed = Synchronous(rawValue: mode.uppercased()) else {
                 throw Invalid(description: "WALLET_SYNCHRONOUS must be FULL (the default) or NORMAL (benchmarks only), not \"\(mode)\"")
