@@ -8,6 +8,9 @@ let package = Package(
         .executable(name: "wallet-processor", targets: ["wallet-processor"]),
         .executable(name: "walletctl", targets: ["walletctl"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
     targets: [
         // C libraries from Debian's -dev packages, each behind a small module map.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -19,7 +22,9 @@ let package = Package(
 
         .executableTarget(name: "wallet-fcgi", dependencies: ["WalletCore", "CFastCGI"]),
         .executableTarget(name: "wallet-processor", dependencies: ["WalletCore", "CCurl"]),
-        .executableTarget(name: "walletctl", dependencies: ["WalletCore"]),
+        .executableTarget(name: "walletctl", dependencies: [
+            "WalletCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
 
         .testTarget(name: "WalletCoreTests", dependencies: ["WalletCore"]),
     ],

@@ -1,0 +1,152 @@
+/// One thing `audit verify` found wrong, named so an operator can find the row.
+public struct Discrepancy: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case brokenHashChain = "broken_hash_chain"
+        case ledgerGap = "ledger_gap"
+        case balanceAfterMismatch = "balance_after_mismatch"
+        case balanceMismatch = "balance_mismatch"
+        case heldMismatch = "held_mismatch"
+        case negativeBalance = "negative_balance"
+        case ledgerMismatch = "ledger_mismatch"
+    }
+
+    public var kind: Kind
+    /// `ledger 17`, `wallet 3f1c…`, `transaction 42`.
+    public var subject: String
+    public var detail: String
+
+    public var description: String { "\(kind.rawValue): \(subject): \(detail)" }
+}
+
+/// The result of `audit verify`: every check run, every discrepancy found.
+public struct AuditReport: Sendable {
+    public var ledgerRows: Int64 = 0
+    public var wallets: Int64 = 0
+    public var transactions: Int64 = 0
+    /// The last row's hash: an operator who records it can later prove nothing was cut
+    /// from the end.
+    public var headHash: String = Store.genesisHash
+    public var discrepancies: [Discrepancy] = []
+
+    public var passed: Bool { discrepancies.isEmpty }
+}
+
+/// Recomputes everything the ledger promises, from the rows alone:
+/// - the hash chain, row by row, with no gap in the ids;
+/// - each row's `balance_after` as the running sum of its wallet's deltas;
+/// - each wallet's balance as the sum of its deltas, and its held funds as the sum of its
+///   `PROCESSING` withdrawals; no negative balance;
+/// - each transaction's ledger rows against its type and status: a completed deposit has one
+///   credit; a `PROCESSING` or `COMPLETED` withdrawal one debit and no refund; a `FAILED` one
+///   either nothing (insufficient funds) or one debit and one refund; `PENDING` and
+///   `CANCELED` ones nothing.
+public struct Auditor {
+    private let database: Database
+
+    public init(store: Store) {
+        self.database = store.database
+    }
+
+    /// Runs every check inside one read transaction, so the service may keep writing.
+    public func verify() throws -> AuditReport {
+        try database.execute("BEGIN")
+        defer { try? database.execute("COMMIT") }
+        var report = AuditReport()
+        var sums: [Int64: Int64] = [:]
+        var entries: [Int64: [(kind: String, delta: Int64)]] = [:]
+        try checkChain(&report, sums: &sums, entries: &entries)
+        try checkWallets(&report, sums: sums)
+        try checkTransactions(&report, entries: entries)
+        return report
+    }
+
+    private func checkChain(_ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [(kind: String, delta: Int64)]]) throws {
+        var previousHash = Store.genesisHash
+        var expectedID: Int64 = 1
+        let rows = try database.query(
+            "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id") {
+            (id: $0.integer(0), wallet: $0.integer(1), transaction: $0.integer(2), kind: $0.text(3), delta: $0.integer(4),
+             balanceAfter: $0.integer(5), createdAt: $0.integer(6), hash: $0.text(7))
+        }
+        for row in rows {
+            report.ledgerRows += 1
+            if row.id != expectedID {
+                report.discrepancies.append(Discrepancy(kind: .ledgerGap, subject: "ledger \(row.id)",
+                                                        detail: "expected row \(expectedID) next: rows were removed or renumbered"))
+            }
+            expectedID = row.id + 1
+            let input = Store.ledgerHashInput(previousHash: previousHash, id: row.id, walletRowID: row.wallet, transactionID: row.transaction,
+                                              kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
+            if SHA256.hex(Array(input.utf8)) != row.hash {
+                report.discrepancies.append(Discrepancy(kind: .brokenHashChain, subject: "ledger \(row.id)",
+                                                        detail: "the hash does not match the row's content and the previous row's hash"))
+            }
+            previousHash = row.hash
+            let (sum, overflow) = sums[row.wallet, default: 0].addingReportingOverflow(row.delta)
+            sums[row.wallet] = sum
+            if overflow || sum != row.balanceAfter {
+                report.discrepancies.append(Discrepancy(kind: .balanceAfterMismatch, subject: "ledger \(row.id)",
+                                                        detail: "balance_after \(row.balanceAfter) but the wallet's rows sum to \(sum)"))
+            }
+            entries[row.transaction, default: []].append((row.kind, row.delta))
+        }
+        report.headHash = previousHash
+    }
+
+    private func checkWallets(_ report: inout AuditReport, sums: [Int64: Int64]) throws {
+        let wallets = try database.query(
+            """
+            SELECT w.id, w.uuid, w.balance, w.held,
+                   (SELECT total(amount) FROM transactions t WHERE t.wallet_id = w.id AND t.status = 'PROCESSING')
+            FROM wallets w ORDER BY w.id
+            """) { (id: $0.integer(0), uuid: $0.text(1), balance: $0.integer(2), held: $0.integer(3), processing: $0.integer(4)) }
+        for wallet in wallets {
+            report.wallets += 1
+            let subject = "wallet \(wallet.uuid)"
+            if wallet.balance < 0 {
+                report.discrepancies.append(Discrepancy(kind: .negativeBalance, subject: subject, detail: "balance \(wallet.balance)"))
+            }
+            let sum = sums[wallet.id, default: 0]
+            if sum != wallet.balance {
+                report.discrepancies.append(Discrepancy(kind: .balanceMismatch, subject: subject,
+                                                        detail: "balance \(wallet.balance) but its ledger rows sum to \(sum)"))
+            }
+            if wallet.held != wallet.processing {
+                report.discrepancies.append(Discrepancy(kind: .heldMismatch, subject: subject,
+                                                        detail: "held \(wallet.held) but its PROCESSING withdrawals total \(wallet.processing)"))
+            }
+        }
+    }
+
+    private func checkTransactions(_ report: inout AuditReport, entries: [Int64: [(kind: String, delta: Int64)]]) throws {
+        let transactions = try database.query("SELECT id, type, status, amount, failure_reason FROM transactions ORDER BY id") {
+            (id: $0.integer(0), type: $0.text(1), status: $0.text(2), amount: $0.integer(3), reason: $0.optionalText(4))
+        }
+        for transaction in transactions {
+            report.transactions += 1
+            let rows = entries[transaction.id] ?? []
+            let found = rows.map { "\($0.kind) \($0.delta)" }
+            let expected = Auditor.expectedLedger(type: transaction.type, status: transaction.status, amount: transaction.amount,
+                                                  reason: transaction.reason)
+            if !expected.contains(found) {
+                let described = expected.map { $0.isEmpty ? "no rows" : $0.joined(separator: ", ") }.joined(separator: " or ")
+                report.discrepancies.append(Discrepancy(
+                    kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
+                    detail: "\(transaction.type) \(transaction.status) should have \(described); has \(found.isEmpty ? "no rows" : found.joined(separator: ", "))"))
+            }
+        }
+    }
+
+    /// The ledger rows a transaction may have, as `KIND delta` in order.
+    static func expectedLedger(type: String, status: String, amount: Int64, reason: String?) -> [[String]] {
+        let debit = "DEBIT \(-amount)"
+        switch (type, status) {
+        case ("DEPOSIT", "COMPLETED"): return [["DEPOSIT \(amount)"]]
+        case ("WITHDRAWAL", "PENDING"), ("WITHDRAWAL", "CANCELED"): return [[]]
+        case ("WITHDRAWAL", "PROCESSING"), ("WITHDRAWAL", "COMPLETED"): return [[debit]]
+        case ("WITHDRAWAL", "FAILED"):
+            return reason == "insufficient_funds" ? [[]] : [[debit, "REFUND \(amount)"]]
+        default: return [["(a valid type and status)"]]
+        }
+    }
+}
