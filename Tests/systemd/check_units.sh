@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Static checks of the systemd units in systemd/ (no running systemd needed:
+# works in a container or CI job where PID 1 is not systemd).
+#
+#   Tests/systemd/check_units.sh            # checks ./systemd of this repo
+#   WALLET_UNIT_DIR=/path Tests/systemd/check_units.sh
+#
+# Checks:
+#   1. systemd-analyze verify on all four units, on copies whose Exec*=
+#      binaries point at /bin/true (verify insists that they exist). verify
+#      exits 0 on warnings (unknown keys, unparsable values are "ignoring"),
+#      so ANY output counts as a failure. A deliberately broken copy must
+#      produce output, which shows the check can fail at all.
+#   2. systemd-analyze security --offline=yes on each service: the
+#      "Overall exposure level" must be <= 2.0 for the responder and <= 2.5
+#      for the processor; the same limits are checked again through
+#      --threshold= (which uses a 0-100 scale: 20 means 2.0).
+#   3. Timer sanity: its time spans parse (systemd-analyze timespan), the
+#      interval is 10 s, the accuracy is not coarser than the interval.
+#   4. The contract the binaries rely on (socket on fd 0, journal output,
+#      socket path and permissions, oneshot processor).
+#   5. Every block of directives is preceded by a comment.
+#
+# Prints one line per check (details of a failure go to stderr) and a last
+# line "N passed, M failed". Exit status 0 only if nothing failed.
+# Needs bash and systemd-analyze (Debian package "systemd").
+
+set -u
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+unit_dir=${WALLET_UNIT_DIR:-$here/../../systemd}
+
+responder_max=2.0
+processor_max=2.5
+
+socket_unit=wallet-fcgi.socket
+responder=wallet-fcgi.service
+processor=wallet-processor.service
+timer=wallet-processor.timer
+units=("$socket_unit" "$responder" "$processor" "$timer")
+
+# Plain, uncoloured, unpaged output whatever the caller's environment says.
+export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_LESS=
+unset SYSTEMD_LOG_LEVEL SYSTEMD_LOG_TARGET
+
+passed=0
+failed=0
+pass() { printf 'PASS %s\n' "$1"; passed=$((passed + 1)); }
+fail() {
+    printf 'FAIL %s\n' "$1"
+    if [ -n "${2-}" ]; then printf '%s\n' "$2" | sed 's/^/    /' >&2; fi
+    failed=$((failed + 1))
+}
+finish() {
+    printf '%d passed, %d failed\n' "$passed" "$failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    fail "systemd-analyze is installed" "install the Debian package 'systemd'"
+    finish
+fi
+
+missing=()
+for u in "${units[@]}"; do [ -f "$unit_dir/$u" ] || missing+=("$u"); done
+if [ "${#missing[@]}" -ne 0 ]; then
+    fail "units present in $unit_dir" "missing: ${missing[*]}"
+    finish
+fi
+pass "units present: ${units[*]}"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/check_units.XXXXXX") || { fail "create a temp dir"; finish; }
+trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/units" "$tmp/broken"
+
+# Copies for systemd-analyze: every Exec*= command (with any of systemd's
+# prefixes such as "-" or "+") becomes /bin/true, and EnvironmentFile= gets the
+# "-" (optional) prefix so the result does not depend on this host's /etc.
+# The hardening settings, which are what is being checked, are untouched.
+for u in "${units[@]}"; do
+    sed -E \
+        -e 's#^(Exec[A-Za-z]*=).*#\1/bin/true#' \
+        -e 's#^EnvironmentFile=([^-])#EnvironmentFile=-\1#' \
+        "$unit_dir/$u" >"$tmp/units/$u"
+done
+rewritten=$(cat "$tmp/units/"*.service | grep -c '^ExecStart=/bin/true$')
+if [ "$rewritten" -eq 2 ]; then
+    pass "copies made, ExecStart= of both services replaced by /bin/true"
+else
+    fail "copies made, ExecStart= of both services replaced by /bin/true" \
+        "expected 2 rewritten ExecStart= lines, found $rewritten"
+fi
+
+# ---------------------------------------------------------------- 1. verify
+verify() { (cd "$1" && systemd-analyze verify "${units[@]/#/./}" 2>&1); }
+
+out=$(verify "$tmp/units")
+rc=$?
+if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+    pass "systemd-analyze verify: 4 units, exit 0, no output"
+else
+    fail "systemd-analyze verify: 4 units, exit 0, no output (exit $rc)" "$out"
+fi
+
+cp "$tmp/units/"* "$tmp/broken/"
+printf 'NoSuchDirectiveForTheSelfTest=yes\n' >>"$tmp/broken/$responder"
+out=$(verify "$tmp/broken")
+if [ -n "$out" ]; then
+    pass "systemd-analyze verify self-test: a broken copy produces output"
+else
+    fail "systemd-analyze verify self-test: a broken copy produces output" \
+        "an unknown directive went unreported; the verify check above proves nothing"
+fi
+
+# -------------------------------------------------------------- 2. security
+# $1 unit, $2 maximum exposure (0.0-10.0)
+check_security() {
+    local unit=$1 max=$2 out score threshold rc
+    out=$(systemd-analyze security --offline=yes --no-pager "$tmp/units/$unit" 2>&1)
+    score=$(printf '%s\n' "$out" |
+        sed -n -E "s/.*Overall exposure level for ${unit//./\\.}: ([0-9]+(\.[0-9]+)?).*/\1/p")
+    if [ -z "$score" ]; then
+        fail "security $unit: exposure <= $max (no score found)" "$out"
+    elif awk -v s="$score" -v m="$max" 'BEGIN { exit !(s <= m) }'; then
+        pass "security $unit: exposure $score <= $max"
+    else
+        fail "security $unit: exposure $score <= $max" \
+            "$(printf '%s\n' "$out" | grep -v '^✓')"
+    fi
+
+    # Same limit through --threshold=, which is on a 0-100 scale and fails
+    # (exit 1) when the exposure is above it.
+    threshold=$(awk -v m="$max" 'BEGIN { printf "%d", m * 10 + 0.5 }')
+    systemd-analyze security --offline=yes --no-pager --threshold="$threshold" \
+        "$tmp/units/$unit" >/dev/null 2>&1
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        pass "security $unit: --threshold=$threshold accepts it"
+    else
+        fail "security $unit: --threshold=$threshold accepts it (exit $rc)"
+    fi
+}
+check_security "$responder" "$responder_max"
+check_security "$processor" "$processor_max"
+
+# ----------------------------------------------------------------- 3. timer
+# Prints the value of the last "Key=" line of a unit file.
+value() { sed -n -E "s/^$2=(.*)/\1/p" "$unit_dir/$1" | tail -n 1; }
+# Prints a time span in microseconds, or nothing if systemd cannot parse it.
+usec() { systemd-analyze timespan "$1" 2>/dev/null | sed -n -E 's/^ *μs: ([0-9]+)$/\1/p'; }
+
+bad=""
+for key in OnBootSec OnUnitActiveSec AccuracySec; do
+    v=$(value "$timer" "$key")
+    if [ -z "$v" ]; then bad+="$key= missing; "
+    elif [ -z "$(usec "$v")" ]; then bad+="$key=$v does not parse; "
+    fi
+done
+while IFS= read -r spec; do
+    [ -n "$spec" ] || continue
+    systemd-analyze calendar "$spec" >/dev/null 2>&1 || bad+="OnCalendar=$spec does not parse; "
+done < <(value "$timer" OnCalendar)
+if [ -z "$bad" ]; then
+    pass "timer: OnBootSec=, OnUnitActiveSec=, AccuracySec= parse"
+else
+    fail "timer: OnBootSec=, OnUnitActiveSec=, AccuracySec= parse" "$bad"
+fi
+
+interval=$(usec "$(value "$timer" OnUnitActiveSec)")
+accuracy=$(usec "$(value "$timer" AccuracySec)")
+if [ "${interval:-0}" -eq 10000000 ] && [ -n "$accuracy" ] && [ "$accuracy" -le "$interval" ]; then
+    pass "timer: every 10 s (OnUnitActiveSec=), AccuracySec= not coarser"
+else
+    fail "timer: every 10 s (OnUnitActiveSec=), AccuracySec= not coarser" \
+        "OnUnitActiveSec=${interval:-?}us AccuracySec=${accuracy:-?}us"
+fi
+
+# -------------------------------------------------------------- 4. contract
+# $1 unit, then exact "Key=Value" lines that must be present.
+require() {
+    local unit=$1 line missing=()
+    shift
+    for line in "$@"; do
+        grep -qxF -- "$line" "$unit_dir/$unit" || missing+=("$line")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        pass "contract $unit: $*"
+    else
+        fail "contract $unit: $*" "missing: ${missing[*]}"
+    fi
+}
+require "$socket_unit" ListenStream=/run/wallet/fcgi.sock Accept=no \
+    SocketGroup=www-data SocketMode=0660
+require "$responder" ExecStart=/usr/local/bin/wallet-fcgi StandardInput=socket \
+    StandardOutput=journal StandardError=journal Requires=wallet-fcgi.socket \
+    User=wallet
+require "$processor" Type=oneshot ExecStart=/usr/local/bin/wallet-processor User=wallet
+require "$timer" WantedBy=timers.target
+
+# -------------------------------------------------------------- 5. comments
+# Every run of consecutive directive lines must follow a comment line: each
+# setting is explained where it is made.
+for u in "${units[@]}"; do
+    out=$(awk '
+        /^[ \t]*$/                 { prev = "blank"; next }
+        /^[ \t]*[#;]/              { prev = "comment"; next }
+        /^\[/                      { prev = "section"; next }
+        /^[A-Za-z][A-Za-z0-9]*=/   { if (prev != "comment" && prev != "directive")
+                                         printf "line %d: %s\n", NR, $0
+                                     prev = "directive"; next }
+                                   { prev = "other" }
+    ' "$unit_dir/$u")
+    if [ -z "$out" ]; then
+        pass "comments $u: every directive block is explained"
+    else
+        fail "comments $u: every directive block is explained" "$out"
+    fi
+done
+
+finish
