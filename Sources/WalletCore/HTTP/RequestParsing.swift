@@ -61,7 +61,7 @@ struct RequestBody {
     /// `application/json`, optionally with parameters such as `charset=utf-8`, in any case.
     static func isJSON(_ contentType: String) -> Bool {
         let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        return mediaType.trimmingSpaces.lowercased() == "application/json"
+        return mediaType.trimmingSpaces.asciiUppercased == "APPLICATION/JSON"
     }
 
     /// The `amount` member: a JSON integer in `1...Limits.amountMinorUnitsMax`, nothing else.
@@ -97,13 +97,13 @@ struct TransactionQuery {
 
     init(_ items: [String: String]) throws(APIError) {
         if let status = items["status"] {
-            guard let parsed = TransactionStatus(rawValue: status.uppercased()) else {
+            guard let parsed = TransactionStatus(rawValue: status.asciiUppercased) else {
                 throw APIError.invalidQuery(field: "status", "status must be one of \(TransactionStatus.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             filter.status = parsed
         }
         if let type = items["type"] {
-            guard let parsed = TransactionType(rawValue: type.uppercased()) else {
+            guard let parsed = TransactionType(rawValue: type.asciiUppercased) else {
                 throw APIError.invalidQuery(field: "type", "type must be DEPOSIT or WITHDRAWAL")
             }
             filter.type = parsed
@@ -124,6 +124,11 @@ struct TransactionQuery {
 }
 
 extension StringProtocol {
+    /// Upper case for ASCII letters only: `ı` must not pass for `I` in a filter value.
+    var asciiUppercased: String {
+        String(decoding: utf8.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }, as: UTF8.self)
+    }
+
     var trimmingSpaces: Substring {
         let text = Substring(self)
         guard let start = text.firstIndex(where: { $0 != " " && $0 != "\t" }) else { return "" }
