@@ -208,7 +208,10 @@ final class Statement {
             let status: Int32
             switch value {
             case .integer(let number): status = sqlite3_bind_int64(pointer, index, number)
-            case .text(let text): status = sqlite3_bind_text(pointer, index, text, -1, csqlite_transient())
+            case .text(let text):
+                // An explicit length: with -1 SQLite would stop at an embedded NUL.
+                var text = text
+                status = text.withUTF8 { sqlite3_bind_text(pointer, index, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), Int32($0.count), csqlite_transient()) }
             case .blob(let bytes):
                 status = bytes.withUnsafeBytes { sqlite3_bind_blob(pointer, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
             case .null: status = sqlite3_bind_null(pointer, index)

@@ -1,0 +1,59 @@
+import Testing
+@testable import WalletCore
+
+@Suite("Metrics")
+struct MetricsTests {
+    @Test("request counters are labelled by method, route template and status")
+    func counters() {
+        let metrics = Metrics()
+        metrics.record(method: "POST", route: "/wallets/", status: 201, seconds: 0.001)
+        metrics.record(method: "POST", route: "/wallets/", status: 201, seconds: 0.001)
+        metrics.record(method: "POST", route: "/wallets/", status: 400, seconds: 0.001)
+        metrics.record(method: "GET", route: "unmatched", status: 404, seconds: 0.001)
+        let lines = metrics.render(transactionCounts: []).split(separator: "\n").map(String.init)
+        #expect(lines.contains(#"wallet_http_requests_total{method="POST",route="/wallets/",status="201"} 2"#))
+        #expect(lines.contains(#"wallet_http_requests_total{method="POST",route="/wallets/",status="400"} 1"#))
+        #expect(lines.contains(#"wallet_http_requests_total{method="GET",route="unmatched",status="404"} 1"#))
+    }
+
+    @Test("the latency histogram is cumulative, ends with +Inf, and counts slow requests only there")
+    func histogram() {
+        let metrics = Metrics()
+        for seconds in [0.0004, 0.0005, 0.002, 0.3, 7.0] {
+            metrics.record(method: "GET", route: "/healthz", status: 200, seconds: seconds)
+        }
+        let lines = metrics.render(transactionCounts: []).split(separator: "\n").map(String.init)
+        let buckets = lines.filter { $0.hasPrefix(#"wallet_http_request_duration_seconds_bucket{route="/healthz""#) }
+        #expect(buckets.count == Metrics.latencyBucketsSeconds.count + 1)
+        let counts = buckets.compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }
+        #expect(counts == counts.sorted())
+        #expect(buckets.first == #"wallet_http_request_duration_seconds_bucket{route="/healthz",le="0.0005"} 2"#)
+        #expect(buckets.contains(#"wallet_http_request_duration_seconds_bucket{route="/healthz",le="0.0025"} 3"#))
+        #expect(buckets.contains(#"wallet_http_request_duration_seconds_bucket{route="/healthz",le="0.5"} 4"#))
+        #expect(buckets.contains(#"wallet_http_request_duration_seconds_bucket{route="/healthz",le="2.5"} 4"#))
+        #expect(buckets.last == #"wallet_http_request_duration_seconds_bucket{route="/healthz",le="+Inf"} 5"#)
+        #expect(lines.contains(#"wallet_http_request_duration_seconds_count{route="/healthz"} 5"#))
+    }
+
+    @Test("group-commit batches and transaction gauges are rendered")
+    func batchesAndGauges() {
+        let metrics = Metrics()
+        metrics.recordBatch(size: 3)
+        metrics.recordBatch(size: 1)
+        let text = metrics.render(transactionCounts: [(type: .withdrawal, status: .failed, count: 4, amount: 40)])
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.contains("wallet_write_batches_total 2"))
+        #expect(lines.contains("wallet_write_requests_total 4"))
+        #expect(lines.contains(#"wallet_transactions{type="WITHDRAWAL",status="FAILED"} 4"#))
+        #expect(text.hasSuffix("\n"))
+        // Every sample line belongs to a metric that has HELP and TYPE lines.
+        let declared = Set(lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] })
+        for line in lines where !line.hasPrefix("#") {
+            let name = line.prefix { $0 != "{" && $0 != " " }
+            let family = ["_bucket", "_sum", "_count"].reduce(Substring(name)) { name, suffix in
+                name.hasSuffix(suffix) && declared.contains(Substring(name.dropLast(suffix.count))) ? name.dropLast(suffix.count) : name
+            }
+            #expect(declared.contains(family), "\(line)")
+        }
+    }
+}

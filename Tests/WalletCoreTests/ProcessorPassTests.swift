@@ -1,0 +1,303 @@
+import Testing
+@testable import WalletCore
+
+/// One row of the withdrawal state machine: a bank script, how many passes run, and where
+/// the withdrawal and the money end up.
+struct MachineScenario: Sendable, CustomTestStringConvertible {
+    var name: String
+    var answers: [BankTransport]
+    var amount: Int64 = 300
+    var passes: Int
+    var status: TransactionStatus
+    var reason: FailureReason?
+    var attempts: Int64
+    var balance: Int64
+    var held: Int64
+    var kinds: [LedgerEntry.Kind]
+
+    var testDescription: String { name }
+}
+
+private let http500 = BankTransport.answered(status: 500, body: Array(#"{"error": "internal"}"#.utf8))
+private let http400 = BankTransport.answered(status: 400, body: Array(#"{"data": "bad_request", "status": 400}"#.utf8))
+private let http429 = BankTransport.answered(status: 429, body: [])
+
+/// Each wallet starts with 1,000; the policy allows 1 + 3 attempts with no wait between them.
+private let machineScenarios: [MachineScenario] = [
+    MachineScenario(name: "paid at once", answers: [.paid], passes: 2, status: .completed, reason: nil, attempts: 1,
+                    balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(name: "insufficient funds: failed, bank never called", answers: [.paid], amount: 1_001, passes: 2, status: .failed,
+                    reason: .insufficientFunds, attempts: 0, balance: 1_000, held: 0, kinds: [.deposit]),
+    MachineScenario(name: "failed body on every attempt: bank_rejected, refunded", answers: [.failed], passes: 5, status: .failed,
+                    reason: .bankRejected, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(name: "HTTP 400 on every attempt: bank_rejected, refunded", answers: [http400], passes: 5, status: .failed,
+                    reason: .bankRejected, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(name: "failed twice, then paid", answers: [.failed, .failed, .paid], passes: 4, status: .completed, reason: nil,
+                    attempts: 3, balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(name: "429, then paid", answers: [http429, .paid], passes: 3, status: .completed, reason: nil,
+                    attempts: 2, balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(name: "refused on every attempt: bank_unreachable, refunded", answers: [.refused], passes: 5, status: .failed,
+                    reason: .bankUnreachable, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(name: "unknown on every attempt: held with bank_outcome_unknown", answers: [.timedOut], passes: 4, status: .processing,
+                    reason: .bankOutcomeUnknown, attempts: 4, balance: 700, held: 300, kinds: [.deposit, .debit]),
+    MachineScenario(name: "unknown on every attempt, paid on a recheck", answers: [.timedOut, .timedOut, .timedOut, .timedOut, .paid],
+                    passes: 6, status: .completed, reason: nil, attempts: 5, balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(name: "HTTP 500 on every attempt, failed body on a recheck: refunded", answers: [http500, http500, http500, http500, .failed],
+                    passes: 6, status: .failed, reason: .bankRejected, attempts: 5, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(name: "unknown, then refused up to and after the last attempt: never refunded", answers: [.timedOut, .refused],
+                    passes: 7, status: .processing, reason: .bankOutcomeUnknown, attempts: 7, balance: 700, held: 300, kinds: [.deposit, .debit]),
+    MachineScenario(name: "unknown, then failed body clears the doubt, then refused: bank_unreachable, refunded",
+                    answers: [.timedOut, .failed, .refused], passes: 5, status: .failed, reason: .bankUnreachable, attempts: 4,
+                    balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+]
+
+/// A wallet holding 1,000 on a fresh database, and the processor's own connection.
+private final class ProcessorFixture {
+    let t: TestAPI
+    let store: Store
+    let wallet: WalletID
+
+    init(balance: Int64 = 1_000) throws {
+        t = try TestAPI()
+        store = try t.database.connection()
+        wallet = try t.createWallet()
+        if balance > 0 { #expect(t.deposit(wallet, balance).status == 200) }
+    }
+
+    func ledgerKinds() throws -> [String] {
+        try ledgerRows(store).map(\.kind)
+    }
+
+    func column(_ name: String, of withdrawal: Int64) throws -> Int64? {
+        try store.database.scalarInteger("SELECT \(name) FROM transactions WHERE id = ?", [.integer(withdrawal)])
+    }
+}
+
+@Suite("ProcessorPass")
+struct ProcessorPassTests {
+    @Test("the withdrawal state machine", arguments: machineScenarios)
+    func stateMachine(scenario: MachineScenario) throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, scenario.amount)
+        let bank = ScriptedBank(byAttempt: scenario.answers)
+        let store = fixture.store
+        bank.onStart = { _ in #expect(store.database.isAutocommit, "the bank is called inside a transaction") }
+        for pass in 1...scenario.passes {
+            let before = bank.calls.count
+            try runPass(fixture.store, bank)
+            #expect(bank.calls.count - before <= 1, "pass \(pass) called the bank more than once")
+        }
+        let transaction = try fixture.t.transaction(withdrawal)
+        #expect(transaction.status == scenario.status)
+        #expect(transaction.failureReason == scenario.reason)
+        #expect(transaction.attempts == scenario.attempts)
+        #expect((transaction.executedAt != nil) == (scenario.status == .completed))
+        #expect(bank.calls.count == Int(scenario.attempts))
+        #expect(bank.calls.map(\.attempt) == Array(1...max(1, scenario.attempts)).prefix(bank.calls.count).map { $0 })
+        #expect(Set(bank.calls.map(\.idempotencyKey)).count <= 1)
+        let wallet = try fixture.t.wallet(fixture.wallet)
+        #expect(wallet.balance.minorUnits == scenario.balance)
+        #expect(wallet.held.minorUnits == scenario.held)
+        #expect(try fixture.ledgerKinds() == scenario.kinds.map(\.rawValue))
+        try expectLedgerConsistent(fixture.store)
+        #expect(try fixture.column("lease_owner", of: withdrawal) == nil)
+        #expect(try fixture.column("bank_call_open", of: withdrawal) == 0)
+        #expect(try fixture.store.database.scalarInteger("SELECT count(*) FROM processor_passes") == Int64(scenario.passes))
+    }
+
+    @Test("a paid withdrawal: one call with a stable key, summary and timestamps")
+    func paidDetails() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 250)
+        let bank = ScriptedBank(always: .paid)
+        let summary = try runPass(fixture.store, bank)
+        #expect(summary == PassSummary(claimed: 1, completed: 1, failed: 0, retried: 0, leaseLost: 0))
+        let call = try #require(bank.calls.first)
+        #expect(call == Payout(withdrawalID: withdrawal, wallet: fixture.wallet, amount: Amount(minorUnits: 250)!, attempt: 1, bankMayHavePaid: false))
+        #expect(call.idempotencyKey == "\(fixture.wallet):\(withdrawal)")
+        let transaction = try fixture.t.transaction(withdrawal)
+        #expect(transaction.executedAt.map { $0 >= transaction.createdAt } == true)
+        let debit = try #require(try ledgerRows(fixture.store).last)
+        #expect(debit.kind == "DEBIT" && debit.delta == -250 && debit.transactionID == withdrawal && debit.balanceAfter == 750)
+        #expect(try runPass(fixture.store, bank) == PassSummary())
+    }
+
+    @Test("while retries remain the withdrawal stays PROCESSING with the funds held")
+    func heldBetweenRetries() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let bank = ScriptedBank(always: .failed)
+        let summary = try runPass(fixture.store, bank, processorSettings(retryBaseSeconds: 60))
+        #expect(summary == PassSummary(claimed: 1, completed: 0, failed: 0, retried: 1, leaseLost: 0))
+        let transaction = try fixture.t.transaction(withdrawal)
+        #expect(transaction.status == .processing)
+        #expect(transaction.failureReason == nil)
+        #expect(transaction.attempts == 1)
+        let wallet = try fixture.t.wallet(fixture.wallet)
+        #expect(wallet.balance.minorUnits == 700 && wallet.held.minorUnits == 300)
+        // The next attempt waits for the backoff: a pass now does not call the bank.
+        let next = try #require(try fixture.column("next_attempt_at", of: withdrawal))
+        #expect(next >= Timestamp.now().adding(seconds: 59).microseconds)
+        try runPass(fixture.store, bank, processorSettings(retryBaseSeconds: 60))
+        #expect(bank.calls.count == 1)
+        // A PROCESSING withdrawal cannot be canceled.
+        expectError(fixture.t.send("POST", "/wallets/\(fixture.wallet)/transactions/\(withdrawal)/cancel"), status: 409, code: "not_cancelable")
+    }
+
+    @Test("a withdrawal scheduled for later is left alone until due")
+    func futureWithdrawalWaits() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try #require(fixture.t.withdraw(fixture.wallet, 100, scheduledFor: "2999-01-01T00:00:00Z").json["id"]?.integer)
+        let bank = ScriptedBank(always: .paid)
+        #expect(try runPass(fixture.store, bank) == PassSummary())
+        #expect(try fixture.t.transaction(withdrawal).status == .pending)
+        let summary = try runPass(fixture.store, bank, clock: { Timestamp(rfc3339: "2999-01-01T00:00:01Z")! })
+        #expect(summary.completed == 1)
+        #expect(bank.calls.map(\.withdrawalID) == [withdrawal])
+    }
+
+    @Test("a lease held by another processor is not claimed")
+    func liveLeaseNotClaimed() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let now = Timestamp.now()
+        let claimed = try fixture.store.database.immediateTransaction {
+            try fixture.store.claimDue(owner: "other", dueBy: now, now: now, leaseUntil: now.adding(seconds: 60), limit: 10)
+        }
+        #expect(claimed.payouts.map(\.withdrawalID) == [withdrawal])
+        let bank = ScriptedBank(always: .paid)
+        #expect(try runPass(fixture.store, bank) == PassSummary())
+        #expect(bank.calls.isEmpty)
+        #expect(try fixture.t.transaction(withdrawal).attempts == 1)
+        #expect(try fixture.column("bank_call_open", of: withdrawal) == 1)
+    }
+
+    @Test("an expired lease is retaken and the attempt after a crash counts as possibly paid")
+    func crashedClaimRetaken() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let now = Timestamp.now()
+        // A processor claims, debits and dies before recording anything.
+        _ = try fixture.store.database.immediateTransaction {
+            try fixture.store.claimDue(owner: "crashed", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 10)
+        }
+        #expect(try fixture.column("bank_call_open", of: withdrawal) == 1)
+        let later = { Timestamp.now().adding(seconds: 60) }
+        let bank = ScriptedBank(always: .refused)
+        let settings = processorSettings(maxRetries: 1)
+        try runPass(fixture.store, bank, settings, clock: later)
+        let retaken = try #require(bank.calls.first)
+        #expect(retaken.attempt == 2)
+        #expect(retaken.bankMayHavePaid)
+        // Refused on the last attempt, but the crashed call may have paid: held, never refunded.
+        var transaction = try fixture.t.transaction(withdrawal)
+        #expect(transaction.status == .processing)
+        #expect(transaction.failureReason == .bankOutcomeUnknown)
+        #expect(try fixture.t.wallet(fixture.wallet).held.minorUnits == 300)
+        try runPass(fixture.store, bank, settings, clock: later)
+        #expect(bank.calls.count == 2 && bank.calls.allSatisfy(\.bankMayHavePaid))
+        #expect(try fixture.t.wallet(fixture.wallet).held.minorUnits == 300)
+        // Only the bank's own answer settles it.
+        try runPass(fixture.store, ScriptedBank(always: .paid), settings, clock: later)
+        transaction = try fixture.t.transaction(withdrawal)
+        #expect(transaction.status == .completed)
+        #expect(transaction.attempts == 4)
+        #expect(try fixture.t.wallet(fixture.wallet).held == .zero)
+        #expect(try fixture.t.wallet(fixture.wallet).balance.minorUnits == 700)
+    }
+
+    @Test("an outcome is not recorded once the lease is lost; the next holder asks the bank again")
+    func leaseLostBeforeRecording() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let thief = try fixture.t.database.connection()
+        let bank = ScriptedBank(always: .failed)
+        let pass = ProcessorPass(store: fixture.store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
+                                 owner: "slow", random: { 0 })
+        pass.beforeRecording = { _ in
+            _ = try? thief.database.run("UPDATE transactions SET lease_owner = 'thief' WHERE id = ?", [.integer(withdrawal)])
+        }
+        let summary = try pass.run()
+        #expect(summary.leaseLost == 1)
+        #expect(summary.failed == 0)
+        let transaction = try fixture.t.transaction(withdrawal)
+        #expect(transaction.status == .processing)
+        #expect(try fixture.t.wallet(fixture.wallet).held.minorUnits == 300)
+        #expect(try fixture.column("bank_call_open", of: withdrawal) == 1)
+    }
+
+    @Test("two passes sharing one database never both call the bank for one withdrawal")
+    func twoProcessors() throws {
+        let fixture = try ProcessorFixture(balance: 100_000)
+        let withdrawals = try (0..<30).map { _ in try fixture.t.dueWithdrawal(fixture.wallet, 7) }
+        let path = fixture.t.database.path
+        let recorder = CallRecorder()
+        let summaries = Shared<[PassSummary]>([])
+        let errors = Shared<[String]>([])
+        let ready = Shared(0)
+        runOnThreads(2) { index in
+            do {
+                let store = try Store.open(path: path)
+                let bank = ScriptedBank(answersPerPoll: 1, pollDelayMilliseconds: 1, recorder: recorder) { _ in .paid }
+                ready.update { $0 += 1 }
+                while ready.current < 2 { sleepMilliseconds(1) }
+                let summary = try runPass(store, bank, processorSettings(concurrency: 2), owner: "processor-\(index)")
+                summaries.update { $0.append(summary) }
+            } catch {
+                errors.update { $0.append("\(error)") }
+            }
+        }
+        #expect(errors.current.isEmpty)
+        let calls = recorder.callsByWithdrawal
+        #expect(Set(calls.keys) == Set(withdrawals))
+        #expect(calls.values.allSatisfy { $0 == 1 })
+        #expect(summaries.current.map(\.claimed).reduce(0, +) == 30)
+        #expect(summaries.current.map(\.completed).reduce(0, +) == 30)
+        #expect(summaries.current.allSatisfy { $0.leaseLost == 0 })
+        for withdrawal in withdrawals { #expect(try fixture.t.transaction(withdrawal).status == .completed) }
+        #expect(try fixture.t.wallet(fixture.wallet).balance.minorUnits == 100_000 - 30 * 7)
+        try expectLedgerConsistent(fixture.store)
+    }
+
+    @Test("bank calls in flight never exceed the concurrency limit, and the limit is used", arguments: [1, 3] as [Int64])
+    func concurrencyLimit(concurrency: Int64) throws {
+        let fixture = try ProcessorFixture()
+        let withdrawals = try (0..<10).map { _ in try fixture.t.dueWithdrawal(fixture.wallet, 10) }
+        let bank = ScriptedBank(answersPerPoll: 1) { _ in .paid }
+        let summary = try runPass(fixture.store, bank, processorSettings(concurrency: concurrency))
+        #expect(bank.maxInFlight == Int(concurrency))
+        #expect(summary.completed == 10)
+        #expect(Set(bank.calls.map(\.withdrawalID)) == Set(withdrawals))
+        #expect(bank.calls.count == 10)
+    }
+
+    @Test("withdrawals due together are settled against the balance in due order")
+    func fundsRunOut() throws {
+        let fixture = try ProcessorFixture(balance: 500)
+        let first = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let second = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let third = try fixture.t.dueWithdrawal(fixture.wallet, 200)
+        let bank = ScriptedBank(always: .paid)
+        let summary = try runPass(fixture.store, bank)
+        #expect(summary == PassSummary(claimed: 3, completed: 2, failed: 1, retried: 0, leaseLost: 0))
+        #expect(try fixture.t.transaction(first).status == .completed)
+        #expect(try fixture.t.transaction(second).failureReason == .insufficientFunds)
+        #expect(try fixture.t.transaction(third).status == .completed)
+        #expect(Set(bank.calls.map(\.withdrawalID)) == [first, third])
+        #expect(try fixture.t.wallet(fixture.wallet).balance == .zero)
+        try expectLedgerConsistent(fixture.store)
+    }
+
+    @Test("a pass forgets idempotency answers past the retention period and keeps recent ones")
+    func passPurgesOldKeys() throws {
+        let fixture = try ProcessorFixture()
+        let old = Timestamp.now().adding(seconds: -Limits.idempotencyRetentionSeconds - 60)
+        try fixture.store.database.immediateTransaction {
+            try fixture.store.store(StoredResponse(fingerprint: "f", status: 200, body: "{}"), forKey: "ancient", now: old)
+        }
+        #expect(fixture.t.deposit(fixture.wallet, 1, key: "recent").status == 200)
+        try runPass(fixture.store, ScriptedBank(always: .paid))
+        #expect(try fixture.store.storedResponse(forKey: "ancient") == nil)
+        #expect(try fixture.store.storedResponse(forKey: "recent") != nil)
+    }
+}

@@ -1,0 +1,169 @@
+import Testing
+@testable import WalletCore
+
+/// SQLite's primary result code for a constraint violation (`SQLITE_CONSTRAINT`).
+private let constraintCode: Int32 = 19
+
+private func expectConstraint(_ message: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+    do {
+        try body()
+        Issue.record("the statement was accepted", sourceLocation: sourceLocation)
+    } catch let error as DatabaseError {
+        #expect(error.code & 0xFF == constraintCode, "\(error)", sourceLocation: sourceLocation)
+        #expect(error.message.contains(message), "\(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("Schema")
+struct SchemaTests {
+    @Test("a fresh database migrates to the latest version")
+    func freshDatabaseMigrates() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        #expect(Schema.latestVersion == Int64(Schema.migrations.count))
+        #expect(try raw.scalarInteger("PRAGMA user_version") == Schema.latestVersion)
+        let tables = try raw.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") { $0.text(0) }
+        #expect(Set(tables).isSuperset(of: ["wallets", "transactions", "ledger", "idempotency", "processor_passes"]))
+        #expect(try raw.scalarText("PRAGMA journal_mode") == "wal")
+        #expect(try raw.scalarInteger("PRAGMA foreign_keys") == 1)
+        #expect(try raw.scalarInteger("PRAGMA synchronous") == 2)  // FULL
+    }
+
+    @Test("migrating an up-to-date database again changes nothing")
+    func migrateTwiceIsNoOp() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        let schemaBefore = try raw.query("SELECT type, name, sql FROM sqlite_master ORDER BY name") { "\($0.text(0)) \($0.text(1)) \($0.optionalText(2) ?? "")" }
+        try Schema.migrate(raw)
+        _ = try database.connection()
+        #expect(try raw.scalarInteger("PRAGMA user_version") == Schema.latestVersion)
+        let schemaAfter = try raw.query("SELECT type, name, sql FROM sqlite_master ORDER BY name") { "\($0.text(0)) \($0.text(1)) \($0.optionalText(2) ?? "")" }
+        #expect(schemaAfter == schemaBefore)
+    }
+
+    @Test("a database newer than this program is refused, read-write or query-only")
+    func tooNewRefused() throws {
+        let database = try TestDatabase()
+        try database.store.database.execute("PRAGMA user_version = \(Schema.latestVersion + 1)")
+        let error = #expect(throws: Schema.TooNewError.self) { try database.connection() }
+        #expect(error?.found == Schema.latestVersion + 1)
+        #expect(error?.description.contains("upgrade") == true)
+        #expect(throws: Schema.TooNewError.self) { try database.connection(queryOnly: true) }
+        #expect(throws: Schema.TooNewError.self) { try Schema.migrate(database.store.database) }
+        // Refusing changed nothing.
+        #expect(try database.store.database.scalarInteger("PRAGMA user_version") == Schema.latestVersion + 1)
+    }
+
+    @Test("a query-only connection to a current database opens and refuses writes")
+    func queryOnlyRefusesWrites() throws {
+        let database = try TestDatabase()
+        let reader = try database.connection(queryOnly: true)
+        #expect(try reader.database.scalarInteger("SELECT count(*) FROM wallets") == 0)
+        #expect(throws: DatabaseError.self) {
+            try reader.database.run("INSERT INTO wallets (uuid, created_at, updated_at) VALUES (?, 0, 0)", [.text(WalletID.random().text)])
+        }
+    }
+
+    @Test("wallet balance and held refuse negatives; zero and Int64.max are accepted")
+    func walletChecks() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        let insert = "INSERT INTO wallets (uuid, balance, held, created_at, updated_at) VALUES (?, ?, ?, 0, 0)"
+        try raw.run(insert, [.text(WalletID.random().text), .integer(0), .integer(0)])
+        try raw.run(insert, [.text(WalletID.random().text), .integer(Int64.max), .integer(Int64.max)])
+        expectConstraint("CHECK") { try raw.run(insert, [.text(WalletID.random().text), .integer(-1), .integer(0)]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text(WalletID.random().text), .integer(0), .integer(-1)]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("short"), .integer(0), .integer(0)]) }
+        expectConstraint("CHECK") { try raw.run("UPDATE wallets SET balance = -1") }
+        expectConstraint("UNIQUE") {
+            let id = WalletID.random().text
+            try raw.run(insert, [.text(id), .integer(0), .integer(0)])
+            try raw.run(insert, [.text(id), .integer(0), .integer(0)])
+        }
+        // STRICT: text in an integer column is refused.
+        #expect(throws: DatabaseError.self) { try raw.run(insert, [.text(WalletID.random().text), .text("ten"), .integer(0)]) }
+    }
+
+    @Test("transaction amounts must be 1 to 10^15", arguments: [
+        (1, true), (1_000_000_000_000_000, true), (0, false), (-1, false), (1_000_000_000_000_001, false),
+    ] as [(Int64, Bool)])
+    func amountChecks(amount: Int64, accepted: Bool) throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        let insert = {
+            _ = try raw.run("""
+                INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at)
+                VALUES (1, 'DEPOSIT', 'COMPLETED', ?, 0, 0)
+                """, [.integer(amount)])
+        }
+        if accepted {
+            try insert()
+        } else {
+            expectConstraint("CHECK") { try insert() }
+        }
+    }
+
+    @Test("transaction rows keep status, type and next_attempt_at consistent")
+    func transactionChecks() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        let insert = """
+            INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at, next_attempt_at, failure_reason)
+            VALUES (?, ?, ?, 5, 0, 0, ?, ?)
+            """
+        try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("PENDING"), .integer(0), .null])
+        try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("FAILED"), .null, .text("bank_rejected")])
+        expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("REFUND"), .text("COMPLETED"), .null, .null]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("DONE"), .null, .null]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("DEPOSIT"), .text("PENDING"), .integer(0), .null]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("PENDING"), .null, .null]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("COMPLETED"), .integer(0), .null]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("FAILED"), .null, .text("oops")]) }
+        expectConstraint("FOREIGN KEY") { try raw.run(insert, [.integer(99), .text("WITHDRAWAL"), .text("PENDING"), .integer(0), .null]) }
+    }
+
+    @Test("the ledger refuses UPDATE and DELETE, and inconsistent rows")
+    func ledgerIsAppendOnly() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let wallet = WalletID.random()
+        try store.database.immediateTransaction {
+            _ = try store.createWallet(id: wallet, now: .now())
+            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: .now()).get()
+        }
+        let raw = store.database
+        expectConstraint("append-only") { try raw.run("UPDATE ledger SET delta = 1000") }
+        expectConstraint("append-only") { try raw.run("UPDATE ledger SET hash = hash") }
+        expectConstraint("append-only") { try raw.run("DELETE FROM ledger") }
+        #expect(try raw.scalarInteger("SELECT count(*) FROM ledger") == 1)
+        #expect(try raw.scalarInteger("SELECT delta FROM ledger") == 100)
+
+        let insert = """
+            INSERT INTO ledger (wallet_id, transaction_id, kind, delta, balance_after, created_at, hash)
+            VALUES (1, 1, ?, ?, ?, 0, ?)
+            """
+        let hash = String(repeating: "a", count: 64)
+        expectConstraint("CHECK") { try raw.run(insert, [.text("DEPOSIT"), .integer(0), .integer(0), .text(hash)]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("DEBIT"), .integer(5), .integer(0), .text(hash)]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("REFUND"), .integer(-5), .integer(0), .text(hash)]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("DEPOSIT"), .integer(5), .integer(-1), .text(hash)]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("DEPOSIT"), .integer(5), .integer(5), .text("short")]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("DEPOSIT"), .integer(1_000_000_000_000_001), .integer(5), .text(hash)]) }
+        try raw.run(insert, [.text("DEBIT"), .integer(-5), .integer(95), .text(hash)])
+    }
+
+    @Test("idempotency keys are unique")
+    func idempotencyKeyUnique() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let response = StoredResponse(fingerprint: "f", status: 200, body: "{}")
+        try store.database.immediateTransaction { try store.store(response, forKey: "k", now: .now()) }
+        expectConstraint("UNIQUE") { try store.database.immediateTransaction { try store.store(response, forKey: "k", now: .now()) } }
+        #expect(try store.storedResponse(forKey: "k") == response)
+        #expect(try store.storedResponse(forKey: "other") == nil)
+    }
+}

@@ -1,0 +1,382 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import WalletCore
+
+// MARK: - A fresh database per test
+
+/// A real SQLite file under /tmp, migrated, used by one test and deleted with its `-wal`
+/// and `-shm` files when the test lets go of it.
+final class TestDatabase {
+    let path: String
+    /// The first connection: the one writes go through.
+    let store: Store
+
+    init() throws {
+        path = "/tmp/walletcore-test-\(WalletID.random().text).db"
+        store = try Store.open(path: path)
+    }
+
+    /// Another connection to the same file, as another thread or process would have.
+    func connection(queryOnly: Bool = false) throws -> Store {
+        try Store.open(path: path, queryOnly: queryOnly)
+    }
+
+    deinit {
+        TestDatabase.remove(path)
+    }
+
+    static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
+    }
+}
+
+// MARK: - The API over a real database
+
+/// A `WalletAPI` over a `SerialWriter` on a fresh database, with a second connection for
+/// reads, as the responder has.
+final class TestAPI {
+    let database: TestDatabase
+    let api: WalletAPI
+    let reader: Store
+    let metrics: Metrics
+
+    init() throws {
+        database = try TestDatabase()
+        metrics = Metrics()
+        api = WalletAPI(writer: SerialWriter(store: database.store), metrics: metrics)
+        reader = try database.connection()
+    }
+
+    func send(_ request: Request) -> Response {
+        api.handle(request, reader: reader).response
+    }
+
+    /// Sends a request; a `json` body goes with `Content-Type: application/json`.
+    @discardableResult
+    func send(_ method: String, _ path: String, json: String? = nil, key: String? = nil, query: String = "") -> Response {
+        send(Request(method: method, path: path, query: query, contentType: json == nil ? nil : "application/json",
+                     idempotencyKey: key, body: Array((json ?? "").utf8)))
+    }
+
+    func createWallet(sourceLocation: SourceLocation = #_sourceLocation) throws -> WalletID {
+        let response = send("POST", "/wallets/")
+        #expect(response.status == 201, sourceLocation: sourceLocation)
+        return try #require(response.json["uuid"]?.string.flatMap { WalletID($0) }, sourceLocation: sourceLocation)
+    }
+
+    @discardableResult
+    func deposit(_ wallet: WalletID, _ amount: Int64, key: String? = nil) -> Response {
+        send("POST", "/wallets/\(wallet)/deposit", json: #"{"amount": \#(amount)}"#, key: key)
+    }
+
+    @discardableResult
+    func withdraw(_ wallet: WalletID, _ amount: Int64, scheduledFor: String? = nil, key: String? = nil) -> Response {
+        let schedule = scheduledFor.map { #", "scheduled_for": "\#($0)""# } ?? ""
+        return send("POST", "/wallets/\(wallet)/withdraw", json: #"{"amount": \#(amount)\#(schedule)}"#, key: key)
+    }
+
+    /// Schedules a withdrawal due at once and returns its id.
+    func dueWithdrawal(_ wallet: WalletID, _ amount: Int64, sourceLocation: SourceLocation = #_sourceLocation) throws -> Int64 {
+        let response = withdraw(wallet, amount)
+        #expect(response.status == 201, sourceLocation: sourceLocation)
+        return try #require(response.json["id"]?.integer, sourceLocation: sourceLocation)
+    }
+
+    func wallet(_ id: WalletID, sourceLocation: SourceLocation = #_sourceLocation) throws -> Wallet {
+        try #require(try reader.wallet(id), sourceLocation: sourceLocation)
+    }
+
+    func transaction(_ id: Int64, sourceLocation: SourceLocation = #_sourceLocation) throws -> Transaction {
+        try #require(try reader.transaction(id), sourceLocation: sourceLocation)
+    }
+
+    func count(_ sql: String) throws -> Int64 {
+        try reader.database.scalarInteger(sql) ?? -1
+    }
+}
+
+// MARK: - JSON in responses
+
+extension Response {
+    /// The body parsed by the library's own strict parser (`.null` when it does not parse).
+    var json: JSONValue {
+        (try? JSONParser.parse(Array(body.utf8))) ?? .null
+    }
+
+    func header(_ name: String) -> String? {
+        headers.first { $0.name == name }?.value
+    }
+}
+
+extension JSONValue {
+    subscript(_ key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members[key]
+    }
+
+    var string: String? {
+        guard case .string(let text) = self else { return nil }
+        return text
+    }
+
+    var array: [JSONValue]? {
+        guard case .array(let elements) = self else { return nil }
+        return elements
+    }
+
+    var members: [String: JSONValue]? {
+        guard case .object(let members) = self else { return nil }
+        return members
+    }
+}
+
+/// Checks API.md's error shape: `{"error": {"code", "message", "field"?}}` and nothing else.
+func expectError(_ response: Response, status: Int, code: String, field: String? = nil,
+                 sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(response.status == status, "body: \(response.body)", sourceLocation: sourceLocation)
+    #expect(response.contentType == "application/json", sourceLocation: sourceLocation)
+    guard let outer = response.json.members, outer.count == 1, let inner = outer["error"]?.members else {
+        Issue.record("not the error shape: \(response.body)", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(inner["code"] == .string(code), sourceLocation: sourceLocation)
+    #expect(inner["message"]?.string?.isEmpty == false, sourceLocation: sourceLocation)
+    #expect(inner["field"] == field.map(JSONValue.string), sourceLocation: sourceLocation)
+    #expect(Set(inner.keys).isSubset(of: ["code", "message", "field"]), sourceLocation: sourceLocation)
+}
+
+// MARK: - A scripted bank
+
+extension BankTransport {
+    static let paid = BankTransport.answered(status: 200, body: Array(#"{"data": "success", "status": 200}"#.utf8))
+    static let failed = BankTransport.answered(status: 503, body: Array(#"{"data": "failed", "status": 503}"#.utf8))
+    static let refused = BankTransport.notSent("connection refused")
+    static let timedOut = BankTransport.noAnswer("timed out after sending")
+}
+
+/// Counts bank calls per withdrawal across threads (several passes, several banks).
+final class CallRecorder: @unchecked Sendable {
+    private let lock = Lock()
+    private var counts: [Int64: Int] = [:]
+
+    func record(_ payout: Payout) {
+        lock.withLock { counts[payout.withdrawalID, default: 0] += 1 }
+    }
+
+    var callsByWithdrawal: [Int64: Int] {
+        lock.withLock { counts }
+    }
+}
+
+/// A fake `BankClient` that answers each attempt from a script and hands the answers back
+/// at the next poll, `answersPerPoll` at a time. It records every call and the most calls
+/// in flight at once.
+final class ScriptedBank: BankClient {
+    private let script: (Payout) -> BankTransport
+    private let answersPerPoll: Int
+    private let recorder: CallRecorder?
+    private var started: [Payout] = []
+    private let pollDelayMilliseconds: Int
+    private(set) var calls: [Payout] = []
+    private(set) var maxInFlight = 0
+    /// Called as each attempt starts, e.g. to check no database transaction is open.
+    var onStart: (Payout) -> Void = { _ in }
+
+    init(answersPerPoll: Int = Int.max, pollDelayMilliseconds: Int = 0, recorder: CallRecorder? = nil,
+         _ script: @escaping (Payout) -> BankTransport) {
+        self.script = script
+        self.answersPerPoll = answersPerPoll
+        self.pollDelayMilliseconds = pollDelayMilliseconds
+        self.recorder = recorder
+    }
+
+    /// Answers every attempt the same way.
+    convenience init(always answer: BankTransport) {
+        self.init { _ in answer }
+    }
+
+    /// Answers attempt n (1-based, rechecks included) with `answers[n - 1]`, the last one
+    /// repeated once the list runs out.
+    convenience init(byAttempt answers: [BankTransport]) {
+        self.init { payout in answers[min(Int(payout.attempt), answers.count) - 1] }
+    }
+
+    /// Answers each withdrawal from its own list (by attempt, the last repeated), others `otherwise`.
+    convenience init(byWithdrawal scripts: [Int64: [BankTransport]], otherwise: BankTransport = .paid) {
+        self.init { payout in
+            guard let answers = scripts[payout.withdrawalID] else { return otherwise }
+            return answers[min(Int(payout.attempt), answers.count) - 1]
+        }
+    }
+
+    func start(_ payout: Payout) {
+        onStart(payout)
+        calls.append(payout)
+        started.append(payout)
+        maxInFlight = max(maxInFlight, started.count)
+        recorder?.record(payout)
+    }
+
+    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
+        if pollDelayMilliseconds > 0 { sleepMilliseconds(pollDelayMilliseconds) }
+        let count = min(answersPerPoll, started.count)
+        let finished = started.prefix(count)
+        started.removeFirst(count)
+        return finished.map { ($0, script($0)) }
+    }
+
+    var inFlightCount: Int { started.count }
+
+    func calls(for withdrawal: Int64) -> [Payout] {
+        calls.filter { $0.withdrawalID == withdrawal }
+    }
+}
+
+/// Settings for processor tests: no waiting between retries, rechecks due at once.
+func processorSettings(maxRetries: Int64 = 3, concurrency: Int64 = 4, retryBaseSeconds: Int64 = 0,
+                       unknownRecheckSeconds: Int64 = 0) -> Settings {
+    var settings = Settings()
+    settings.maxRetries = maxRetries
+    settings.bankConcurrency = concurrency
+    settings.retryBaseSeconds = retryBaseSeconds
+    settings.unknownRecheckSeconds = unknownRecheckSeconds
+    return settings
+}
+
+/// Runs one processor pass with no jitter.
+@discardableResult
+func runPass(_ store: Store, _ bank: ScriptedBank, _ settings: Settings = processorSettings(), owner: String = "test-processor",
+             clock: @escaping () -> Timestamp = Timestamp.now) throws -> PassSummary {
+    try ProcessorPass(store: store, bank: bank, settings: settings, log: Log(component: "test"), owner: owner,
+                      random: { 0 }, clock: clock).run()
+}
+
+// MARK: - Threads
+
+/// A thread running a closure, to be joined.
+struct TestThread {
+    private final class Context: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    private let thread: pthread_t
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        let context = Unmanaged.passRetained(Context(body)).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(&thread, nil, { raw in
+            Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, context)
+        precondition(status == 0, "pthread_create failed: \(status)")
+        self.thread = thread
+    }
+
+    func join() {
+        pthread_join(thread, nil)
+    }
+}
+
+/// Runs `body(index)` on `count` threads at once and waits for them all.
+func runOnThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let threads = (0..<count).map { index in TestThread { body(index) } }
+    for thread in threads { thread.join() }
+}
+
+/// A value shared between threads behind a lock.
+final class Shared<Value>: @unchecked Sendable {
+    private let lock = Lock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func update<T>(_ body: (inout Value) -> T) -> T {
+        lock.withLock { body(&value) }
+    }
+
+    var current: Value { lock.withLock { value } }
+}
+
+func sleepMilliseconds(_ milliseconds: Int) {
+    usleep(UInt32(milliseconds * 1_000))
+}
+
+// MARK: - The ledger as stored
+
+/// A `ledger` row with every column.
+struct LedgerRow: Equatable {
+    var id: Int64
+    var walletRowID: Int64
+    var transactionID: Int64
+    var kind: String
+    var delta: Int64
+    var balanceAfter: Int64
+    var createdAt: Int64
+    var hash: String
+}
+
+func ledgerRows(_ store: Store) throws -> [LedgerRow] {
+    try store.database.query(
+        "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id") { row in
+        LedgerRow(id: row.integer(0), walletRowID: row.integer(1), transactionID: row.integer(2), kind: row.text(3),
+                  delta: row.integer(4), balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7))
+    }
+}
+
+/// The ids of rows whose hash does not recompute from the previous row's hash and their content.
+func brokenHashLinks(_ rows: [LedgerRow]) -> [Int64] {
+    var previous = Store.genesisHash
+    var broken: [Int64] = []
+    for row in rows {
+        let input = Store.ledgerHashInput(previousHash: previous, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
+                                          kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
+        if SHA256.hex(Array(input.utf8)) != row.hash { broken.append(row.id) }
+        previous = row.hash
+    }
+    return broken
+}
+
+/// Checks the ledger of every wallet: the deltas sum to the balance, each row's
+/// `balance_after` is the running sum, and the hash chain recomputes.
+func expectLedgerConsistent(_ store: Store, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let rows = try ledgerRows(store)
+    #expect(brokenHashLinks(rows).isEmpty, sourceLocation: sourceLocation)
+    var running: [Int64: Int64] = [:]
+    for row in rows {
+        running[row.walletRowID, default: 0] += row.delta
+        #expect(row.balanceAfter == running[row.walletRowID], "ledger row \(row.id)", sourceLocation: sourceLocation)
+    }
+    for wallet in try store.wallets() {
+        #expect(running[wallet.rowID, default: 0] == wallet.balance.minorUnits, "wallet \(wallet.id)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Deposits 10^15 into `wallet` 9,223 times in one transaction, leaving room for
+/// 372,036,854,775,807 below `Int64.max`.
+func fillNearMaximum(_ store: Store, _ wallet: WalletID) throws {
+    let largest = Amount(minorUnits: Limits.amountMinorUnitsMax)!
+    let count = Int(Int64.max / Limits.amountMinorUnitsMax)
+    try store.database.immediateTransaction {
+        let now = Timestamp.now()
+        for _ in 0..<count {
+            _ = try store.deposit(to: wallet, amount: largest, idempotencyKey: nil, now: now).get()
+        }
+    }
+}
+
+/// What is left below `Int64.max` after `fillNearMaximum`.
+let roomAfterFill: Int64 = Int64.max - (Int64.max / Limits.amountMinorUnitsMax) * Limits.amountMinorUnitsMax
+
+/// Waits up to `milliseconds` for `condition` (for effects reported just after an answer,
+/// such as a batch's `onBatch` call). Returns whether it became true.
+@discardableResult
+func waitUntil(milliseconds: Int = 2_000, _ condition: () -> Bool) -> Bool {
+    for _ in 0..<milliseconds {
+        if condition() { return true }
+        sleepMilliseconds(1)
+    }
+    return condition()
+}
