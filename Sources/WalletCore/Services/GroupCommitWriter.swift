@@ -100,6 +100,10 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
         }
         let results = batch.map { job in
             Result<WriteOutcome, any Error> {
+                // After an I/O error SQLite may have rolled the whole transaction back; a
+                // SAVEPOINT now would start a transaction of its own and commit outside the
+                // batch. Fail the rest of the batch instead.
+                guard !database.isAutocommit else { throw DatabaseError(code: 0, message: "the batch transaction was rolled back") }
                 try database.execute("SAVEPOINT request")
                 do {
                     let outcome = try job.work(store)
