@@ -152,16 +152,147 @@ bench: deps deps-bench
 	@if [ -f scripts/bench.sh ]; then exec bash scripts/bench.sh; \
 	else echo "no scripts/bench.sh yet: nothing to run"; fi
 
-# Release binaries to $(PREFIX)/bin; the nginx site and its shared snippet
-# where nginx/wallet.conf expects them. The systemd units (systemd/) and
-# /etc/wallet/wallet.env are installed by the operator (see their headers).
-install: release
-	@bindir="$$($(SWIFT) build -c release $(SWIFT_RELEASE_FLAGS) $(SWIFT_BUILD_FLAGS) --show-bin-path)"; \
-	for exe in wallet-fcgi wallet-processor walletctl; do \
+# --- install / uninstall -------------------------------------------------------
+#
+#   make install [PREFIX=/usr/local] [DESTDIR=] [INSTALL_MOCK_BANK=0]
+#   make uninstall [PREFIX=...] [DESTDIR=...]
+#
+# Installs (all under $(DESTDIR)):
+#   $(PREFIX)/bin/{wallet-fcgi,wallet-processor,walletctl}     0755
+#   $(SYSTEMD_UNIT_DIR)/wallet-fcgi.{socket,service},
+#     wallet-processor.{service,timer}                          0644
+#   /etc/nginx/sites-available/wallet.conf,
+#   /etc/nginx/snippets/wallet-locations.conf                   0644
+#   /etc/wallet/wallet.env.example                              0644
+#   /etc/wallet/wallet.env        0640, only if there is none yet
+#   $(PREFIX)/share/wallet/bank.cgi  0755, only with INSTALL_MOCK_BANK=1
+#   /var/lib/wallet               0700 (owned by `wallet`, see below)
+# and, when DESTDIR is empty and make runs as root, the system user and
+# group `wallet` if missing. The nginx and /etc/wallet paths are fixed:
+# nginx/wallet.conf and the units name them.
+#
+# Enabling is left to the operator (install prints the commands): a package
+# build must not start services, and `make install` on a live host should
+# not restart them behind the operator's back.
+
+# Where the units go: /etc/systemd/system for a local install; a
+# distribution package would use /usr/lib/systemd/system.
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+# 1: also install the mock bank CGI (a test or staging host, never a real
+# deployment: it "pays" everything).
+INSTALL_MOCK_BANK ?= 0
+# Install these already-built release binaries instead of running `make
+# release` (e.g. a tree built as a normal user, installed with sudo, so that
+# root never writes into .build/; the tests use it to build only once).
+RELEASE_BIN_DIR ?=
+
+WALLET_EXECUTABLES := wallet-fcgi wallet-processor walletctl
+WALLET_UNITS := wallet-fcgi.socket wallet-fcgi.service wallet-processor.service wallet-processor.timer
+
+.PHONY: uninstall
+
+install: $(if $(RELEASE_BIN_DIR),,release)
+# The binaries come from the build the `release` prerequisite just made (the
+# same swift flags give the same bin path), or from RELEASE_BIN_DIR.
+	@bindir="$(RELEASE_BIN_DIR)"; \
+	if [ -z "$$bindir" ]; then \
+	  bindir="$$($(SWIFT) build -c release $(SWIFT_RELEASE_FLAGS) $(SWIFT_BUILD_FLAGS) --show-bin-path)"; \
+	fi; \
+	for exe in $(WALLET_EXECUTABLES); do \
+	  echo "install -D -m 0755 $$bindir/$$exe $(DESTDIR)$(PREFIX)/bin/$$exe"; \
 	  install -D -m 0755 "$$bindir/$$exe" "$(DESTDIR)$(PREFIX)/bin/$$exe"; \
 	done
-	install -D -m 0644 nginx/wallet.conf $(DESTDIR)/etc/nginx/sites-available/wallet.conf
-	install -D -m 0644 nginx/wallet-locations.conf $(DESTDIR)/etc/nginx/snippets/wallet-locations.conf
+	install -d -m 0755 "$(DESTDIR)$(SYSTEMD_UNIT_DIR)"
+	for unit in $(WALLET_UNITS); do \
+	  install -m 0644 "systemd/$$unit" "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit"; \
+	done
+# The units say ExecStart=/usr/local/bin/...: point them at $(PREFIX)/bin when
+# installing elsewhere. (sed -i keeps the file's 0644.)
+	if [ "$(PREFIX)" != /usr/local ]; then \
+	  for unit in $(WALLET_UNITS); do \
+	    sed -i -E 's#^(Exec[A-Za-z]*=[-+!@:]*)/usr/local/bin/#\1$(PREFIX)/bin/#' "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit"; \
+	  done; \
+	fi
+	install -D -m 0644 nginx/wallet.conf "$(DESTDIR)/etc/nginx/sites-available/wallet.conf"
+	install -D -m 0644 nginx/wallet-locations.conf "$(DESTDIR)/etc/nginx/snippets/wallet-locations.conf"
+# The mock bank only on request: installed by accident it would "pay" anything.
+	if [ "$(INSTALL_MOCK_BANK)" = 1 ]; then \
+	  install -D -m 0755 bank/bank.cgi "$(DESTDIR)$(PREFIX)/share/wallet/bank.cgi"; \
+	fi
+# The example is always refreshed, so an upgrade shows what is new
+# (diff it against wallet.env). It holds no secret: world-readable.
+	install -D -m 0644 packaging/wallet.env.example "$(DESTDIR)/etc/wallet/wallet.env.example"
+# wallet.env is the operator's: never overwritten once it exists (even as a
+# dangling symlink). 0640: it may hold the bank URL's credentials; systemd
+# reads it as root, so root:root is enough.
+	@env="$(DESTDIR)/etc/wallet/wallet.env"; \
+	if [ -e "$$env" ] || [ -L "$$env" ]; then \
+	  echo "keeping the existing $$env (compare it with wallet.env.example)"; \
+	else \
+	  echo "install -m 0640 packaging/wallet.env.example $$env"; \
+	  install -m 0640 packaging/wallet.env.example "$$env"; \
+	fi
+# The service account, only on the real system (DESTDIR empty) and as root:
+# a package build has no business with the build host's /etc/passwd (a
+# package creates it in its postinst instead). adduser is Debian's way;
+# useradd where it is missing. An existing `wallet` group is reused.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && ! getent passwd wallet >/dev/null; then \
+	  if command -v adduser >/dev/null; then \
+	    if getent group wallet >/dev/null; then group="--ingroup wallet"; else group="--group"; fi; \
+	    echo "adduser --system $$group --home /var/lib/wallet --no-create-home wallet"; \
+	    adduser --system $$group --home /var/lib/wallet --no-create-home wallet; \
+	  else \
+	    if getent group wallet >/dev/null; then group="--gid wallet"; else group="--user-group"; fi; \
+	    echo "useradd --system $$group --home-dir /var/lib/wallet --no-create-home --shell /usr/sbin/nologin wallet"; \
+	    useradd --system $$group --home-dir /var/lib/wallet --no-create-home --shell /usr/sbin/nologin wallet; \
+	  fi; \
+	fi
+# The data directory: 0700, the ledger is the wallet user's alone (systemd's
+# StateDirectory= would create it too, but walletctl may run first). Only
+# the directory itself is chowned, never an existing database in it.
+	install -d -m 0700 "$(DESTDIR)/var/lib/wallet"
+	@if [ -z "$(DESTDIR)" ] && getent passwd wallet >/dev/null; then \
+	  echo "chown wallet:wallet /var/lib/wallet"; chown wallet:wallet /var/lib/wallet; \
+	fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  echo; echo "installed. Next steps:"; \
+	  echo "  edit /etc/wallet/wallet.env (WALLET_BANK_URL must be set)"; \
+	  echo "  systemctl daemon-reload"; \
+	  echo "  systemctl enable --now wallet-fcgi.socket wallet-processor.timer"; \
+	  echo "  ln -s ../sites-available/wallet.conf /etc/nginx/sites-enabled/wallet.conf"; \
+	  echo "  nginx -t && systemctl reload nginx"; \
+	fi
+
+# Removes exactly what install put, with the same PREFIX, DESTDIR and
+# SYSTEMD_UNIT_DIR. Never the data (/var/lib/wallet), never the `wallet` user
+# (files may still belong to it), never a wallet.env the operator edited.
+uninstall:
+	for exe in $(WALLET_EXECUTABLES); do rm -f "$(DESTDIR)$(PREFIX)/bin/$$exe"; done
+	for unit in $(WALLET_UNITS); do rm -f "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit"; done
+	rm -f "$(DESTDIR)/etc/nginx/sites-available/wallet.conf" "$(DESTDIR)/etc/nginx/snippets/wallet-locations.conf"
+# Removed whatever INSTALL_MOCK_BANK says now: it may have been set at install.
+	rm -f "$(DESTDIR)$(PREFIX)/share/wallet/bank.cgi"
+# wallet.env goes only if it is still the example as installed (or, with
+# that gone, as in this tree); anything else is the operator's.
+	@env="$(DESTDIR)/etc/wallet/wallet.env"; example="$(DESTDIR)/etc/wallet/wallet.env.example"; \
+	[ -f "$$example" ] || example=packaging/wallet.env.example; \
+	if [ -f "$$env" ] && [ ! -L "$$env" ] && cmp -s "$$env" "$$example"; then \
+	  echo "rm -f $$env"; rm -f "$$env"; \
+	elif [ -e "$$env" ] || [ -L "$$env" ]; then \
+	  echo "keeping $$env: it differs from the example (the operator's settings)"; \
+	fi
+	rm -f "$(DESTDIR)/etc/wallet/wallet.env.example"
+# Our own directories go if nothing else is left in them; shared ones
+# (bin, /etc/nginx/..., the unit dir) stay. /var/lib/wallet always stays.
+	@for dir in "$(DESTDIR)$(PREFIX)/share/wallet" "$(DESTDIR)/etc/wallet"; do \
+	  if [ -d "$$dir" ]; then rmdir --ignore-fail-on-non-empty "$$dir"; fi; \
+	done
+# What install did not create but now points at removed files: the
+# operator's links. Named, not removed (they are not ours).
+	@for link in "$(DESTDIR)/etc/nginx/sites-enabled/wallet.conf" \
+	    $$(find "$(DESTDIR)/etc/systemd/system" -path '*.wants/wallet-*' -type l 2>/dev/null); do \
+	  if [ -L "$$link" ]; then echo "warning: $$link still exists and now points at a removed file; remove it (systemctl disable ..., rm)"; fi; \
+	done
 
 # Build products and the development run dir (sockets, logs). The
 # development database var/wallet.db is kept: `make distclean` removes it.

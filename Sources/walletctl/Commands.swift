@@ -103,7 +103,8 @@ struct Withdrawals: ParsableCommand {
                 ])
                 print(common.json ? transaction.json : "withdrawal \(id) canceled")
             case .failure(let error):
-                let apiError = APIError(error)
+                var apiError = APIError(error)
+                if error == .transactionNotFound { apiError.message = "no transaction with id \(id)" }
                 if common.json { print(apiError.response.body) }
                 throw Failed(description: apiError.message)
             }

@@ -21,14 +21,15 @@ struct Common: ParsableArguments {
     @Option(name: .long, help: "The database file (default: $WALLET_DB, else var/wallet.db).")
     var database: String?
 
-    /// Opens the store: query-only unless the command writes.
+    /// Opens the store: query-only unless the command writes. Never creates a database:
+    /// a mistyped path must fail, not start an empty ledger.
     func store(writable: Bool = false) throws -> Store {
         let settings = try Settings.fromEnvironment()
         let path = database ?? settings.databasePath
         do {
-            return try Store.open(path: path, queryOnly: !writable)
+            return try Store.open(path: path, queryOnly: !writable, create: false)
         } catch {
-            throw ValidationError("cannot open the database \(path): \(error)")
+            throw Failed(description: "cannot open the database \(path): \(error)")
         }
     }
 }

@@ -40,7 +40,7 @@ struct MetricsTests {
         let metrics = Metrics()
         metrics.recordBatch(size: 3)
         metrics.recordBatch(size: 1)
-        let text = metrics.render(transactionCounts: [(type: .withdrawal, status: .failed, count: 4, amount: 40)])
+        let text = metrics.render(transactionCounts: [TransactionGroup(type: .withdrawal, status: .failed, count: 4, amount: 40)])
         let lines = text.split(separator: "\n").map(String.init)
         #expect(lines.contains("wallet_write_batches_total 2"))
         #expect(lines.contains("wallet_write_requests_total 4"))

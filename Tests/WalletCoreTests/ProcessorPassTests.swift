@@ -46,8 +46,11 @@ private let machineScenarios: [MachineScenario] = [
                     passes: 6, status: .failed, reason: .bankRejected, attempts: 5, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
     MachineScenario(name: "unknown, then refused up to and after the last attempt: never refunded", answers: [.timedOut, .refused],
                     passes: 7, status: .processing, reason: .bankOutcomeUnknown, attempts: 7, balance: 700, held: 300, kinds: [.deposit, .debit]),
-    MachineScenario(name: "unknown, then failed body clears the doubt, then refused: bank_unreachable, refunded",
-                    answers: [.timedOut, .failed, .refused], passes: 5, status: .failed, reason: .bankUnreachable, attempts: 4,
+    MachineScenario(name: "unknown, then a failed body before the last attempt, then refused: still held, never refunded",
+                    answers: [.timedOut, .failed, .refused], passes: 5, status: .processing, reason: .bankOutcomeUnknown, attempts: 5,
+                    balance: 700, held: 300, kinds: [.deposit, .debit]),
+    MachineScenario(name: "unknown, then a failed body on the last attempt: bank_rejected, refunded",
+                    answers: [.timedOut, .timedOut, .timedOut, .failed], passes: 5, status: .failed, reason: .bankRejected, attempts: 4,
                     balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
 ]
 

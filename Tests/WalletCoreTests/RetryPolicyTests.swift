@@ -25,9 +25,9 @@ private let decisionTable: [DecisionCase] = [
     DecisionCase(outcome: .paid, last: false, doubt: true, expected: .complete),
     DecisionCase(outcome: .paid, last: true, doubt: false, expected: .complete),
     DecisionCase(outcome: .paid, last: true, doubt: true, expected: .complete),
-    // A definite "not paid" clears any earlier doubt.
+    // A definite "not paid" settles the last attempt; before it, the doubt is carried on.
     DecisionCase(outcome: .rejected("failed"), last: false, doubt: false, expected: backoff),
-    DecisionCase(outcome: .rejected("failed"), last: false, doubt: true, expected: backoff),
+    DecisionCase(outcome: .rejected("failed"), last: false, doubt: true, expected: backoffInDoubt),
     DecisionCase(outcome: .rejected("failed"), last: true, doubt: false, expected: .fail(.bankRejected)),
     DecisionCase(outcome: .rejected("failed"), last: true, doubt: true, expected: .fail(.bankRejected)),
     // Nothing sent: not paid, unless an earlier attempt may have been.

@@ -50,8 +50,11 @@ public struct RetryPolicy: Sendable, Equatable {
         case .paid:
             return .complete
         case .rejected:
-            // A definite answer for this key: whatever came before, the bank has not paid it.
-            return last ? .fail(.bankRejected) : retry(attempt, doubt: false, jitter)
+            // The bank's own word that it has not paid this key settles the withdrawal once
+            // no attempts are left. Before that the doubt is kept: an earlier call the bank
+            // is still working on may yet pay, so a later refused connection must not count
+            // as "not paid".
+            return last ? .fail(.bankRejected) : retry(attempt, doubt: bankMayHavePaid, jitter)
         case .unreachable where !bankMayHavePaid:
             return last ? .fail(.bankUnreachable) : retry(attempt, doubt: false, jitter)
         case .unreachable, .unknown:

@@ -274,6 +274,11 @@ public struct JSONObject {
         text += value.map { String($0) } ?? "null"
     }
 
+    public mutating func add(_ name: String, _ value: Int128) {
+        key(name)
+        text += String(value)
+    }
+
     /// Adds a member whose value is already JSON text.
     public mutating func add(_ name: String, json: String) {
         key(name)

@@ -47,7 +47,7 @@ public final class Metrics: @unchecked Sendable {
     }
 
     /// The text of `/metrics`; `transactionCounts` come from the database at scrape time.
-    public func render(transactionCounts: [(type: TransactionType, status: TransactionStatus, count: Int64, amount: Int64)]) -> String {
+    public func render(transactionCounts: [TransactionGroup]) -> String {
         var out = ""
         lock.withLock {
             out += "# HELP wallet_http_requests_total HTTP requests answered, by method, route and status.\n"

@@ -41,6 +41,13 @@ public struct AuditReport: Sendable {
 ///   either nothing (insufficient funds) or one debit and one refund; `PENDING` and
 ///   `CANCELED` ones nothing.
 public struct Auditor {
+    /// What the transaction checks need of a ledger row.
+    struct LedgerLine {
+        let wallet: Int64
+        let kind: String
+        let delta: Int64
+    }
+
     private let database: Database
 
     public init(store: Store) {
@@ -53,14 +60,14 @@ public struct Auditor {
         defer { try? database.execute("COMMIT") }
         var report = AuditReport()
         var sums: [Int64: Int64] = [:]
-        var entries: [Int64: [(kind: String, delta: Int64)]] = [:]
+        var entries: [Int64: [LedgerLine]] = [:]
         try checkChain(&report, sums: &sums, entries: &entries)
         try checkWallets(&report, sums: sums)
         try checkTransactions(&report, entries: entries)
         return report
     }
 
-    private func checkChain(_ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [(kind: String, delta: Int64)]]) throws {
+    private func checkChain(_ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [LedgerLine]]) throws {
         var previousHash = Store.genesisHash
         var expectedID: Int64 = 1
         let rows = try database.query(
@@ -88,7 +95,7 @@ public struct Auditor {
                 report.discrepancies.append(Discrepancy(kind: .balanceAfterMismatch, subject: "ledger \(row.id)",
                                                         detail: "balance_after \(row.balanceAfter) but the wallet's rows sum to \(sum)"))
             }
-            entries[row.transaction, default: []].append((row.kind, row.delta))
+            entries[row.transaction, default: []].append(LedgerLine(wallet: row.wallet, kind: row.kind, delta: row.delta))
         }
         report.headHash = previousHash
     }
@@ -96,10 +103,10 @@ public struct Auditor {
     private func checkWallets(_ report: inout AuditReport, sums: [Int64: Int64]) throws {
         let wallets = try database.query(
             """
-            SELECT w.id, w.uuid, w.balance, w.held,
-                   (SELECT total(amount) FROM transactions t WHERE t.wallet_id = w.id AND t.status = 'PROCESSING')
-            FROM wallets w ORDER BY w.id
-            """) { (id: $0.integer(0), uuid: $0.text(1), balance: $0.integer(2), held: $0.integer(3), processing: $0.integer(4)) }
+            SELECT w.id, w.uuid, w.balance, w.held, \(Store.exactSum("t.amount"))
+            FROM wallets w LEFT JOIN transactions t ON t.wallet_id = w.id AND t.status = 'PROCESSING'
+            GROUP BY w.id ORDER BY w.id
+            """) { (id: $0.integer(0), uuid: $0.text(1), balance: $0.integer(2), held: Int128($0.integer(3)), processing: Store.exactSum($0, from: 4)) }
         for wallet in wallets {
             report.wallets += 1
             let subject = "wallet \(wallet.uuid)"
@@ -118,13 +125,17 @@ public struct Auditor {
         }
     }
 
-    private func checkTransactions(_ report: inout AuditReport, entries: [Int64: [(kind: String, delta: Int64)]]) throws {
-        let transactions = try database.query("SELECT id, type, status, amount, failure_reason FROM transactions ORDER BY id") {
-            (id: $0.integer(0), type: $0.text(1), status: $0.text(2), amount: $0.integer(3), reason: $0.optionalText(4))
+    private func checkTransactions(_ report: inout AuditReport, entries: [Int64: [LedgerLine]]) throws {
+        let transactions = try database.query("SELECT id, type, status, amount, failure_reason, wallet_id FROM transactions ORDER BY id") {
+            (id: $0.integer(0), type: $0.text(1), status: $0.text(2), amount: $0.integer(3), reason: $0.optionalText(4), wallet: $0.integer(5))
         }
         for transaction in transactions {
             report.transactions += 1
             let rows = entries[transaction.id] ?? []
+            if rows.contains(where: { $0.wallet != transaction.wallet }) {
+                report.discrepancies.append(Discrepancy(kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
+                                                        detail: "a ledger row of this transaction belongs to another wallet"))
+            }
             let found = rows.map { "\($0.kind) \($0.delta)" }
             let expected = Auditor.expectedLedger(type: transaction.type, status: transaction.status, amount: transaction.amount,
                                                   reason: transaction.reason)

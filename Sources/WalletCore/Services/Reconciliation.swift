@@ -57,7 +57,7 @@ public enum Reconciler {
         let ours = try store.database.query(
             """
             SELECT t.id, w.uuid, t.amount, t.status FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.type = 'WITHDRAWAL' AND t.status IN ('COMPLETED', 'PROCESSING', 'FAILED')
+            WHERE t.type = 'WITHDRAWAL'
             """) { row -> (key: String, wallet: String, amount: Int64, status: String, id: Int64) in
             (key: "\(row.text(1)):\(row.integer(0))", wallet: row.text(1), amount: row.integer(2), status: row.text(3), id: row.integer(0))
         }
@@ -65,10 +65,10 @@ public enum Reconciler {
         var byKey: [String: [BankPayout]] = [:]
         for payout in bankPayouts { byKey[payout.key, default: []].append(payout) }
         report.paidByBank = bankPayouts.count
-        var seen = Set<String>()
+        var known = Set<String>()
         for withdrawal in ours {
             let paid = byKey[withdrawal.key] ?? []
-            seen.insert(withdrawal.key)
+            known.insert(withdrawal.key)
             if withdrawal.status == "COMPLETED" {
                 report.completedHere += 1
                 if paid.isEmpty {
@@ -88,7 +88,7 @@ public enum Reconciler {
                                              detail: "bank line \(payout.line) paid \(payout.amount) to \(payout.wallet); ours is \(withdrawal.amount) from \(withdrawal.wallet)"))
             }
         }
-        for (key, paid) in byKey.sorted(by: { $0.key < $1.key }) where !seen.contains(key) {
+        for (key, paid) in byKey.sorted(by: { $0.key < $1.key }) where !known.contains(key) {
             report.findings.append(.init(kind: .missingHere, key: key,
                                          detail: "the bank paid \(paid.map { String($0.amount) }.joined(separator: ", ")) (line \(paid.map { String($0.line) }.joined(separator: ", "))) for a withdrawal we do not know"))
             if paid.count > 1 {

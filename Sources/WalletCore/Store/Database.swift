@@ -1,4 +1,7 @@
 import CSQLite
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An error reported by SQLite, with its extended result code and message.
 /// Never shown to clients: the HTTP layer turns it into a generic 503.
@@ -39,12 +42,13 @@ public final class Database {
     public let path: String
 
     /// Opens the database in WAL mode with foreign keys on. A writable connection creates
-    /// the file if needed; a `queryOnly` one requires it and refuses every write (it still
-    /// opens the file read-write, which WAL needs to share the `-shm` index).
-    public init(path: String, queryOnly: Bool = false, synchronous: Synchronous = .full) throws {
+    /// the file if needed, unless `create` is false; a `queryOnly` one requires it and
+    /// refuses every write (it still opens the file read-write, which WAL needs to share the
+    /// `-shm` index).
+    public init(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full) throws {
         self.path = path
         var pointer: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | (queryOnly ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
+        let flags = SQLITE_OPEN_READWRITE | (queryOnly || !create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
         let status = sqlite3_open_v2(path, &pointer, flags, nil)
         guard let pointer else { throw DatabaseError(code: status, message: "out of memory opening \(path)") }
         handle = pointer
@@ -151,9 +155,15 @@ public final class Database {
         }
     }
 
-    /// Copies the whole database to `path` while others keep using it (SQLite's online
-    /// backup, which sees one consistent snapshot).
+    /// Copies the whole database to a new file at `path` while others keep using it
+    /// (SQLite's online backup, which sees one consistent snapshot). The copy is private
+    /// to its owner, like the live database, and self-contained (no `-wal` beside it).
     public func backup(to path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw DatabaseError(code: SQLITE_CANTOPEN, message: "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        close(descriptor)
         let target = try Database(path: path)
         guard let backup = sqlite3_backup_init(target.handle, "main", handle, "main") else {
             throw DatabaseError(code: sqlite3_errcode(target.handle), message: String(cString: sqlite3_errmsg(target.handle)))
@@ -167,6 +177,7 @@ public final class Database {
         guard status == SQLITE_DONE else {
             throw DatabaseError(code: status, message: String(cString: sqlite3_errstr(status)))
         }
+        _ = try target.scalarText("PRAGMA journal_mode = DELETE")
     }
 
     private func prepared(_ sql: String, _ values: [SQLValue]) throws -> Statement {

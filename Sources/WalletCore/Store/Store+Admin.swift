@@ -20,13 +20,6 @@ public struct AdminTransactionFilter: Sendable {
 
 /// Figures for `walletctl stats`.
 public struct Statistics: Sendable {
-    public struct Group: Sendable {
-        public var type: TransactionType
-        public var status: TransactionStatus
-        public var count: Int64
-        public var amount: Int64
-    }
-
     public struct Pass: Sendable {
         public var startedAt: Timestamp
         public var finishedAt: Timestamp
@@ -37,9 +30,9 @@ public struct Statistics: Sendable {
     }
 
     public var wallets: Int64
-    public var totalBalance: Int64
-    public var totalHeld: Int64
-    public var groups: [Group]
+    public var totalBalance: Int128
+    public var totalHeld: Int128
+    public var groups: [TransactionGroup]
     /// The earliest due time among withdrawals waiting for the processor, if any is due.
     public var oldestDue: Timestamp?
     public var dueCount: Int64
@@ -69,10 +62,10 @@ extension Store {
     }
 
     public func statistics(now: Timestamp) throws -> Statistics {
-        let totals = try database.queryFirst("SELECT count(*), total(balance), total(held) FROM wallets") {
-            ($0.integer(0), $0.integer(1), $0.integer(2))
+        let totals = try database.queryFirst("SELECT count(*), \(Store.exactSum("balance")), \(Store.exactSum("held")) FROM wallets") {
+            ($0.integer(0), Store.exactSum($0, from: 1), Store.exactSum($0, from: 3))
         } ?? (0, 0, 0)
-        let groups = try transactionCounts().map { Statistics.Group(type: $0.type, status: $0.status, count: $0.count, amount: $0.amount) }
+        let groups = try transactionCounts()
         let due = try database.queryFirst(
             "SELECT min(next_attempt_at), count(*) FROM transactions WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
             [.integer(now.microseconds)]) { ($0.optionalInteger(0), $0.integer(1)) } ?? (nil, 0)

@@ -9,6 +9,15 @@ public struct TransactionFilter: Sendable, Equatable {
     }
 }
 
+/// How many transactions of one type are in one status, and their total amount.
+public struct TransactionGroup: Sendable, Equatable {
+    public var type: TransactionType
+    public var status: TransactionStatus
+    public var count: Int64
+    /// Exact: totals may pass `Int64.max` on a large ledger.
+    public var amount: Int128
+}
+
 /// One page of a wallet's transactions, newest first.
 public struct TransactionPage: Sendable, Equatable {
     public var transactions: [Transaction]
@@ -142,14 +151,29 @@ extension Store {
         return .success(canceled)
     }
 
-    /// Counts of transactions by type and status, for `/metrics` and `walletctl stats`.
-    public func transactionCounts() throws -> [(type: TransactionType, status: TransactionStatus, count: Int64, amount: Int64)] {
-        try database.query("SELECT type, status, count(*), total(amount) FROM transactions GROUP BY type, status") { row in
+    /// Counts and exact sums of transactions by type and status, for `/metrics` and
+    /// `walletctl stats`.
+    public func transactionCounts() throws -> [TransactionGroup] {
+        try database.query(
+            "SELECT type, status, count(*), \(Store.exactSum("amount")) FROM transactions GROUP BY type, status"
+        ) { row in
             guard let type = TransactionType(rawValue: row.text(0)), let status = TransactionStatus(rawValue: row.text(1)) else {
                 throw DatabaseError(code: 0, message: "corrupt transaction type or status")
             }
-            return (type, status, row.integer(2), row.integer(3))
+            return TransactionGroup(type: type, status: status, count: row.integer(2), amount: Store.exactSum(row, from: 3))
         }
+    }
+
+    /// SQL for an exact sum of a non-negative integer column, in two parts. SQLite's
+    /// `total()` is a floating-point sum, inexact past 2^53, and `sum()` fails once the
+    /// total passes 2^63; the two partial sums fit until a billion rows.
+    static func exactSum(_ column: String) -> String {
+        "coalesce(sum(\(column) / 1000000000), 0), coalesce(sum(\(column) % 1000000000), 0)"
+    }
+
+    /// Reads the two parts written by `exactSum(_:)` from `column` and `column + 1`.
+    static func exactSum(_ row: Row, from column: Int32) -> Int128 {
+        Int128(row.integer(column)) * 1_000_000_000 + Int128(row.integer(column + 1))
     }
 
     func insertTransaction(walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
