@@ -5,8 +5,10 @@
 #   make release   swift build -c release
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
-#   make bench     run scripts/bench.sh (if present)
-#   make install   install the release binaries and the nginx site
+#   make bench     the benchmark table (scripts/bench.sh)
+#   make install   install the release binaries, systemd units, nginx site and
+#                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
+#   make uninstall remove what install put, never the data
 #   make clean     remove build products and the development run dir
 #
 # Settings for `make run` come from the environment (WALLET_HTTP_PORT,
@@ -62,7 +64,7 @@ TEST_SUITES := swift bank systemd integration
 all: build
 
 help:
-	@sed -n '3,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
