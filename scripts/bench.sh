@@ -276,13 +276,13 @@ DB=$TMP/wallet.db
 log "temporary directory $TMP"
 
 cd "$REPO"
-log "building release binaries (swift build -c release, log $TMP/build.log)"
-if ! run_child -o "$TMP/build.log" -e "$TMP/build.log.err" swift build -c release; then
+log "building release binaries (swift build -c release --static-swift-stdlib, like make release; log $TMP/build.log)"
+if ! run_child -o "$TMP/build.log" -e "$TMP/build.log.err" swift build -c release --static-swift-stdlib; then
     cat "$TMP/build.log.err" >>"$TMP/build.log"
     tail -n 20 "$TMP/build.log" >&2
-    die "swift build -c release failed"
+    die "swift build -c release --static-swift-stdlib failed"
 fi
-BIN_DIR=$(swift build -c release --show-bin-path)
+BIN_DIR=$(swift build -c release --static-swift-stdlib --show-bin-path)
 for exe in wallet-fcgi wallet-processor; do
     [[ -x $BIN_DIR/$exe ]] || die "$BIN_DIR/$exe missing after the build"
 done

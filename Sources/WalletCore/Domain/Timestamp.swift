@@ -40,11 +40,29 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         let (seconds, micros) = microseconds.floorDivided(by: 1_000_000)
         let (days, secondOfDay) = seconds.floorDivided(by: 86_400)
         let (year, month, day) = Timestamp.civil(fromDays: days)
-        var text = Timestamp.digits(year, 4) + "-" + Timestamp.digits(month, 2) + "-" + Timestamp.digits(day, 2)
-        text += "T" + Timestamp.digits(secondOfDay / 3600, 2) + ":" + Timestamp.digits(secondOfDay / 60 % 60, 2)
-        text += ":" + Timestamp.digits(secondOfDay % 60, 2)
-        if micros != 0 { text += "." + Timestamp.digits(micros, 6) }
-        return text + "Z"
+        // Written byte by byte: this runs for every timestamp of every response and log line.
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(27)
+        func digits(_ value: Int64, _ width: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<width { divisor *= 10 }
+            var rest = value
+            if rest >= divisor * 10 { bytes.append(contentsOf: String(rest / (divisor * 10)).utf8); rest %= divisor * 10 }
+            while divisor > 0 {
+                bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor))
+                rest %= divisor
+                divisor /= 10
+            }
+        }
+        digits(year, 4); bytes.append(UInt8(ascii: "-")); digits(month, 2); bytes.append(UInt8(ascii: "-")); digits(day, 2)
+        bytes.append(UInt8(ascii: "T")); digits(secondOfDay / 3600, 2); bytes.append(UInt8(ascii: ":"))
+        digits(secondOfDay / 60 % 60, 2); bytes.append(UInt8(ascii: ":")); digits(secondOfDay % 60, 2)
+        if micros != 0 {
+            bytes.append(UInt8(ascii: "."))
+            digits(micros, 6)
+        }
+        bytes.append(UInt8(ascii: "Z"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Parses RFC 3339 with an explicit offset (`Z` or `±hh:mm`), fractional seconds
@@ -110,11 +128,6 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         case 4, 6, 9, 11: return 30
         default: return 31
         }
-    }
-
-    private static func digits(_ value: Int64, _ width: Int) -> String {
-        let text = String(value)
-        return text.count >= width ? text : String(repeating: "0", count: width - text.count) + text
     }
 }
 

@@ -232,6 +232,10 @@ public struct JSONParser {
 public enum JSONWriter {
     /// The string as a JSON string literal, escaped as RFC 8259 requires.
     public static func quoted(_ value: String) -> String {
+        // Most strings (ids, codes, timestamps) need no escaping: copy them whole.
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            return "\"" + value + "\""
+        }
         var out = "\""
         for scalar in value.unicodeScalars {
             switch scalar {

@@ -26,6 +26,9 @@ public struct PassSummary: Sendable, Equatable {
 /// batches (one transaction each), so the database cost of a withdrawal is a small share of
 /// a commit. The bank is never called inside a database transaction.
 public final class ProcessorPass {
+    /// The longest a bank answer waits in memory for others to share its transaction.
+    static let recordDelayMicroseconds: Int64 = 50_000
+
     private let store: Store
     private let bank: any BankClient
     private let policy: RetryPolicy
@@ -56,6 +59,8 @@ public final class ProcessorPass {
         let started = clock()
         var summary = PassSummary()
         var exhausted = false
+        var answered: [(Payout, BankTransport)] = []
+        var oldestAnswer = started
         while true {
             let free = concurrency - bank.inFlightCount
             // Claim when half the slots are free (or none are busy): fewer, larger claims.
@@ -65,12 +70,21 @@ public final class ProcessorPass {
                 // A claim that only failed withdrawals for want of funds used no slot: claim again.
                 if changes.payouts.isEmpty && changes.events.isEmpty { exhausted = true } else { continue }
             }
-            if exhausted && bank.inFlightCount == 0 { break }
-            let finished = bank.poll(timeoutMilliseconds: 100)
-            if !finished.isEmpty {
-                beforeRecording(finished)
-                try record(finished, into: &summary)
+            // Record answers in batches too: when half the slots' worth have come back, when
+            // nothing else is in flight, or when the oldest has waited long enough. Until then
+            // they are only in memory; a crash loses them, and the next pass asks the bank
+            // again with the same keys.
+            if !answered.isEmpty, answered.count * 2 >= concurrency || bank.inFlightCount == 0
+                || clock().microseconds - oldestAnswer.microseconds >= ProcessorPass.recordDelayMicroseconds {
+                beforeRecording(answered)
+                try record(answered, into: &summary)
+                answered.removeAll(keepingCapacity: true)
+                continue
             }
+            if exhausted && bank.inFlightCount == 0 { break }
+            let finished = bank.poll(timeoutMilliseconds: answered.isEmpty ? 100 : 10)
+            if answered.isEmpty && !finished.isEmpty { oldestAnswer = clock() }
+            answered += finished
         }
         try store.database.immediateTransaction {
             try store.purgeIdempotencyKeys(olderThan: clock().adding(seconds: -Limits.idempotencyRetentionSeconds))
