@@ -8,19 +8,24 @@ import Glibc
 func run() -> Int32 {
     let log = Log(component: "wallet-fcgi")
     let options: Options
-    let settings: Settings
     do {
         options = try Options(arguments: Array(CommandLine.arguments.dropFirst()))
-        settings = try Settings.fromEnvironment()
-        try settings.checkDatabaseDirectory()
     } catch {
-        log.write(.error, "invalid_configuration", ["message": .string("\(error)")])
         printError("wallet-fcgi: \(error)\n\(Options.usage)")
         return 2
     }
     if options.help {
         print(Options.usage)
         return 0
+    }
+    let settings: Settings
+    do {
+        settings = try Settings.fromEnvironment()
+        try settings.checkDatabaseDirectory()
+    } catch {
+        log.write(.error, "invalid_configuration", ["message": .string("\(error)")])
+        printError("wallet-fcgi: \(error)")
+        return 2
     }
 
     // Block the stop signals before any thread starts, so that every thread inherits the
