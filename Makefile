@@ -55,7 +55,7 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd integration
+TEST_SUITES := swift bank systemd openapi integration
 
 .PHONY: all deps deps-bench build release run test $(addprefix test-,$(TEST_SUITES)) \
         bench install clean distclean help
@@ -140,6 +140,11 @@ test-bank:
 test-systemd:
 	$(call require,Tests/systemd/check_units.sh)
 	bash Tests/systemd/check_units.sh
+
+# openapi.yaml: valid OpenAPI, and naming every route and error code the code has.
+test-openapi:
+	$(call require,Tests/openapi/check_openapi.sh)
+	bash Tests/openapi/check_openapi.sh
 
 # End-to-end tests through nginx (each test starts its own stack with
 # scripts/stack.sh; see Tests/integration/conftest.py).
