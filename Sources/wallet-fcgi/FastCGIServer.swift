@@ -100,6 +100,7 @@ final class Worker: @unchecked Sendable {
             "route": .string(handled.route),
             "status": .integer(Int64(handled.response.status)),
             "duration_ms": .number(seconds * 1000),
+            "error": .string(handled.failure),
         ])
     }
 

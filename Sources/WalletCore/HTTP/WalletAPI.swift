@@ -17,11 +17,14 @@ public struct WalletAPI: Sendable {
         public var route: String
         /// Ledger rows committed by this request, for the audit log.
         public var ledgerEntries: [LedgerEntry]
+        /// What went wrong behind a 503, for the operator's log only (never the client's).
+        public var failure: String?
 
-        public init(response: Response, route: String, ledgerEntries: [LedgerEntry] = []) {
+        public init(response: Response, route: String, ledgerEntries: [LedgerEntry] = [], failure: String? = nil) {
             self.response = response
             self.route = route
             self.ledgerEntries = ledgerEntries
+            self.failure = failure
         }
     }
 
@@ -34,14 +37,16 @@ public struct WalletAPI: Sendable {
                            route: route.template, ledgerEntries: [])
         }
         let outcome: WriteOutcome
+        var failure: String?
         do {
             outcome = try dispatch(route, request, reader)
         } catch let error as APIError {
             outcome = WriteOutcome(response: error.response, keep: false)
         } catch {
             outcome = WriteOutcome(response: APIError.unavailable.response, keep: false)
+            failure = "\(error)"
         }
-        return Handled(response: outcome.response, route: route.template, ledgerEntries: outcome.ledgerEntries)
+        return Handled(response: outcome.response, route: route.template, ledgerEntries: outcome.ledgerEntries, failure: failure)
     }
 
     private func dispatch(_ route: Route, _ request: Request, _ reader: Store) throws -> WriteOutcome {
