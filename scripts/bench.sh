@@ -67,6 +67,8 @@ set -Eeuo pipefail
 shopt -s inherit_errexit
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 readonly REPO
 readonly LUA_DIR=$REPO/scripts/bench
 readonly STARTED_AT=$SECONDS
@@ -110,29 +112,6 @@ done < <(compgen -e | grep '^WALLET_' || true)
 # Loopback must never go through a proxy from the environment (curl here,
 # libcurl in the processor). wrk ignores proxies.
 export no_proxy="127.0.0.1,localhost,::1" NO_PROXY="127.0.0.1,localhost,::1"
-
-# Microseconds since the epoch, without forking (bash 5's EPOCHREALTIME).
-now_us() {
-    local t=${EPOCHREALTIME/[.,]/}
-    printf '%s\n' "$((10#$t))"
-}
-
-# True if pid $1 exists and is not a zombie.
-alive() {
-    local stat
-    [[ $1 =~ ^[0-9]+$ ]] || return 1
-    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
-}
-
-# The pid in file $1, or nothing.
-read_pid_file() {
-    local pid=""
-    if [[ -r $1 ]]; then read -r pid <"$1" 2>/dev/null || true; fi
-    if [[ $pid =~ ^[0-9]+$ ]]; then printf '%s\n' "$pid"; fi
-    return 0
-}
 
 # Floating-point helpers (bash has integers only; awk is everywhere).
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }

@@ -58,6 +58,8 @@ set -Eeuo pipefail
 shopt -s inherit_errexit
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 readonly REPO
 readonly TEMPLATE="$REPO/nginx/dev.conf.template"
 
@@ -202,22 +204,6 @@ NGINX_WORKERS_SEEN=()
 BANK_STARTED=0
 STOPPING=0
 
-# Microseconds since the epoch, without forking (bash 5's EPOCHREALTIME).
-now_us() {
-    local t=${EPOCHREALTIME/[.,]/}
-    printf '%s\n' "$((10#$t))"
-}
-
-# True if the process exists and is not a zombie (an exited child that has
-# not been reaped yet still has a /proc entry).
-alive() {
-    local stat
-    [[ $1 =~ ^[0-9]+$ ]] || return 1
-    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
-}
-
 # Sets CMDLINE to the command line of pid $1, spaces between the arguments
 # (empty if it is gone). A variable rather than output: no subshell, so the
 # scans below stay fast.
@@ -272,14 +258,6 @@ pids_naming() {
         [[ $pid != "$$" && $pid != "$BASHPID" ]] || continue
         if is_program "$pid" "$1"; then printf '%s\n' "$pid"; fi
     done
-}
-
-# Prints the pid in file $1 (nothing if missing or malformed).
-read_pid_file() {
-    local pid=""
-    if [[ -r $1 ]]; then read -r pid <"$1" 2>/dev/null || true; fi
-    if [[ $pid =~ ^[0-9]+$ ]]; then printf '%s\n' "$pid"; fi
-    return 0
 }
 
 # Sends signal $1 to the pids that follow (skipping the ones already gone).

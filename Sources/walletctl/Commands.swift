@@ -134,13 +134,7 @@ struct Audit: ParsableCommand {
                 object.add("wallets", report.wallets)
                 object.add("transactions", report.transactions)
                 object.add("head_hash", report.headHash)
-                object.add("discrepancies", json: jsonArray(report.discrepancies.map { discrepancy in
-                    var item = JSONObject()
-                    item.add("kind", discrepancy.kind.rawValue)
-                    item.add("subject", discrepancy.subject)
-                    item.add("detail", discrepancy.detail)
-                    return item.result
-                }))
+                object.add("discrepancies", json: jsonArray(report.discrepancies.map(\.json)))
                 print(object.result)
             } else {
                 print("checked \(report.ledgerRows) ledger rows, \(report.wallets) wallets, \(report.transactions) transactions")
@@ -168,13 +162,7 @@ struct Reconcile: ParsableCommand {
             object.add("passed", json: report.passed ? "true" : "false")
             object.add("completed_here", Int64(report.completedHere))
             object.add("paid_by_bank", Int64(report.paidByBank))
-            object.add("findings", json: jsonArray(report.findings.map { finding in
-                var item = JSONObject()
-                item.add("kind", finding.kind.rawValue)
-                item.add("key", finding.key)
-                item.add("detail", finding.detail)
-                return item.result
-            }))
+            object.add("findings", json: jsonArray(report.findings.map(\.json)))
             print(object.result)
         } else {
             print("\(report.completedHere) withdrawals COMPLETED here, \(report.paidByBank) payouts in the bank ledger")

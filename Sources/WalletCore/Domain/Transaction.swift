@@ -12,11 +12,6 @@ public enum TransactionStatus: String, Sendable, CaseIterable {
     case completed = "COMPLETED"
     case failed = "FAILED"
     case canceled = "CANCELED"
-
-    /// No transition leaves a final status.
-    public var isFinal: Bool {
-        self == .completed || self == .failed || self == .canceled
-    }
 }
 
 /// Why a withdrawal failed, or, for `bankOutcomeUnknown`, why it is still held.

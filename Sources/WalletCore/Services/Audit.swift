@@ -16,6 +16,14 @@ public struct Discrepancy: Sendable, Equatable, CustomStringConvertible {
     public var detail: String
 
     public var description: String { "\(kind.rawValue): \(subject): \(detail)" }
+
+    public var json: String {
+        var object = JSONObject()
+        object.add("kind", kind.rawValue)
+        object.add("subject", subject)
+        object.add("detail", detail)
+        return object.result
+    }
 }
 
 /// The result of `audit verify`: every check run, every discrepancy found.

@@ -43,6 +43,14 @@ public struct ReconciliationReport: Sendable {
         public var key: String
         public var detail: String
         public var description: String { "\(kind.rawValue): \(key): \(detail)" }
+
+        public var json: String {
+            var object = JSONObject()
+            object.add("kind", kind.rawValue)
+            object.add("key", key)
+            object.add("detail", detail)
+            return object.result
+        }
     }
 
     public var completedHere = 0
