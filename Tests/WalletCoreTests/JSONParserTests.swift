@@ -173,4 +173,14 @@ struct JSONParserTests {
         #expect(try parse(object.result).members?.count == 5)
         #expect(JSONObject().result == "{}")
     }
+
+    @Test("JSONObject writes whole numbers exactly, at both ends of Int64", arguments: [
+        (Int64.min, "-9223372036854775808"), (Int64.max, "9223372036854775807"), (0, "0"), (-1, "-1"), (10, "10"),
+    ])
+    func objectIntegers(value: Int64, text: String) {
+        var object = JSONObject()
+        object.add("v", value)
+        #expect(object.result == "{\"v\": \(text)}")
+        #expect(object.utf8(terminator: UInt8(ascii: "\n")) == Array("{\"v\": \(text)}\n".utf8))
+    }
 }

@@ -37,6 +37,8 @@ struct RouterTests {
         "/wallets/\(uuid)/transactions/42/cancel/x", "/wallets/\(uuid)/transactions/42/Cancel",
         "/wallets/\(uuid)/transactions/0/cancel", "/wallets/\(uuid)/transactions/x/cancel",
         "/wallets/\(uuid)/transactions/42/refund", "/api/wallets/\(uuid)", "/wallets/\(uuid)/transactions/42//",
+        "/wallets/\(uuid)/transactions/42/cancel/x/y", "/healthz//", "/\u{212A}", "/wallets/\(uuid)/d\u{E9}posit",
+        "/wallets/\(uuid)/deposit\u{301}", "/wallets\u{301}/\(uuid)",
     ])
     func doesNotMatch(path: String) {
         #expect(Route(path: path) == nil)

@@ -5,26 +5,29 @@ public struct WalletID: Hashable, Sendable, CustomStringConvertible {
     /// Accepts the canonical 8-4-4-4-12 hexadecimal form in either case. Anything else is
     /// not a wallet id (the router then answers 404, as for an unknown wallet).
     public init?(_ text: some StringProtocol) {
-        let bytes = Array(text.utf8)
-        guard bytes.count == 36 else { return nil }
-        var lowered = [UInt8]()
-        lowered.reserveCapacity(36)
-        for (index, byte) in bytes.enumerated() {
-            if index == 8 || index == 13 || index == 18 || index == 23 {
-                guard byte == UInt8(ascii: "-") else { return nil }
-                lowered.append(byte)
-            } else {
-                switch byte {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"):
-                    lowered.append(byte)
-                case UInt8(ascii: "A")...UInt8(ascii: "F"):
-                    lowered.append(byte + 32)
-                default:
-                    return nil
+        guard text.utf8.count == 36 else { return nil }
+        var valid = true
+        let lowered = String(unsafeUninitializedCapacity: 36) { buffer in
+            for (index, byte) in text.utf8.enumerated() {
+                if index == 8 || index == 13 || index == 18 || index == 23 {
+                    valid = valid && byte == UInt8(ascii: "-")
+                    buffer[index] = byte
+                } else {
+                    switch byte {
+                    case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"):
+                        buffer[index] = byte
+                    case UInt8(ascii: "A")...UInt8(ascii: "F"):
+                        buffer[index] = byte + 32
+                    default:
+                        valid = false
+                        buffer[index] = UInt8(ascii: "0")
+                    }
                 }
             }
+            return 36
         }
-        self.text = String(decoding: lowered, as: UTF8.self)
+        guard valid else { return nil }
+        self.text = lowered
     }
 
     /// A new random id from the system's cryptographic generator.

@@ -232,62 +232,101 @@ public struct JSONParser {
 public enum JSONWriter {
     /// The string as a JSON string literal, escaped as RFC 8259 requires.
     public static func quoted(_ value: String) -> String {
-        // Most strings (ids, codes, timestamps) need no escaping: copy them whole.
-        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
-            return "\"" + value + "\""
-        }
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let control where control.value < 0x20:
-                let hex = String(control.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(value.utf8.count + 2)
+        appendQuoted(value, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the string as a JSON string literal. Works on UTF-8 bytes: every byte of a
+    /// multi-byte character is 0x80 or more, so only ASCII bytes ever need escaping.
+    public static func appendQuoted(_ value: String, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
+            case UInt8(ascii: "\\"): bytes.append(byte); bytes.append(byte)
+            case UInt8(ascii: "\n"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
+            case 0..<0x20:
+                bytes.append(contentsOf: "\\u00".utf8)
+                bytes.append(hexDigit(byte >> 4))
+                bytes.append(hexDigit(byte & 0xF))
+            default: bytes.append(byte)
             }
         }
-        return out + "\""
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
+    }
+
+    /// Appends a whole number in decimal.
+    public static func appendDecimal(_ value: Int64, to bytes: inout [UInt8]) {
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        // The magnitude as UInt64: -Int64.min does not fit an Int64.
+        var magnitude = value.magnitude
+        let start = bytes.count
+        repeat {
+            bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
+            magnitude /= 10
+        } while magnitude > 0
+        bytes[start...].reverse()
     }
 }
 
-/// A JSON object under construction, written as text at once (no intermediate tree).
+/// A JSON object under construction, written as UTF-8 text at once (no intermediate tree).
 /// Keys are written in the order they are added.
 public struct JSONObject {
-    private var text = "{"
+    private var bytes: [UInt8]
     private var empty = true
 
-    public init() {}
+    public init() {
+        bytes = []
+        bytes.reserveCapacity(256)
+        bytes.append(UInt8(ascii: "{"))
+    }
 
     private mutating func key(_ name: String) {
-        if !empty { text += ", " }
+        if !empty { bytes.append(UInt8(ascii: ",")); bytes.append(UInt8(ascii: " ")) }
         empty = false
-        text += JSONWriter.quoted(name) + ": "
+        JSONWriter.appendQuoted(name, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(UInt8(ascii: " "))
     }
 
     public mutating func add(_ name: String, _ value: String?) {
         key(name)
-        text += value.map(JSONWriter.quoted) ?? "null"
+        if let value { JSONWriter.appendQuoted(value, to: &bytes) } else { bytes.append(contentsOf: "null".utf8) }
     }
 
     public mutating func add(_ name: String, _ value: Int64?) {
         key(name)
-        text += value.map { String($0) } ?? "null"
+        if let value { JSONWriter.appendDecimal(value, to: &bytes) } else { bytes.append(contentsOf: "null".utf8) }
     }
 
     public mutating func add(_ name: String, _ value: Int128) {
         key(name)
-        text += String(value)
+        bytes.append(contentsOf: String(value).utf8)
     }
 
     /// Adds a member whose value is already JSON text.
     public mutating func add(_ name: String, json: String) {
         key(name)
-        text += json
+        bytes.append(contentsOf: json.utf8)
     }
 
-    public var result: String { text + "}" }
+    /// The object's text.
+    public var result: String { String(decoding: utf8(), as: UTF8.self) }
+
+    /// The object's text as UTF-8, followed by `terminator` if there is one (a log line's
+    /// newline).
+    public func utf8(terminator: UInt8? = nil) -> [UInt8] {
+        var text = bytes
+        text.append(UInt8(ascii: "}"))
+        if let terminator { text.append(terminator) }
+        return text
+    }
 }

@@ -38,40 +38,37 @@ public enum Route: Equatable, Sendable {
     public static let unmatchedTemplate = "unmatched"
 
     /// Matches a path with or without its trailing slash. A malformed uuid or transaction
-    /// id does not match, so it gets the same 404 as an unknown one.
+    /// id does not match, so it gets the same 404 as an unknown one. Segments are compared
+    /// byte for byte: every route is ASCII.
     public init?(path: String) {
-        var trimmed = Substring(path)
-        if trimmed.count > 1, trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
-        let parts = trimmed.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.first == "" else { return nil }
-        switch parts.count {
-        case 2:
-            switch parts[1] {
-            case "wallets": self = .wallets
-            case "healthz": self = .health
-            case "metrics": self = .metrics
+        var segments = PathSegments(path)
+        guard let first = segments.next() else { return nil }
+        guard let second = segments.next() else {
+            switch first {
+            case _ where first.is("wallets"): self = .wallets
+            case _ where first.is("healthz"): self = .health
+            case _ where first.is("metrics"): self = .metrics
             default: return nil
             }
-        case 3...6:
-            guard parts[1] == "wallets", let wallet = WalletID(parts[2]) else { return nil }
-            self.init(wallet: wallet, rest: parts.dropFirst(3))
-        default:
-            return nil
+            return
         }
-    }
-
-    private init?(wallet: WalletID, rest: ArraySlice<Substring>) {
-        let rest = Array(rest)
-        switch rest.count {
-        case 0: self = .wallet(wallet)
-        case 1 where rest[0] == "deposit": self = .deposit(wallet)
-        case 1 where rest[0] == "withdraw": self = .withdraw(wallet)
-        case 1 where rest[0] == "transactions": self = .transactions(wallet)
-        case 2 where rest[0] == "transactions":
-            guard let id = Route.transactionID(rest[1]) else { return nil }
+        guard first.is("wallets"), let wallet = WalletID(second) else { return nil }
+        guard let third = segments.next() else {
+            self = .wallet(wallet)
+            return
+        }
+        let fourth = segments.next()
+        let fifth = fourth == nil ? nil : segments.next()
+        guard segments.next() == nil else { return nil }
+        switch (fourth, fifth) {
+        case (nil, nil) where third.is("deposit"): self = .deposit(wallet)
+        case (nil, nil) where third.is("withdraw"): self = .withdraw(wallet)
+        case (nil, nil) where third.is("transactions"): self = .transactions(wallet)
+        case (let id?, nil) where third.is("transactions"):
+            guard let id = Route.transactionID(id) else { return nil }
             self = .transaction(wallet, id)
-        case 3 where rest[0] == "transactions" && rest[2] == "cancel":
-            guard let id = Route.transactionID(rest[1]) else { return nil }
+        case (let id?, let action?) where third.is("transactions") && action.is("cancel"):
+            guard let id = Route.transactionID(id) else { return nil }
             self = .cancel(wallet, id)
         default: return nil
         }
@@ -82,5 +79,43 @@ public enum Route: Equatable, Sendable {
         guard let first = text.utf8.first, first != UInt8(ascii: "0"),
               text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
         return Int64(text)
+    }
+}
+
+/// The `/`-separated segments of an absolute path, after the leading `/` and without one
+/// trailing `/`: `/wallets/` gives `wallets`, `/a//b` gives `a`, ``, `b`, and `/` gives one
+/// empty segment. A path that does not start with `/` has none.
+struct PathSegments {
+    private let path: String
+    private var position: String.Index?
+    private let end: String.Index
+
+    init(_ path: String) {
+        let utf8 = path.utf8
+        self.path = path
+        guard utf8.first == UInt8(ascii: "/") else {
+            position = nil
+            end = utf8.endIndex
+            return
+        }
+        position = utf8.index(after: utf8.startIndex)
+        end = position! < utf8.endIndex && utf8.last == UInt8(ascii: "/") ? utf8.index(before: utf8.endIndex) : utf8.endIndex
+    }
+
+    mutating func next() -> Substring? {
+        guard let start = position else { return nil }
+        let utf8 = path.utf8
+        var cursor = start
+        while cursor < end, utf8[cursor] != UInt8(ascii: "/") { cursor = utf8.index(after: cursor) }
+        position = cursor < end ? utf8.index(after: cursor) : nil
+        return path[start..<cursor]
+    }
+}
+
+extension Substring {
+    /// Byte equality with an ASCII literal.
+    fileprivate func `is`(_ literal: StaticString) -> Bool {
+        let bytes = UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
+        return utf8.elementsEqual(bytes)
     }
 }

@@ -40,13 +40,18 @@ public struct Log: Sendable {
             case .number(let number): object.add(name, json: Log.format(number))
             }
         }
-        Log.writeLine(object.result)
+        Log.write(line: object.utf8(terminator: UInt8(ascii: "\n")))
     }
 
     /// Writes one line to fd 2 in a single `write`, so lines from threads never interleave.
     public static func writeLine(_ line: String) {
         var bytes = Array(line.utf8)
         bytes.append(UInt8(ascii: "\n"))
+        write(line: bytes)
+    }
+
+    /// Writes bytes that end with a newline to fd 2 in a single `write`.
+    private static func write(line bytes: [UInt8]) {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
