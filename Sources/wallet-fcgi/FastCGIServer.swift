@@ -21,22 +21,90 @@ struct FileIdentity {
 }
 
 /// State shared by the accept threads, all of it thread-safe.
+///
+/// nginx keeps its FastCGI connections open between requests (`fastcgi_keep_conn on` with an
+/// upstream `keepalive` pool), and libfcgi serves one connection per thread: a thread whose
+/// connection sits idle in nginx's pool is taken until nginx uses or closes it. A fixed
+/// number of threads could then all be waiting on idle connections while a new one queues
+/// unserved (PLATFORM.md pitfall 15). So the pool grows instead: whenever a thread leaves
+/// `accept()` with a connection and no other thread is left in `accept()`, one more thread
+/// starts, up to `maxThreads`. Threads are never retired; each costs a stack and a read
+/// connection, and a pool that has grown is the size the next burst needs.
 final class ServerContext: Sendable {
     let api: WalletAPI
     let settings: Settings
     let log: Log
     let listenFD: Int32
+    let maxThreads: Int
+    /// Readable once the server is stopping (a byte is written and never read): threads
+    /// waiting on an idle kept connection poll it, close their connection and leave.
+    let wakeFD: Int32
+    private let wakeWriteFD: Int32
     let stopping = Atomic<Bool>(false)
     /// Requests between accept and finish; the drain waits for it to reach zero.
     let active = Atomic<Int>(0)
-    /// Accept threads still running.
+    /// Threads started and not yet ended.
     let running = Atomic<Int>(0)
+    /// Threads blocked in (or about to enter) `accept()` for a new connection.
+    let accepting = Atomic<Int>(0)
+    /// Slots taken in the pool, counted before a thread starts so that two threads growing
+    /// the pool at once cannot pass `maxThreads`.
+    private let slots = Atomic<Int>(0)
 
-    init(api: WalletAPI, settings: Settings, log: Log, listenFD: Int32) {
+    init(api: WalletAPI, settings: Settings, log: Log, listenFD: Int32, maxThreads: Int) throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0,
+              fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
+            throw ListenSocket.Failure(description: "cannot create the stop pipe: \(String(cString: strerror(errno)))")
+        }
         self.api = api
         self.settings = settings
         self.log = log
         self.listenFD = listenFD
+        self.maxThreads = maxThreads
+        self.wakeFD = fds[0]
+        self.wakeWriteFD = fds[1]
+    }
+
+    /// Starts one accept thread with `reader` as its database connection, or opens one.
+    /// False when the pool is full or no connection could be opened.
+    @discardableResult
+    func addThread(reader: Store? = nil) -> Bool {
+        guard !stopping.load(ordering: .acquiring) else { return false }
+        var taken = slots.load(ordering: .relaxed)
+        while true {
+            guard taken < maxThreads else { return false }
+            let (exchanged, original) = slots.compareExchange(expected: taken, desired: taken + 1, ordering: .acquiringAndReleasing)
+            if exchanged { break }
+            taken = original
+        }
+        let store: Store
+        do {
+            store = try reader ?? Store.open(path: settings.databasePath, queryOnly: true)
+        } catch {
+            slots.subtract(1, ordering: .acquiringAndReleasing)
+            log.write(.warning, "accept_thread_failed", ["message": .string("\(error)")])
+            return false
+        }
+        running.add(1, ordering: .acquiringAndReleasing)
+        let status = Worker(context: self, reader: store).start()
+        guard status == 0 else {
+            running.subtract(1, ordering: .acquiringAndReleasing)
+            slots.subtract(1, ordering: .acquiringAndReleasing)
+            log.write(.warning, "accept_thread_failed", ["message": .string("pthread_create: \(String(cString: strerror(status)))")])
+            return false
+        }
+        if reader == nil {
+            let threads = Int64(taken + 1)
+            log.write(threads == maxThreads ? .warning : .info, "accept_threads", ["threads": .integer(threads), "max_threads": .integer(Int64(maxThreads))])
+        }
+        return true
+    }
+
+    /// Wakes the threads waiting on idle kept connections; called once, at stop.
+    func wakeIdleThreads() {
+        var byte: UInt8 = 1
+        _ = Glibc.write(wakeWriteFD, &byte, 1)
     }
 }
 
@@ -51,32 +119,83 @@ final class Worker: @unchecked Sendable {
         self.reader = reader
     }
 
-    func start() {
-        let unmanaged = Unmanaged.passRetained(self).toOpaque()
+    /// Starts the thread; pthread_create's status (0 when it started).
+    func start() -> Int32 {
+        let unmanaged = Unmanaged.passRetained(self)
         var thread = pthread_t()
-        let status = pthread_create(&thread, nil, workerMain, unmanaged)
-        precondition(status == 0, "cannot start an accept thread: \(status)")
+        let status = pthread_create(&thread, nil, workerMain, unmanaged.toOpaque())
+        guard status == 0 else {
+            unmanaged.release()
+            return status
+        }
         pthread_detach(thread)
+        return 0
     }
 
-    /// accept → handle → finish, until the server stops.
+    /// (accept, or wait on the kept connection) → handle → finish, until the server stops.
     func run() {
         FCGX_InitRequest(&request, context.listenFD, 0)
-        while !context.stopping.load(ordering: .acquiring) {
-            guard FCGX_Accept_r(&request) == 0 else {
-                if context.stopping.load(ordering: .acquiring) { break }
+        serving: while true {
+            let fresh = request.ipcFd < 0
+            if fresh {
+                guard !context.stopping.load(ordering: .acquiring) else { break serving }
+                context.accepting.add(1, ordering: .acquiringAndReleasing)
+            } else {
+                switch awaitKeptConnection() {
+                case .request: break
+                case .closed:
+                    FCGX_Free(&request, 1)
+                    continue serving
+                case .stopping: break serving
+                }
+            }
+            let status = FCGX_Accept_r(&request)
+            let othersAccepting = fresh
+                ? context.accepting.subtract(1, ordering: .acquiringAndReleasing).newValue
+                : context.accepting.load(ordering: .acquiring)
+            guard status == 0 else {
+                if context.stopping.load(ordering: .acquiring) { break serving }
                 // A failed accept (a client that went away) is not fatal; a broken socket
                 // would spin, so pause briefly before trying again.
                 usleep(10_000)
-                continue
+                continue serving
             }
+            // This thread now holds a connection; keep one thread in accept().
+            if othersAccepting == 0 { context.addThread() }
             context.active.add(1, ordering: .acquiringAndReleasing)
             serveOne()
+            discardUnreadInput()
             FCGX_Finish_r(&request)
             context.active.subtract(1, ordering: .acquiringAndReleasing)
         }
-        FCGX_Free(&request, 0)
+        // Closes a kept connection; nginx drops it from its pool.
+        FCGX_Free(&request, 1)
         context.running.subtract(1, ordering: .acquiringAndReleasing)
+    }
+
+    private enum KeptConnection {
+        /// Bytes arrived: the next request (libfcgi reads and checks it).
+        case request
+        /// nginx closed the connection.
+        case closed
+        /// The server is stopping and nothing arrived.
+        case stopping
+    }
+
+    /// Blocks until nginx sends the next request on the kept connection, closes it, or the
+    /// server stops. A request that has already arrived is served even when stopping.
+    private func awaitKeptConnection() -> KeptConnection {
+        var fds = [
+            pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: context.wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        while poll(&fds, 2, -1) < 0 {
+            guard errno == EINTR else { return .closed }
+        }
+        let connection = Int32(fds[0].revents)
+        if connection & (POLLHUP | POLLERR | POLLNVAL) != 0 { return .closed }
+        if connection & POLLIN != 0 { return .request }
+        return .stopping
     }
 
     private func serveOne() {
@@ -102,6 +221,15 @@ final class Worker: @unchecked Sendable {
             "duration_ms": .number(seconds * 1000),
             "error": .string(handled.failure),
         ])
+    }
+
+    /// Reads the rest of the request's input up to its end-of-stream record, so that a kept
+    /// connection starts clean for the next request (a body refused before it was read, or
+    /// the empty record that ends every input). nginx has capped the body at 16 KiB.
+    private func discardUnreadInput() {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 1024) { scratch in
+            while FCGX_GetStr(scratch.baseAddress, Int32(scratch.count), request.in) > 0 {}
+        }
     }
 
     /// Copies every parameter out of libfcgi (its pointers die at `FCGX_Finish_r`) and reads

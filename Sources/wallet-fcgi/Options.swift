@@ -11,16 +11,20 @@ struct Options {
     /// in a deployment) connect and nobody else; development stacks pass 0666.
     var socketMode: mode_t = 0o660
     var threads = Limits.acceptThreadsDefault
+    var maxThreads = Limits.acceptThreadsMax
     var help = false
 
     static let usage = """
-        usage: wallet-fcgi [--socket PATH [--socket-mode OCTAL]] [--threads N]
+        usage: wallet-fcgi [--socket PATH [--socket-mode OCTAL]] [--threads N] [--max-threads N]
 
           --socket PATH        create and listen on this unix socket; without it, serve the
                                listening socket on fd 0 (systemd StandardInput=socket, spawn-fcgi)
                                or fd 3 (systemd LISTEN_FDS)
           --socket-mode OCTAL  the created socket's mode (default 0660)
-          --threads N          accept threads, each with its own database connection (default \(Limits.acceptThreadsDefault))
+          --threads N          accept threads at start, each with its own database connection
+                               (default \(Limits.acceptThreadsDefault))
+          --max-threads N      the most accept threads: the pool grows while every thread holds a
+                               connection, as nginx's kept-alive ones do (default \(Limits.acceptThreadsMax))
 
         Settings come from the environment: WALLET_DB (default var/wallet.db), and the rest of README.
         """
@@ -46,11 +50,19 @@ struct Options {
                     throw Invalid(description: "--threads needs a number from 1 to 64")
                 }
                 threads = count
+            case "--max-threads":
+                guard let text = remaining.popFirst(), let count = Int(text), (1...1024).contains(count) else {
+                    throw Invalid(description: "--max-threads needs a number from 1 to 1024")
+                }
+                maxThreads = count
             case "-h", "--help":
                 help = true
             default:
                 throw Invalid(description: "unknown argument \(argument)")
             }
+        }
+        guard threads <= maxThreads else {
+            throw Invalid(description: "--threads (\(threads)) cannot be more than --max-threads (\(maxThreads))")
         }
     }
 }

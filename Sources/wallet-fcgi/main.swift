@@ -68,13 +68,24 @@ func run() -> Int32 {
     let metrics = Metrics()
     let writer = GroupCommitWriter(store: writerStore, onBatch: { metrics.recordBatch(size: $0) })
     writer.start()
-    let context = ServerContext(api: WalletAPI(writer: writer, metrics: metrics), settings: settings, log: log, listenFD: listenFD)
-    context.running.store(options.threads, ordering: .releasing)
+    let context: ServerContext
+    do {
+        context = try ServerContext(
+            api: WalletAPI(writer: writer, metrics: metrics), settings: settings, log: log, listenFD: listenFD,
+            maxThreads: options.maxThreads)
+    } catch {
+        printError("wallet-fcgi: \(error)")
+        return 1
+    }
     for reader in readers {
-        Worker(context: context, reader: reader).start()
+        guard context.addThread(reader: reader) else {
+            printError("wallet-fcgi: cannot start \(options.threads) accept threads")
+            return 1
+        }
     }
     log.write(.info, "started", [
-        "threads": .integer(Int64(options.threads)), "database": .string(settings.databasePath),
+        "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
+        "database": .string(settings.databasePath),
         "socket": .string(source.description), "synchronous": .string(settings.synchronous.rawValue),
     ])
 
@@ -92,6 +103,7 @@ func run() -> Int32 {
 /// (nginx answers 502 for what is cut, and idempotency keys make those safe to retry).
 func drain(_ context: ServerContext, source: ListenSource) {
     context.stopping.store(true, ordering: .releasing)
+    context.wakeIdleThreads()
     FCGX_ShutdownPending()
     if case .path = source {
         // Our own socket: wake every thread blocked in accept(). A shared socket must not

@@ -402,9 +402,9 @@ class Stack:
         wait_until(lambda: not _alive(pid), timeout, f"wallet-fcgi (pid {pid}) to exit after signal {sig!r}")
         return pid
 
-    def restart_responder(self, extra_env=None, timeout=10.0):
-        """Starts a new `wallet-fcgi --socket RUN_DIR/fcgi.sock` with the stack's
-        environment (plus `extra_env`), its output appended to wallet-fcgi.log,
+    def restart_responder(self, extra_env=None, timeout=10.0, args=()):
+        """Starts a new `wallet-fcgi --socket RUN_DIR/fcgi.sock` (plus `args`) with the
+        stack's environment (plus `extra_env`), its output appended to wallet-fcgi.log,
         writes its pid to wallet-fcgi.pid (where the stack's stop finds it),
         with the socket mode stack.sh uses (0666), and waits until
         GET /healthz answers 200. Returns the new pid. The old responder is
@@ -414,7 +414,7 @@ class Stack:
         log = open(self.run_dir / "wallet-fcgi.log", "ab")
         try:
             child = subprocess.Popen(
-                [str(self.bin_dir / "wallet-fcgi"), "--socket", str(sock), "--socket-mode", "0666"],
+                [str(self.bin_dir / "wallet-fcgi"), "--socket", str(sock), "--socket-mode", "0666", *args],
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
             log.close()

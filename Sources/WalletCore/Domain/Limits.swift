@@ -43,4 +43,10 @@ public enum Limits {
     /// machine 4 threads gave 1.1k durable deposits/s at 32 connections and 16 gave 3.4k,
     /// as fast as without durable syncs. Each thread costs a stack and an SQLite connection.
     public static let acceptThreadsDefault = 16
+
+    /// The most accept threads the responder grows to. nginx keeps idle FastCGI connections
+    /// open (its upstream `keepalive`, per worker), and each one holds a thread; the pool
+    /// grows whenever no thread is left to accept, so it needs room for nginx's idle pool
+    /// (keepalive × worker_processes) plus the requests in flight.
+    public static let acceptThreadsMax = 256
 }
