@@ -210,17 +210,19 @@ final class Worker: @unchecked Sendable {
             handled = WalletAPI.Handled(response: error.response, route: Route(path: parameter("DOCUMENT_URI") ?? "")?.template ?? Route.unmatchedTemplate, ledgerEntries: [])
         }
         writeResponse(handled.response)
-        for entry in handled.ledgerEntries { context.log.audit(entry, requestID: requestID) }
+        var lines = Log.Lines()
+        for entry in handled.ledgerEntries { lines.append(context.log.auditLine(entry, requestID: requestID)) }
         let seconds = Double(Timestamp.now().microseconds - started.microseconds) / 1_000_000
         context.api.metrics.record(method: method, route: handled.route, status: handled.response.status, seconds: seconds)
-        context.log.write(handled.response.status >= 500 ? .error : .info, "request", [
+        lines.append(context.log.line(handled.response.status >= 500 ? .error : .info, "request", [
             "request_id": .string(requestID),
             "method": .string(method),
             "route": .string(handled.route),
             "status": .integer(Int64(handled.response.status)),
             "duration_ms": .number(seconds * 1000),
             "error": .string(handled.failure),
-        ])
+        ]))
+        lines.flush()
     }
 
     /// Reads the rest of the request's input up to its end-of-stream record, so that a kept

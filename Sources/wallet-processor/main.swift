@@ -1,3 +1,4 @@
+import CMalloc
 import WalletCore
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +18,7 @@ func run() -> Int32 {
         return 2
     }
     signal(SIGPIPE, SIG_IGN)
+    keepFreedMemory()
     do {
         let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
         let bank = try CurlBank(url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
@@ -31,6 +33,14 @@ func run() -> Int32 {
         log.write(.error, "pass_failed", ["message": .string("\(error)")])
         return 1
     }
+}
+
+/// glibc returns the top of the heap to the kernel whenever 128 KiB there are free, and a
+/// pass frees and reallocates that much per batch: 4 brk calls and their page faults per
+/// withdrawal, a tenth of the pass's time. Keep up to 64 MiB instead (the pass's peak is
+/// about 20 MB).
+func keepFreedMemory() {
+    _ = mallopt(cmalloc_trim_threshold, 64 << 20)
 }
 
 /// Names this pass in leases: host, process and a random part, so that no two passes,

@@ -304,3 +304,17 @@ struct ProcessorPassTests {
         #expect(try fixture.store.storedResponse(forKey: "recent") != nil)
     }
 }
+
+@Suite("Backoff jitter")
+struct JitterTests {
+    @Test("jitter is in [0, 1), spread out, and each source is seeded on its own")
+    func jitterSpread() {
+        let first = ProcessorPass.jitterSource()
+        let second = ProcessorPass.jitterSource()
+        let values = (0..<1000).map { _ in first() }
+        #expect(values.allSatisfy { $0 >= 0 && $0 < 1 })
+        #expect(values.filter { $0 < 0.5 }.count > 400 && values.filter { $0 < 0.5 }.count < 600)
+        #expect(Set(values).count == values.count)
+        #expect((0..<8).map { _ in second() } != Array(values.prefix(8)))
+    }
+}

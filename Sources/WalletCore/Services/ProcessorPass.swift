@@ -43,7 +43,7 @@ public final class ProcessorPass {
     public var beforeRecording: ([(Payout, BankTransport)]) -> Void = { _ in }
 
     public init(store: Store, bank: any BankClient, settings: Settings, log: Log, owner: String,
-                random: @escaping () -> Double = { Double.random(in: 0..<1) }, clock: @escaping () -> Timestamp = Timestamp.now) {
+                random: @escaping () -> Double = ProcessorPass.jitterSource(), clock: @escaping () -> Timestamp = Timestamp.now) {
         self.store = store
         self.bank = bank
         self.policy = RetryPolicy(settings)
@@ -55,6 +55,13 @@ public final class ProcessorPass {
         self.clock = clock
     }
 
+    /// Backoff jitter needs spread, not secrecy: one seed from the system's generator, then
+    /// SplitMix64, instead of a system call for every answer.
+    public static func jitterSource() -> () -> Double {
+        var generator = SplitMix64(seed: UInt64.random(in: .min ... .max))
+        return { Double.random(in: 0..<1, using: &generator) }
+    }
+
     public func run() throws -> PassSummary {
         let started = clock()
         var summary = PassSummary()
@@ -64,21 +71,23 @@ public final class ProcessorPass {
         while true {
             let free = concurrency - bank.inFlightCount
             // Claim when half the slots are free (or none are busy): fewer, larger claims.
-            if !exhausted, free > 0, free * 2 >= concurrency || bank.inFlightCount == 0 {
-                let changes = try claim(dueBy: started, limit: min(free, Limits.processorBatchMax), into: &summary)
-                for payout in changes.payouts { bank.start(payout) }
-                // A claim that only failed withdrawals for want of funds used no slot: claim again.
-                if changes.payouts.isEmpty && changes.events.isEmpty { exhausted = true } else { continue }
-            }
+            let claimDue = !exhausted && free > 0 && (free * 2 >= concurrency || bank.inFlightCount == 0)
             // Record answers in batches too: when half the slots' worth have come back, when
             // nothing else is in flight, or when the oldest has waited long enough. Until then
             // they are only in memory; a crash loses them, and the next pass asks the bank
             // again with the same keys.
-            if !answered.isEmpty, answered.count * 2 >= concurrency || bank.inFlightCount == 0
-                || clock().microseconds - oldestAnswer.microseconds >= ProcessorPass.recordDelayMicroseconds {
-                beforeRecording(answered)
-                try record(answered, into: &summary)
+            let recordDue = !answered.isEmpty && (answered.count * 2 >= concurrency || bank.inFlightCount == 0
+                || clock().microseconds - oldestAnswer.microseconds >= ProcessorPass.recordDelayMicroseconds)
+            if claimDue || recordDue {
+                // One transaction (one sync) records every answer in hand and claims for
+                // every free slot.
+                let claimLimit = exhausted ? 0 : min(free, Limits.processorBatchMax)
+                let claimed = try step(record: answered, claim: claimLimit, dueBy: started, into: &summary)
                 answered.removeAll(keepingCapacity: true)
+                for payout in claimed.payouts { bank.start(payout) }
+                // A claim that only failed withdrawals for want of funds used no slot: claim
+                // again. One that found nothing due ends the claiming.
+                if claimLimit > 0 && claimed.payouts.isEmpty && claimed.events.isEmpty { exhausted = true }
                 continue
             }
             if exhausted && bank.inFlightCount == 0 { break }
@@ -100,52 +109,74 @@ public final class ProcessorPass {
         return summary
     }
 
-    private func claim(dueBy: Timestamp, limit: Int, into summary: inout PassSummary) throws -> ProcessorChanges {
-        let changes = try store.database.immediateTransaction {
+    /// One transaction: records the finished attempts, then claims up to `claim` due
+    /// withdrawals. Returns what the claim took; the audit lines of both are written after
+    /// the commit.
+    private func step(record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
+                      into summary: inout PassSummary) throws -> ProcessorChanges {
+        if !finished.isEmpty { beforeRecording(finished) }
+        var leaseLost: [(Payout, PayoutOutcome)] = []
+        let (recorded, claimed) = try store.database.immediateTransaction {
             let now = clock()
-            return try store.claimDue(owner: owner, dueBy: dueBy, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds), limit: limit)
-        }
-        report(changes)
-        summary.claimed += changes.payouts.count + changes.events.count { $0.status == .failed }
-        summary.failed += changes.events.count { $0.status == .failed }
-        return changes
-    }
-
-    private func record(_ finished: [(Payout, BankTransport)], into summary: inout PassSummary) throws {
-        let changes = try store.database.immediateTransaction {
-            let now = clock()
-            var changes = ProcessorChanges()
+            var recorded = ProcessorChanges()
             for (payout, transport) in finished {
                 let outcome = PayoutOutcome(transport)
                 let decision = policy.decide(attempt: payout.attempt, bankMayHavePaid: payout.bankMayHavePaid, outcome: outcome, jitter: random())
-                if try !store.record(payout, outcome: outcome, decision: decision, owner: owner, now: now, into: &changes) {
-                    summary.leaseLost += 1
-                    log.write(.warning, "lease_lost", ["withdrawal": .integer(payout.withdrawalID), "outcome": .string(outcome.name)])
+                if try !store.record(payout, outcome: outcome, decision: decision, owner: owner, now: now, into: &recorded) {
+                    leaseLost.append((payout, outcome))
                 }
             }
-            return changes
+            let claimed = limit > 0
+                ? try store.claimDue(owner: owner, dueBy: dueBy, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds), limit: limit)
+                : ProcessorChanges()
+            return (recorded, claimed)
         }
-        report(changes)
-        for event in changes.events {
+        var lines = Log.Lines()
+        for (payout, outcome) in leaseLost {
+            lines.append(log.line(.warning, "lease_lost", ["withdrawal": .integer(payout.withdrawalID), "outcome": .string(outcome.name)]))
+        }
+        report(recorded, to: &lines)
+        report(claimed, to: &lines)
+        lines.flush()
+        summary.leaseLost += leaseLost.count
+        for event in recorded.events {
             switch event.status {
             case .completed: summary.completed += 1
             case .failed: summary.failed += 1
             default: summary.retried += 1
             }
         }
+        summary.claimed += claimed.payouts.count + claimed.events.count { $0.status == .failed }
+        summary.failed += claimed.events.count { $0.status == .failed }
+        return claimed
     }
 
-    /// Audit lines, written only after the transaction that made the changes committed.
-    private func report(_ changes: ProcessorChanges) {
-        for entry in changes.ledgerEntries { log.audit(entry) }
+    /// The audit lines of committed changes: ledger rows, then withdrawal state changes.
+    private func report(_ changes: ProcessorChanges, to lines: inout Log.Lines) {
+        for entry in changes.ledgerEntries { lines.append(log.auditLine(entry)) }
         for event in changes.events {
-            log.write(event.status == .failed ? .warning : .info, "withdrawal", [
+            lines.append(log.line(event.status == .failed ? .warning : .info, "withdrawal", [
                 "withdrawal": .integer(event.withdrawalID), "wallet": .string(event.wallet.text),
                 "amount": .integer(event.amount.minorUnits), "status": .string(event.status.rawValue),
                 "attempt": .integer(event.attempt), "failure_reason": .string(event.failureReason?.rawValue),
                 "outcome": .string(event.outcome), "detail": .string(event.detail),
                 "next_attempt_at": .string(event.nextAttemptAt?.rfc3339),
-            ])
+            ]))
         }
+    }
+}
+
+/// Steele, Lea and Flood's SplitMix64: fast, statistically sound, not for secrets.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

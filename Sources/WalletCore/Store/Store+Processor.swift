@@ -29,23 +29,24 @@ extension Store {
         requireTransaction()
         let rows = try database.query(
             """
-            SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid
+            SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid, t.wallet_id
             FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.next_attempt_at IS NOT NULL AND t.next_attempt_at <= ?1 AND (t.lease_until IS NULL OR t.lease_until <= ?2)
             ORDER BY t.next_attempt_at LIMIT ?3
             """,
             [.integer(dueBy.microseconds), .integer(now.microseconds), .integer(Int64(limit))]
-        ) { row -> (Int64, WalletID, Amount, TransactionStatus, Int64, Bool, Bool) in
+        ) { row -> (Int64, WalletID, Amount, TransactionStatus, Int64, Bool, Bool, Int64) in
             guard let wallet = WalletID(row.text(1)), let amount = Amount(minorUnits: row.integer(2)),
                   let status = TransactionStatus(rawValue: row.text(3)), status == .pending || status == .processing else {
                 throw DatabaseError(code: 0, message: "corrupt due withdrawal \(row.integer(0))")
             }
-            return (row.integer(0), wallet, amount, status, row.integer(4), row.integer(5) != 0, row.integer(6) != 0)
+            return (row.integer(0), wallet, amount, status, row.integer(4), row.integer(5) != 0, row.integer(6) != 0, row.integer(7))
         }
         var changes = ProcessorChanges()
-        for (id, wallet, amount, status, attempts, callOpen, mayHavePaid) in rows {
+        for (id, wallet, amount, status, attempts, callOpen, mayHavePaid, walletRowID) in rows {
             if status == .pending {
-                try settlePending(id: id, wallet: wallet, amount: amount, owner: owner, now: now, leaseUntil: leaseUntil, into: &changes)
+                try settlePending(id: id, wallet: wallet, walletRowID: walletRowID, amount: amount, owner: owner, now: now,
+                                  leaseUntil: leaseUntil, into: &changes)
             } else {
                 // A call found still open belongs to a processor that died mid-call: the bank
                 // may have paid it.
@@ -63,17 +64,19 @@ extension Store {
         return changes
     }
 
-    private func settlePending(id: Int64, wallet: WalletID, amount: Amount, owner: String, now: Timestamp, leaseUntil: Timestamp,
-                               into changes: inout ProcessorChanges) throws {
-        // The conditional debit: one statement whose result says whether there were funds.
-        let debited = try database.queryFirst(
+    private func settlePending(id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, owner: String, now: Timestamp,
+                               leaseUntil: Timestamp, into changes: inout ProcessorChanges) throws {
+        // The conditional debit: one statement whose change count says whether there were
+        // funds. (Not RETURNING: it builds a temporary table per statement, which costs more
+        // than the lookup below, in the same transaction.)
+        let debited = try database.run(
             """
             UPDATE wallets SET balance = balance - ?1, held = held + ?1, updated_at = ?2
-            WHERE id = (SELECT wallet_id FROM transactions WHERE id = ?3) AND balance >= ?1
-            RETURNING id, balance
+            WHERE id = ?3 AND balance >= ?1
             """,
-            [.integer(amount.minorUnits), .integer(now.microseconds), .integer(id)]) { ($0.integer(0), $0.integer(1)) }
-        guard let (walletRowID, balance) = debited, let balanceAfter = Money(minorUnits: balance) else {
+            [.integer(amount.minorUnits), .integer(now.microseconds), .integer(walletRowID)]) == 1
+        let balance = debited ? try database.queryFirst("SELECT balance FROM wallets WHERE id = ?1", [.integer(walletRowID)]) { $0.integer(0) } : nil
+        guard let balance, let balanceAfter = Money(minorUnits: balance) else {
             try database.run(
                 """
                 UPDATE transactions SET status = 'FAILED', failure_reason = 'insufficient_funds', next_attempt_at = NULL, updated_at = ?1
@@ -150,20 +153,22 @@ extension Store {
     /// balance (with its ledger row) when refunded.
     private func releaseHeld(_ payout: Payout, refund: Bool, now: Timestamp, into changes: inout ProcessorChanges) throws {
         let amount = payout.amount.minorUnits
-        let released = try database.queryFirst(
+        let released = try database.run(
             """
             UPDATE wallets SET held = held - ?1, balance = balance + ?2, updated_at = ?3
             WHERE uuid = ?4 AND held >= ?1
-            RETURNING id, balance
             """,
-            [.integer(amount), .integer(refund ? amount : 0), .integer(now.microseconds), .text(payout.wallet.text)]) { ($0.integer(0), $0.integer(1)) }
-        guard let (walletRowID, balance) = released, let balanceAfter = Money(minorUnits: balance) else {
-            preconditionFailure("withdrawal \(payout.withdrawalID) was PROCESSING without its held funds")
+            [.integer(amount), .integer(refund ? amount : 0), .integer(now.microseconds), .text(payout.wallet.text)])
+        precondition(released == 1, "withdrawal \(payout.withdrawalID) was PROCESSING without its held funds")
+        guard refund else { return }
+        let refunded = try database.queryFirst("SELECT id, balance FROM wallets WHERE uuid = ?1", [.text(payout.wallet.text)]) {
+            ($0.integer(0), $0.integer(1))
         }
-        if refund {
-            changes.ledgerEntries.append(try appendLedger(walletRowID: walletRowID, wallet: payout.wallet, transactionID: payout.withdrawalID,
-                                                          kind: .refund, delta: amount, balanceAfter: balanceAfter, now: now))
+        guard let (walletRowID, balance) = refunded, let balanceAfter = Money(minorUnits: balance) else {
+            preconditionFailure("wallet \(payout.wallet.text) vanished inside our own write transaction")
         }
+        changes.ledgerEntries.append(try appendLedger(walletRowID: walletRowID, wallet: payout.wallet, transactionID: payout.withdrawalID,
+                                                      kind: .refund, delta: amount, balanceAfter: balanceAfter, now: now))
     }
 
     /// Notes a finished pass for `walletctl stats`.

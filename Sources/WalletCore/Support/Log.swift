@@ -28,6 +28,11 @@ public struct Log: Sendable {
     }
 
     public func write(_ level: Level = .info, _ event: String, _ fields: KeyValuePairs<String, Value>) {
+        Log.write(lines: line(level, event, fields))
+    }
+
+    /// One log line, newline included, to write now or together with others (`Lines`).
+    public func line(_ level: Level = .info, _ event: String, _ fields: KeyValuePairs<String, Value>) -> [UInt8] {
         var object = JSONObject()
         object.add("ts", Timestamp.now().rfc3339)
         object.add("level", level.rawValue)
@@ -40,18 +45,35 @@ public struct Log: Sendable {
             case .number(let number): object.add(name, json: Log.format(number))
             }
         }
-        Log.write(line: object.utf8(terminator: UInt8(ascii: "\n")))
+        return object.utf8(terminator: UInt8(ascii: "\n"))
+    }
+
+    /// Lines gathered to be written in one `write`: the audit lines of one transaction, or a
+    /// request's audit and request lines. Fewer system calls, and the lines of one change
+    /// stay together.
+    public struct Lines {
+        public private(set) var bytes: [UInt8] = []
+
+        public init() {}
+
+        public mutating func append(_ line: [UInt8]) { bytes += line }
+
+        /// Writes the lines gathered so far and starts again.
+        public mutating func flush() {
+            Log.write(lines: bytes)
+            bytes.removeAll(keepingCapacity: true)
+        }
     }
 
     /// Writes one line to fd 2 in a single `write`, so lines from threads never interleave.
     public static func writeLine(_ line: String) {
         var bytes = Array(line.utf8)
         bytes.append(UInt8(ascii: "\n"))
-        write(line: bytes)
+        write(lines: bytes)
     }
 
-    /// Writes bytes that end with a newline to fd 2 in a single `write`.
-    private static func write(line bytes: [UInt8]) {
+    /// Writes whole lines (each ending with a newline) to fd 2 in a single `write`.
+    private static func write(lines bytes: [UInt8]) {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
@@ -75,7 +97,12 @@ public struct Log: Sendable {
 
     /// The audit line of one balance change.
     public func audit(_ entry: LedgerEntry, requestID: String? = nil) {
-        write(.info, "ledger", [
+        Log.write(lines: auditLine(entry, requestID: requestID))
+    }
+
+    /// The audit line of one balance change, to write with others.
+    public func auditLine(_ entry: LedgerEntry, requestID: String? = nil) -> [UInt8] {
+        line(.info, "ledger", [
             "wallet": .string(entry.wallet.text),
             "transaction": .integer(entry.transactionID),
             "kind": .string(entry.kind.rawValue),
