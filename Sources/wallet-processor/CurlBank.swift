@@ -1,10 +1,137 @@
 import CCurl
+import Synchronization
 import WalletCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The bank over HTTP through libcurl's multi interface: many attempts in flight on one
-/// thread, each with its own time limit.
+/// The bank over HTTP through libcurl's multi interface, driven by a thread of its own.
+///
+/// The pass hands attempts over (`start`) and collects answers (`poll`); in between it works
+/// on the database, and meanwhile the network thread keeps every transfer moving: requests
+/// go out and answers come in while a batch commits. An attempt still starts only after
+/// the pass calls `start`, that is after its claim committed.
 final class CurlBank: BankClient {
-    /// One attempt's state, alive from `start` until `poll` returns it.
+    /// What the two threads exchange, under one lock.
+    private struct Mailbox {
+        var toStart: [Payout] = []
+        var finished: [(Payout, BankTransport)] = []
+        var stopping = false
+    }
+
+    private let transfers: CurlTransfers
+    private let mailbox: Mutex<Mailbox>
+    /// A byte here tells the pass thread that answers are waiting (it polls the read end).
+    private let answersReadFD: Int32
+    private let answersWriteFD: Int32
+    private var thread = pthread_t()
+    /// Attempts started and not yet returned by `poll` (the pass thread's count).
+    private(set) var inFlightCount = 0
+
+    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
+        transfers = try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency)
+        mailbox = Mutex(Mailbox())
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
+            throw CurlError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
+        }
+        answersReadFD = fds[0]
+        answersWriteFD = fds[1]
+        let status = pthread_create(&thread, nil, networkMain, Unmanaged.passRetained(self).toOpaque())
+        guard status == 0 else {
+            Glibc.close(fds[0])
+            Glibc.close(fds[1])
+            throw CurlError(description: "cannot start the network thread: \(String(cString: strerror(status)))")
+        }
+    }
+
+    deinit {
+        // The network thread holds no reference of its own once it runs (see networkMain),
+        // so this runs on the pass thread: stop the network thread, then close what it used.
+        mailbox.withLock { $0.stopping = true }
+        transfers.wake()
+        pthread_join(thread, nil)
+        Glibc.close(answersReadFD)
+        Glibc.close(answersWriteFD)
+    }
+
+    func start(_ payout: Payout) {
+        inFlightCount += 1
+        let wasIdle = mailbox.withLock { mailbox in
+            mailbox.toStart.append(payout)
+            return mailbox.toStart.count == 1
+        }
+        // One wake-up per batch: the network thread takes everything queued at once.
+        if wasIdle { transfers.wake() }
+    }
+
+    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
+        drainSignal()
+        var finished = takeFinished()
+        if finished.isEmpty && inFlightCount > 0 {
+            var descriptor = pollfd(fd: answersReadFD, events: Int16(POLLIN), revents: 0)
+            _ = Glibc.poll(&descriptor, 1, Int32(timeoutMilliseconds))
+            drainSignal()
+            finished = takeFinished()
+        }
+        inFlightCount -= finished.count
+        return finished
+    }
+
+    private func takeFinished() -> [(Payout, BankTransport)] {
+        mailbox.withLock { mailbox in
+            defer { mailbox.finished.removeAll(keepingCapacity: true) }
+            return mailbox.finished
+        }
+    }
+
+    /// Empties the signal pipe; what it signalled is read from the mailbox next.
+    private func drainSignal() {
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        while withUnsafeMutableBytes(of: &scratch, { Glibc.read(answersReadFD, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    /// The network thread: start what was handed over, move every transfer, hand back what
+    /// finished, then sleep until a socket or the pass needs attention.
+    fileprivate func runNetwork() {
+        while true {
+            let (toStart, stopping) = mailbox.withLock { mailbox in
+                defer { mailbox.toStart.removeAll(keepingCapacity: true) }
+                return (mailbox.toStart, mailbox.stopping)
+            }
+            if stopping { return }
+            for payout in toStart { transfers.start(payout) }
+            let finished = transfers.perform()
+            if !finished.isEmpty {
+                let wasEmpty = mailbox.withLock { mailbox in
+                    defer { mailbox.finished += finished }
+                    return mailbox.finished.isEmpty
+                }
+                if wasEmpty {
+                    var byte: UInt8 = 1
+                    _ = Glibc.write(answersWriteFD, &byte, 1)
+                }
+            }
+            transfers.wait(milliseconds: 1000)
+        }
+    }
+}
+
+/// The network thread's entry point: a plain function (PLATFORM.md pitfall 7). It gives up
+/// the reference passed in at once, so that the bank's deinit can run and stop the thread.
+private func networkMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    guard let argument else { return nil }
+    let passed = Unmanaged<CurlBank>.fromOpaque(argument)
+    let bank = passed.takeUnretainedValue()
+    passed.release()
+    bank.runNetwork()
+    return nil
+}
+
+/// libcurl's multi handle and its transfers. One thread at a time uses it: the network
+/// thread while it runs, the pass thread before it starts and after it is joined.
+final class CurlTransfers: @unchecked Sendable {
+    /// One attempt's state, alive from `start` until `perform` returns it.
     private final class Transfer {
         let payout: Payout
         let handle: UnsafeMutableRawPointer
@@ -47,7 +174,10 @@ final class CurlBank: BankClient {
         curl_multi_cleanup(multi)
     }
 
-    var inFlightCount: Int { transfers.count }
+    /// Wakes `wait`; the one call any thread may make at any time.
+    func wake() {
+        curl_multi_wakeup(multi)
+    }
 
     func start(_ payout: Payout) {
         let handle = idleHandles.popLast() ?? newHandle()
@@ -84,16 +214,16 @@ final class CurlBank: BankClient {
         return handle
     }
 
-    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
+    /// Moves every transfer as far as it can go now; returns those that finished.
+    func perform() -> [(Payout, BankTransport)] {
         var running: Int32 = 0
         curl_multi_perform(multi, &running)
-        var finished = collect()
-        if finished.isEmpty && !transfers.isEmpty {
-            curl_multi_poll(multi, nil, 0, Int32(timeoutMilliseconds), nil)
-            curl_multi_perform(multi, &running)
-            finished = collect()
-        }
-        return finished
+        return collect()
+    }
+
+    /// Sleeps until a transfer's socket is ready, `wake` is called, or the time is up.
+    func wait(milliseconds: Int) {
+        curl_multi_poll(multi, nil, 0, Int32(milliseconds), nil)
     }
 
     private func collect() -> [(Payout, BankTransport)] {
@@ -150,5 +280,5 @@ struct CurlError: Error, CustomStringConvertible {
 /// libcurl's write callback: a plain function, so it is a C function pointer.
 private func receive(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let data, let context else { return 0 }
-    return CurlBank.append(data, count: size * count, to: context)
+    return CurlTransfers.append(data, count: size * count, to: context)
 }
