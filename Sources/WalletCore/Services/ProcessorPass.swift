@@ -26,8 +26,11 @@ public struct PassSummary: Sendable, Equatable {
 /// batches (one transaction each), so the database cost of a withdrawal is a small share of
 /// a commit. The bank is never called inside a database transaction.
 public final class ProcessorPass {
-    /// The longest a bank answer waits in memory for others to share its transaction.
-    static let recordDelayMicroseconds: Int64 = 50_000
+    /// The longest a bank answer waits in memory for others to share its transaction. Its
+    /// slot stays empty meanwhile (the next claim comes with the recording), so against a
+    /// slow bank this bound is what keeps the slots busy: 5 ms is a small part of a bank
+    /// call, and a commit at most every 5 ms is cheap.
+    static let recordDelayMicroseconds: Int64 = 5_000
 
     private let store: Store
     private let bank: any BankClient
