@@ -16,7 +16,7 @@
 #      WALLET_SYNCHRONOUS=NORMAL on the same database (the durability
 #      ceiling), and back to the default FULL.
 #      The two ratios with goals at 32 connections (GET wallet against nginx
-#      `return 200`, durable deposits against NORMAL) come from 3 alternating
+#      `return 200`, durable deposits against NORMAL) come from 5 alternating
 #      rounds of ceiling and figure, 3 s each: on a shared machine the speed
 #      drifts by tens of percent within a minute, and alternating puts both
 #      sides of a ratio under the same drift. The table shows the round with
@@ -50,7 +50,7 @@
 # Environment (for quicker experiments; the defaults are the benchmark):
 #   BENCH_DURATION       [5]      seconds measured per wrk run
 #   BENCH_WARMUP         [1]      seconds of warm-up before each wrk run
-#   BENCH_ROUNDS         [3]      alternating rounds of the two ratios with goals
+#   BENCH_ROUNDS         [5]      alternating rounds of the two ratios with goals
 #   BENCH_ROUND_DURATION [3]      seconds measured per wrk run in those rounds
 #   BENCH_WALLETS        [1000]   funded wallets the withdrawals are spread over
 #   BENCH_WITHDRAWALS_A  [10000]  withdrawals for pass (a)
@@ -85,7 +85,7 @@ readonly STARTED_AT=$SECONDS
 
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 ROUND_DURATION=${BENCH_ROUND_DURATION:-3}
 WALLETS=${BENCH_WALLETS:-1000}
 WITHDRAWALS_A=${BENCH_WITHDRAWALS_A:-10000}
