@@ -163,9 +163,11 @@ final class Worker: @unchecked Sendable {
             // This thread now holds a connection; keep one thread in accept().
             if othersAccepting == 0 { context.addThread() }
             context.active.add(1, ordering: .acquiringAndReleasing)
-            serveOne()
+            let served = serveOne()
             discardUnreadInput()
             FCGX_Finish_r(&request)
+            // The answer is on its way to nginx; the log lines do not hold it up.
+            report(served)
             context.active.subtract(1, ordering: .acquiringAndReleasing)
         }
         // Closes a kept connection; nginx drops it from its pool.
@@ -198,7 +200,15 @@ final class Worker: @unchecked Sendable {
         return .stopping
     }
 
-    private func serveOne() {
+    /// What `report` needs of a request once its answer has gone out.
+    private struct Served {
+        let requestID: String
+        let method: String
+        let handled: WalletAPI.Handled
+        let seconds: Double
+    }
+
+    private func serveOne() -> Served {
         let started = Timestamp.now()
         let requestID = parameter("REQUEST_ID") ?? "-"
         let method = parameter("REQUEST_METHOD") ?? "GET"
@@ -210,16 +220,25 @@ final class Worker: @unchecked Sendable {
             handled = WalletAPI.Handled(response: error.response, route: Route(path: parameter("DOCUMENT_URI") ?? "")?.template ?? Route.unmatchedTemplate, ledgerEntries: [])
         }
         writeResponse(handled.response)
-        var lines = Log.Lines()
-        for entry in handled.ledgerEntries { lines.append(context.log.auditLine(entry, requestID: requestID)) }
         let seconds = Double(Timestamp.now().microseconds - started.microseconds) / 1_000_000
+        // Counted before the answer goes out: a client that reads /metrics next sees it.
         context.api.metrics.record(method: method, route: handled.route, status: handled.response.status, seconds: seconds)
+        return Served(requestID: requestID, method: method, handled: handled, seconds: seconds)
+    }
+
+    /// The request's audit and request log lines, in one `write`. Balance
+    /// changes were committed before the answer was written, so these lines follow the
+    /// fact; the ledger in the database is the record, the log its readable trail.
+    private func report(_ served: Served) {
+        let handled = served.handled
+        var lines = Log.Lines()
+        for entry in handled.ledgerEntries { lines.append(context.log.auditLine(entry, requestID: served.requestID)) }
         lines.append(context.log.line(handled.response.status >= 500 ? .error : .info, "request", [
-            "request_id": .string(requestID),
-            "method": .string(method),
+            "request_id": .string(served.requestID),
+            "method": .string(served.method),
             "route": .string(handled.route),
             "status": .integer(Int64(handled.response.status)),
-            "duration_ms": .number(seconds * 1000),
+            "duration_ms": .number(served.seconds * 1000),
             "error": .string(handled.failure),
         ]))
         lines.flush()
