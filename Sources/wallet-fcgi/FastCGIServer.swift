@@ -36,10 +36,9 @@ final class ServerContext: Sendable {
     let log: Log
     let listenFD: Int32
     let maxThreads: Int
-    /// Readable once the server is stopping (a byte is written and never read): threads
-    /// waiting on an idle kept connection poll it, close their connection and leave.
-    let wakeFD: Int32
-    private let wakeWriteFD: Int32
+    /// Raised once the server is stopping, and never cleared: threads waiting on an idle
+    /// kept connection poll it, close their connection and leave.
+    let stopSignal: SignalPipe
     let stopping = Atomic<Bool>(false)
     /// Requests between accept and finish; the drain waits for it to reach zero.
     let active = Atomic<Int>(0)
@@ -52,18 +51,12 @@ final class ServerContext: Sendable {
     private let slots = Atomic<Int>(0)
 
     init(api: WalletAPI, settings: Settings, log: Log, listenFD: Int32, maxThreads: Int) throws {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0,
-              fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
-            throw ListenSocket.Failure(description: "cannot create the stop pipe: \(String(cString: strerror(errno)))")
-        }
+        self.stopSignal = try SignalPipe()
         self.api = api
         self.settings = settings
         self.log = log
         self.listenFD = listenFD
         self.maxThreads = maxThreads
-        self.wakeFD = fds[0]
-        self.wakeWriteFD = fds[1]
     }
 
     /// Starts one accept thread with `reader` as its database connection, or opens one.
@@ -101,11 +94,6 @@ final class ServerContext: Sendable {
         return true
     }
 
-    /// Wakes the threads waiting on idle kept connections; called once, at stop.
-    func wakeIdleThreads() {
-        var byte: UInt8 = 1
-        _ = Glibc.write(wakeWriteFD, &byte, 1)
-    }
 }
 
 /// One accept thread: its own FastCGI request and its own query-only SQLite connection.
@@ -187,14 +175,13 @@ final class Worker: @unchecked Sendable {
     /// Blocks until nginx sends the next request on the kept connection, closes it, or the
     /// server stops. A request that has already arrived is served even when stopping.
     private func awaitKeptConnection() -> KeptConnection {
-        var fds = [
-            pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: context.wakeFD, events: Int16(POLLIN), revents: 0),
-        ]
-        while poll(&fds, 2, -1) < 0 {
+        // A tuple on the stack, not an array: this runs for every request.
+        var fds = (pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: context.stopSignal.readFD, events: Int16(POLLIN), revents: 0))
+        while withUnsafeMutableBytes(of: &fds, { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, -1) }) < 0 {
             guard errno == EINTR else { return .closed }
         }
-        let connection = Int32(fds[0].revents)
+        let connection = Int32(fds.0.revents)
         if connection & (POLLHUP | POLLERR | POLLNVAL) != 0 { return .closed }
         if connection & POLLIN != 0 { return .request }
         return .stopping

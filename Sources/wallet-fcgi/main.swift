@@ -103,7 +103,7 @@ func run() -> Int32 {
 /// (nginx answers 502 for what is cut, and idempotency keys make those safe to retry).
 func drain(_ context: ServerContext, source: ListenSource) {
     context.stopping.store(true, ordering: .releasing)
-    context.wakeIdleThreads()
+    context.stopSignal.raise()
     FCGX_ShutdownPending()
     if case .path = source {
         // Our own socket: wake every thread blocked in accept(). A shared socket must not

@@ -21,9 +21,8 @@ final class CurlBank: BankClient {
 
     private let transfers: CurlTransfers
     private let mailbox: Mutex<Mailbox>
-    /// A byte here tells the pass thread that answers are waiting (it polls the read end).
-    private let answersReadFD: Int32
-    private let answersWriteFD: Int32
+    /// Raised when answers are waiting in the mailbox; the pass thread polls it.
+    private let answersWaiting: SignalPipe
     private var thread = pthread_t()
     /// Attempts started and not yet returned by `poll` (the pass thread's count).
     private(set) var inFlightCount = 0
@@ -31,28 +30,19 @@ final class CurlBank: BankClient {
     init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
         transfers = try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency)
         mailbox = Mutex(Mailbox())
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0 else {
-            throw CurlError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
-        }
-        answersReadFD = fds[0]
-        answersWriteFD = fds[1]
+        answersWaiting = try SignalPipe()
         let status = pthread_create(&thread, nil, networkMain, Unmanaged.passRetained(self).toOpaque())
         guard status == 0 else {
-            Glibc.close(fds[0])
-            Glibc.close(fds[1])
             throw CurlError(description: "cannot start the network thread: \(String(cString: strerror(status)))")
         }
     }
 
     deinit {
         // The network thread holds no reference of its own once it runs (see networkMain),
-        // so this runs on the pass thread: stop the network thread, then close what it used.
+        // so this runs on the pass thread: stop the network thread before what it uses goes.
         mailbox.withLock { $0.stopping = true }
         transfers.wake()
         pthread_join(thread, nil)
-        Glibc.close(answersReadFD)
-        Glibc.close(answersWriteFD)
     }
 
     func start(_ payout: Payout) {
@@ -66,12 +56,12 @@ final class CurlBank: BankClient {
     }
 
     func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
-        drainSignal()
+        answersWaiting.clear()
         var finished = takeFinished()
         if finished.isEmpty && inFlightCount > 0 {
-            var descriptor = pollfd(fd: answersReadFD, events: Int16(POLLIN), revents: 0)
+            var descriptor = pollfd(fd: answersWaiting.readFD, events: Int16(POLLIN), revents: 0)
             _ = Glibc.poll(&descriptor, 1, Int32(timeoutMilliseconds))
-            drainSignal()
+            answersWaiting.clear()
             finished = takeFinished()
         }
         inFlightCount -= finished.count
@@ -83,12 +73,6 @@ final class CurlBank: BankClient {
             defer { mailbox.finished.removeAll(keepingCapacity: true) }
             return mailbox.finished
         }
-    }
-
-    /// Empties the signal pipe; what it signalled is read from the mailbox next.
-    private func drainSignal() {
-        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        while withUnsafeMutableBytes(of: &scratch, { Glibc.read(answersReadFD, $0.baseAddress, $0.count) }) > 0 {}
     }
 
     /// The network thread: start what was handed over, move every transfer, hand back what
@@ -107,10 +91,7 @@ final class CurlBank: BankClient {
                     defer { mailbox.finished += finished }
                     return mailbox.finished.isEmpty
                 }
-                if wasEmpty {
-                    var byte: UInt8 = 1
-                    _ = Glibc.write(answersWriteFD, &byte, 1)
-                }
+                if wasEmpty { answersWaiting.raise() }
             }
             transfers.wait(milliseconds: 1000)
         }

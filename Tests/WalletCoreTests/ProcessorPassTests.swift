@@ -274,6 +274,26 @@ struct ProcessorPassTests {
         #expect(bank.calls.count == 10)
     }
 
+    @Test("refunds recorded and debits claimed in the same step keep the wallet and its ledger exact")
+    func refundsAndDebitsShareSteps() throws {
+        let fixture = try ProcessorFixture(balance: 1_000)
+        let withdrawals = try (0..<12).map { _ in try fixture.t.dueWithdrawal(fixture.wallet, 100) }
+        // One answer per poll at concurrency 2: each step records one answer (a refund for
+        // the refused half) and debits the next withdrawal of the same wallet.
+        let refused = Set(withdrawals.enumerated().filter { $0.offset % 2 == 0 }.map(\.element))
+        let bank = ScriptedBank(answersPerPoll: 1) { refused.contains($0.withdrawalID) ? .failed : .paid }
+        let summary = try runPass(fixture.store, bank, processorSettings(maxRetries: 0, concurrency: 2))
+        #expect(summary == PassSummary(claimed: 12, completed: 6, failed: 6, retried: 0, leaseLost: 0))
+        #expect(bank.calls.count == 12)
+        for withdrawal in withdrawals {
+            #expect(try fixture.t.transaction(withdrawal).status == (refused.contains(withdrawal) ? .failed : .completed))
+        }
+        let wallet = try fixture.t.wallet(fixture.wallet)
+        #expect(wallet.balance.minorUnits == 1_000 - 6 * 100)
+        #expect(wallet.held == .zero)
+        try expectLedgerConsistent(fixture.store)
+    }
+
     @Test("withdrawals due together are settled against the balance in due order")
     func fundsRunOut() throws {
         let fixture = try ProcessorFixture(balance: 500)

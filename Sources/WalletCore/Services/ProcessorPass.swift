@@ -118,10 +118,10 @@ public final class ProcessorPass {
     private func step(record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
                       into summary: inout PassSummary) throws -> ProcessorChanges {
         if !finished.isEmpty { beforeRecording(finished) }
-        var leaseLost: [(Payout, PayoutOutcome)] = []
-        let (recorded, claimed) = try store.database.immediateTransaction {
+        let (recorded, leaseLost, claimed) = try store.database.immediateTransaction {
             let now = clock()
             var recorded = ProcessorChanges()
+            var leaseLost: [(Payout, PayoutOutcome)] = []
             for (payout, transport) in finished {
                 let outcome = PayoutOutcome(transport)
                 let decision = policy.decide(attempt: payout.attempt, bankMayHavePaid: payout.bankMayHavePaid, outcome: outcome, jitter: random())
@@ -132,7 +132,7 @@ public final class ProcessorPass {
             let claimed = limit > 0
                 ? try store.claimDue(owner: owner, dueBy: dueBy, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds), limit: limit)
                 : ProcessorChanges()
-            return (recorded, claimed)
+            return (recorded, leaseLost, claimed)
         }
         var lines = Log.Lines()
         for (payout, outcome) in leaseLost {
