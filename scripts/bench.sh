@@ -282,11 +282,19 @@ done
 # now, and we have not chosen it before). A variable, not output: the list
 # of chosen ports must survive the call. stack.sh checks again and refuses
 # a port in use.
+# The ports come from below the kernel's ephemeral range, where wrk, curl and
+# the processor take the local ports of their connections: a port in that
+# range can refuse connect() (nothing listens) and still be taken for
+# nginx's bind() by a connection that uses it as its own end.
 TAKEN_PORTS=" "
+read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
+PORT_LOW=10000
+PORT_SPAN=$((EPHEMERAL_LOW - PORT_LOW))
+((PORT_SPAN >= 1000)) || PORT_LOW=20000 PORT_SPAN=40000
 free_port() {
     local port
     for _ in {1..200}; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((PORT_LOW + RANDOM % PORT_SPAN))
         [[ $TAKEN_PORTS != *" $port "* ]] || continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             TAKEN_PORTS+="$port "
