@@ -6,6 +6,7 @@
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
 #   make bench     the benchmark table (scripts/bench.sh)
+#   make chaos     a seeded fault-injection run (SEED=N DURATION=SECONDS)
 #   make install   install the release binaries, systemd units, nginx site and
 #                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
@@ -55,16 +56,16 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd openapi integration
+TEST_SUITES := swift bank systemd openapi integration chaos
 
 .PHONY: all deps deps-bench build release run test $(addprefix test-,$(TEST_SUITES)) \
-        bench install clean distclean help
+        bench chaos install clean distclean help
 
 # Plain `make` builds.
 all: build
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
@@ -153,6 +154,24 @@ test-integration:
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
 	echo "$(PYTHON) -m pytest Tests/integration (binaries: $$WALLET_BIN_DIR)"; \
 	$(PYTHON) -m pytest -q -ra -p no:cacheprovider Tests/integration $(PYTEST_ARGS)
+
+# The fault-injection run (docs/CHAOS.md). `make test` runs it for
+# CHAOS_TEST_DURATION seconds with the fixed seed CHAOS_TEST_SEED; `make
+# chaos` with SEED (default: a random one, printed with the replay command)
+# and DURATION.
+CHAOS_TEST_SEED ?= 1
+CHAOS_TEST_DURATION ?= 60
+SEED ?=
+DURATION ?= 60
+
+test-chaos:
+	$(call require,Tests/chaos/chaos.py)
+	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
+	exec $(PYTHON) Tests/chaos/chaos.py --seed $(CHAOS_TEST_SEED) --duration $(CHAOS_TEST_DURATION)
+
+chaos: deps build
+	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
+	exec $(PYTHON) Tests/chaos/chaos.py $(if $(SEED),--seed $(SEED)) --duration $(DURATION)
 
 # The benchmarks choose their own build and settings.
 bench: deps deps-bench

@@ -459,12 +459,12 @@ class Stack:
             log.write(f"---- run_processor: exit status {result.returncode}\n{result.stdout}{result.stderr}")
         return result
 
-    def spawn_processor(self, extra_env=None):
+    def spawn_processor(self, extra_env=None, log_name="processor.log"):
         """Starts a `wallet-processor` pass in the background and returns its
-        Popen (output appended to run_dir/processor.log), e.g. to kill it
-        while a bank call is in flight. It is killed at teardown if still
-        running."""
-        log = open(self.run_dir / "processor.log", "ab")
+        Popen (output appended to run_dir/LOG_NAME, processor.log unless
+        given), e.g. to kill it while a bank call is in flight. It is killed
+        at teardown if still running."""
+        log = open(self.run_dir / log_name, "ab")
         try:
             child = subprocess.Popen(
                 [str(self.bin_dir / "wallet-processor")], cwd=REPO, env=self._command_env(extra_env),
