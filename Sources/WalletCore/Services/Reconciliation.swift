@@ -60,14 +60,15 @@ public struct ReconciliationReport: Sendable {
 }
 
 public enum Reconciler {
-    /// Compares our `COMPLETED` withdrawals with the bank's payouts, key by key.
+    /// Compares our `COMPLETED` withdrawals with the bank's payouts, key by key: each
+    /// withdrawal's stored bank key, the `Idempotency-Key` its attempts sent.
     public static func reconcile(store: Store, bankPayouts: [BankPayout]) throws -> ReconciliationReport {
         let ours = try store.database.query(
             """
-            SELECT t.id, w.uuid, t.amount, t.status FROM transactions t JOIN wallets w ON w.id = t.wallet_id
+            SELECT t.id, w.uuid, t.amount, t.status, t.bank_key FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.type = 'WITHDRAWAL'
             """) { row -> (key: String, wallet: String, amount: Int64, status: String, id: Int64) in
-            (key: "\(row.text(1)):\(row.integer(0))", wallet: row.text(1), amount: row.integer(2), status: row.text(3), id: row.integer(0))
+            (key: row.text(4), wallet: row.text(1), amount: row.integer(2), status: row.text(3), id: row.integer(0))
         }
         var report = ReconciliationReport()
         var byKey: [String: [BankPayout]] = [:]

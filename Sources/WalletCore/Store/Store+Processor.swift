@@ -29,24 +29,25 @@ extension Store {
         requireTransaction()
         let rows = try database.query(
             """
-            SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid, t.wallet_id
+            SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid, t.wallet_id, t.bank_key
             FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.next_attempt_at IS NOT NULL AND t.next_attempt_at <= ?1 AND (t.lease_until IS NULL OR t.lease_until <= ?2)
             ORDER BY t.next_attempt_at LIMIT ?3
             """,
             [.integer(dueBy.microseconds), .integer(now.microseconds), .integer(Int64(limit))]
-        ) { row -> (Int64, WalletID, Amount, TransactionStatus, Int64, Bool, Bool, Int64) in
+        ) { row -> (Int64, WalletID, Amount, TransactionStatus, Int64, Bool, Bool, Int64, String) in
             guard let wallet = WalletID(row.text(1)), let amount = Amount(minorUnits: row.integer(2)),
-                  let status = TransactionStatus(rawValue: row.text(3)), status == .pending || status == .processing else {
+                  let status = TransactionStatus(rawValue: row.text(3)), status == .pending || status == .processing,
+                  let bankKey = row.optionalText(8) else {
                 throw DatabaseError(code: 0, message: "corrupt due withdrawal \(row.integer(0))")
             }
-            return (row.integer(0), wallet, amount, status, row.integer(4), row.integer(5) != 0, row.integer(6) != 0, row.integer(7))
+            return (row.integer(0), wallet, amount, status, row.integer(4), row.integer(5) != 0, row.integer(6) != 0, row.integer(7), bankKey)
         }
         var changes = ProcessorChanges()
-        for (id, wallet, amount, status, attempts, callOpen, mayHavePaid, walletRowID) in rows {
+        for (id, wallet, amount, status, attempts, callOpen, mayHavePaid, walletRowID, bankKey) in rows {
             if status == .pending {
-                try settlePending(id: id, wallet: wallet, walletRowID: walletRowID, amount: amount, owner: owner, now: now,
-                                  leaseUntil: leaseUntil, into: &changes)
+                try settlePending(id: id, wallet: wallet, walletRowID: walletRowID, amount: amount, bankKey: bankKey, owner: owner,
+                                  now: now, leaseUntil: leaseUntil, into: &changes)
             } else {
                 // A call found still open belongs to a processor that died mid-call: the bank
                 // may have paid it.
@@ -58,14 +59,15 @@ extension Store {
                     WHERE id = ?5 AND status = 'PROCESSING'
                     """,
                     [.integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id)])
-                changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, attempt: attempts + 1, bankMayHavePaid: doubt))
+                changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: attempts + 1,
+                                              bankMayHavePaid: doubt, leaseUntil: leaseUntil))
             }
         }
         return changes
     }
 
-    private func settlePending(id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, owner: String, now: Timestamp,
-                               leaseUntil: Timestamp, into changes: inout ProcessorChanges) throws {
+    private func settlePending(id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, bankKey: String, owner: String,
+                               now: Timestamp, leaseUntil: Timestamp, into changes: inout ProcessorChanges) throws {
         // The conditional debit: one statement whose change count says whether there were
         // funds. (Not RETURNING: it builds a temporary table per statement, which costs more
         // than the lookup below, in the same transaction.)
@@ -99,7 +101,8 @@ extension Store {
                                                       delta: -amount.minorUnits, balanceAfter: balanceAfter, now: now))
         changes.events.append(WithdrawalEvent(withdrawalID: id, wallet: wallet, amount: amount, status: .processing, attempt: 1,
                                               failureReason: nil, outcome: nil, detail: "debited; calling the bank"))
-        changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, attempt: 1, bankMayHavePaid: false))
+        changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: 1,
+                                      bankMayHavePaid: false, leaseUntil: leaseUntil))
     }
 
     /// Records the outcome of one attempt, if `owner` still holds the withdrawal's lease (a
@@ -129,7 +132,7 @@ extension Store {
                 UPDATE transactions SET status = 'FAILED', failure_reason = ?3, next_attempt_at = NULL,
                     lease_owner = NULL, lease_until = NULL, bank_call_open = 0, bank_may_have_paid = 0, updated_at = ?4
                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'PROCESSING' AND (bank_may_have_paid = 0 OR ?5)
-                """, holder + [.text(reason.rawValue), .integer(now.microseconds), .integer(outcome.isDefinite ? 1 : 0)]) == 1 else { return false }
+                """, holder + [.text(reason.rawValue), .integer(now.microseconds), .integer(outcome.isBanksWord ? 1 : 0)]) == 1 else { return false }
             try releaseHeld(payout, refund: true, now: now, into: &changes)
             event.status = .failed
             event.failureReason = reason
@@ -178,15 +181,5 @@ extension Store {
             "INSERT INTO processor_passes (started_at, finished_at, claimed, completed, failed, retried) VALUES (?, ?, ?, ?, ?, ?)",
             [.integer(startedAt.microseconds), .integer(finishedAt.microseconds), .integer(Int64(claimed)),
              .integer(Int64(completed)), .integer(Int64(failed)), .integer(Int64(retried))])
-    }
-}
-
-extension PayoutOutcome {
-    /// The bank itself said paid or not paid.
-    var isDefinite: Bool {
-        switch self {
-        case .paid, .rejected: true
-        case .unreachable, .unknown: false
-        }
     }
 }

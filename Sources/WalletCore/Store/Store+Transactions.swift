@@ -124,7 +124,8 @@ extension Store {
         guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
-            scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey, now: now)
+            scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
+            bankKey: BankKey.random(), now: now)
         return .success(Transaction(
             id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
             executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
@@ -178,16 +179,16 @@ extension Store {
 
     func insertTransaction(walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
                            scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
-                           idempotencyKey: String?, now: Timestamp) throws -> Int64 {
+                           idempotencyKey: String?, bankKey: String? = nil, now: Timestamp) throws -> Int64 {
         try database.run(
             """
             INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
-                                      next_attempt_at, idempotency_key)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+                                      next_attempt_at, idempotency_key, bank_key)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
             """,
             [.integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
              SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
-             SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey)])
+             SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey)])
         return database.lastInsertRowID
     }
 }
