@@ -45,7 +45,8 @@ public final class Database {
     /// the file if needed, unless `create` is false; a `queryOnly` one requires it and
     /// refuses every write (it still opens the file read-write, which WAL needs to share the
     /// `-shm` index).
-    public init(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full) throws {
+    public init(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+                busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds) throws {
         self.path = path
         var pointer: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | (queryOnly || !create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
@@ -58,7 +59,7 @@ public final class Database {
             sqlite3_close_v2(handle)
             throw error
         }
-        sqlite3_busy_timeout(handle, Limits.busyTimeoutMilliseconds)
+        sqlite3_busy_timeout(handle, busyTimeoutMilliseconds)
         try execute("PRAGMA foreign_keys = ON")
         if queryOnly {
             try execute("PRAGMA query_only = ON")

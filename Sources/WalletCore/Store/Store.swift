@@ -11,8 +11,10 @@ public final class Store {
 
     /// Opens the database and, unless query-only, migrates it to the latest schema.
     /// A query-only store still refuses a schema newer than this binary.
-    public static func open(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full) throws -> Store {
-        let database = try Database(path: path, queryOnly: queryOnly, create: create, synchronous: synchronous)
+    public static func open(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+                            busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds) throws -> Store {
+        let database = try Database(path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
+                                    busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         if queryOnly {
             let version = try database.scalarInteger("PRAGMA user_version") ?? 0
             guard version <= Schema.latestVersion else { throw Schema.TooNewError(found: version) }
