@@ -47,7 +47,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages whose presence `dpkg` can tell (libraries, tools).
 # Build: the C libraries the Swift system-library targets link, and
 # pkg-config to find them.
-BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev
+BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
 # Run and test: fcgiwrap for the mock bank, curl (stack.sh's health checks),
 # sqlite3 (inspecting the database), procps (ps, used to stop fcgiwrap's
 # children by pid).
