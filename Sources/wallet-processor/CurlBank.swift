@@ -12,6 +12,50 @@ import Glibc
 /// go out and answers come in while a batch commits. An attempt still starts only after
 /// the pass calls `start`, that is after its claim committed.
 final class CurlBank: BankClient {
+    private let network: NetworkLoop
+    private let thread: OSThread
+    /// Attempts started and not yet returned by `poll` (the pass thread's count).
+    private(set) var inFlightCount = 0
+
+    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
+        let network = NetworkLoop(
+            transfers: try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency),
+            answersWaiting: try SignalPipe())
+        self.network = network
+        thread = try OSThread.start(name: "bank-network") { network.run() }
+    }
+
+    deinit {
+        // Stop the network thread before what it uses goes.
+        network.stop()
+        thread.join()
+    }
+
+    func start(_ payout: Payout) {
+        inFlightCount += 1
+        network.enqueue(payout)
+    }
+
+    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
+        network.answersWaiting.clear()
+        var finished = network.takeFinished()
+        if finished.isEmpty && inFlightCount > 0 {
+            var descriptor = pollfd(fd: network.answersWaiting.readFD, events: Int16(POLLIN), revents: 0)
+            _ = Glibc.poll(&descriptor, 1, Int32(timeoutMilliseconds))
+            network.answersWaiting.clear()
+            finished = network.takeFinished()
+        }
+        inFlightCount -= finished.count
+        return finished
+    }
+}
+
+/// What the pass thread and the network thread share.
+///
+/// `@unchecked Sendable`: `mailbox` is a `Mutex` and `answersWaiting` a pipe, both safe
+/// from any thread; `transfers` is used by the network thread alone while it runs (the
+/// pass thread only calls its thread-safe `wake`).
+private final class NetworkLoop: @unchecked Sendable {
     /// What the two threads exchange, under one lock.
     private struct Mailbox {
         var toStart: [Payout] = []
@@ -20,33 +64,16 @@ final class CurlBank: BankClient {
     }
 
     private let transfers: CurlTransfers
-    private let mailbox: Mutex<Mailbox>
+    private let mailbox = Mutex(Mailbox())
     /// Raised when answers are waiting in the mailbox; the pass thread polls it.
-    private let answersWaiting: SignalPipe
-    private var thread = pthread_t()
-    /// Attempts started and not yet returned by `poll` (the pass thread's count).
-    private(set) var inFlightCount = 0
+    let answersWaiting: SignalPipe
 
-    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
-        transfers = try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency)
-        mailbox = Mutex(Mailbox())
-        answersWaiting = try SignalPipe()
-        let status = pthread_create(&thread, nil, networkMain, Unmanaged.passRetained(self).toOpaque())
-        guard status == 0 else {
-            throw CurlError(description: "cannot start the network thread: \(String(cString: strerror(status)))")
-        }
+    init(transfers: CurlTransfers, answersWaiting: SignalPipe) {
+        self.transfers = transfers
+        self.answersWaiting = answersWaiting
     }
 
-    deinit {
-        // The network thread holds no reference of its own once it runs (see networkMain),
-        // so this runs on the pass thread: stop the network thread before what it uses goes.
-        mailbox.withLock { $0.stopping = true }
-        transfers.wake()
-        pthread_join(thread, nil)
-    }
-
-    func start(_ payout: Payout) {
-        inFlightCount += 1
+    func enqueue(_ payout: Payout) {
         let wasIdle = mailbox.withLock { mailbox in
             mailbox.toStart.append(payout)
             return mailbox.toStart.count == 1
@@ -55,29 +82,21 @@ final class CurlBank: BankClient {
         if wasIdle { transfers.wake() }
     }
 
-    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
-        answersWaiting.clear()
-        var finished = takeFinished()
-        if finished.isEmpty && inFlightCount > 0 {
-            var descriptor = pollfd(fd: answersWaiting.readFD, events: Int16(POLLIN), revents: 0)
-            _ = Glibc.poll(&descriptor, 1, Int32(timeoutMilliseconds))
-            answersWaiting.clear()
-            finished = takeFinished()
-        }
-        inFlightCount -= finished.count
-        return finished
-    }
-
-    private func takeFinished() -> [(Payout, BankTransport)] {
+    func takeFinished() -> [(Payout, BankTransport)] {
         mailbox.withLock { mailbox in
             defer { mailbox.finished.removeAll(keepingCapacity: true) }
             return mailbox.finished
         }
     }
 
+    func stop() {
+        mailbox.withLock { $0.stopping = true }
+        transfers.wake()
+    }
+
     /// The network thread: start what was handed over, move every transfer, hand back what
     /// finished, then sleep until a socket or the pass needs attention.
-    fileprivate func runNetwork() {
+    func run() {
         while true {
             let (toStart, stopping) = mailbox.withLock { mailbox in
                 defer { mailbox.toStart.removeAll(keepingCapacity: true) }
@@ -96,17 +115,6 @@ final class CurlBank: BankClient {
             transfers.wait(milliseconds: 1000)
         }
     }
-}
-
-/// The network thread's entry point: a plain function (PLATFORM.md pitfall 7). It gives up
-/// the reference passed in at once, so that the bank's deinit can run and stop the thread.
-private func networkMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
-    guard let argument else { return nil }
-    let passed = Unmanaged<CurlBank>.fromOpaque(argument)
-    let bank = passed.takeUnretainedValue()
-    passed.release()
-    bank.runNetwork()
-    return nil
 }
 
 /// libcurl's multi handle and its transfers. One thread at a time uses it: the network

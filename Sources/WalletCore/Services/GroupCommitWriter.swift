@@ -27,7 +27,7 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
     private var queue: [Job] = []
     private var stopping = false
     private let wakeup = Semaphore()
-    private var thread: pthread_t?
+    private var thread: OSThread?
     private let onBatch: @Sendable (Int) -> Void
 
     /// `onBatch` is told each batch's size after it commits (for metrics).
@@ -38,22 +38,18 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
 
     /// Starts the writer thread.
     public func start() {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let status = pthread_create(&thread, nil, { context in
-            let writer = Unmanaged<GroupCommitWriter>.fromOpaque(context!).takeRetainedValue()
-            writer.run()
-            return nil
-        }, context)
-        precondition(status == 0, "cannot start the writer thread: \(status)")
-        self.thread = thread
+        do {
+            thread = try OSThread.start(name: "group-commit") { self.run() }
+        } catch {
+            preconditionFailure("cannot start the writer thread: \(error)")
+        }
     }
 
     /// Finishes what is queued, then stops the writer thread.
     public func stop() {
         lock.withLock { stopping = true }
         wakeup.signal()
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         thread = nil
     }
 
