@@ -68,7 +68,7 @@ public struct WalletAPI: Sendable {
         case .cancel(let wallet, let id):
             return try cancel(id, of: wallet)
         case .health:
-            _ = try reader.database.scalarInteger("PRAGMA user_version")
+            _ = try reader.schemaVersion()
             return read("{\"status\": \"ok\"}")
         case .metrics:
             let text = metrics.render(transactionCounts: try reader.transactionCounts())

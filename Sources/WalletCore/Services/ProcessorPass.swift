@@ -109,7 +109,7 @@ public final class ProcessorPass {
             answered += finished
         }
         do {
-            try store.database.immediateTransaction {
+            try store.write {
                 try store.purgeIdempotencyKeys(olderThan: clock().adding(seconds: -Limits.idempotencyRetentionSeconds))
                 try store.recordPass(startedAt: started, finishedAt: clock(), claimed: summary.claimed, completed: summary.completed,
                                      failed: summary.failed, retried: summary.retried)
@@ -159,7 +159,7 @@ public final class ProcessorPass {
     private func step(record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
                       into summary: inout PassSummary) throws -> ProcessorChanges {
         if !finished.isEmpty { beforeRecording(finished) }
-        let (recorded, leaseLost, claimed) = try store.database.immediateTransaction {
+        let (recorded, leaseLost, claimed) = try store.write {
             let now = clock()
             var recorded = ProcessorChanges()
             var leaseLost: [(Payout, PayoutOutcome)] = []

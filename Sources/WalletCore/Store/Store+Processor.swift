@@ -52,13 +52,14 @@ extension Store {
                 // A call found still open belongs to a processor that died mid-call: the bank
                 // may have paid it.
                 let doubt = mayHavePaid || callOpen
-                try database.run(
+                try updateStatus(
                     """
                     UPDATE transactions SET attempts = attempts + 1, bank_call_open = 1, bank_may_have_paid = ?1,
                         lease_owner = ?2, lease_until = ?3, next_attempt_at = ?3, updated_at = ?4
-                    WHERE id = ?5 AND status = 'PROCESSING'
-                    """,
-                    [.integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id)])
+                    WHERE id = ?5 AND status = ?6
+                    """, from: .processing, to: .processing,
+                    [.integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
+                     SQLValue(TransactionStatus.processing)])
                 changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: attempts + 1,
                                               bankMayHavePaid: doubt, leaseUntil: leaseUntil))
             }
@@ -79,23 +80,25 @@ extension Store {
             [.integer(amount.minorUnits), .integer(now.microseconds), .integer(walletRowID)]) == 1
         let balance = debited ? try database.queryFirst("SELECT balance FROM wallets WHERE id = ?1", [.integer(walletRowID)]) { $0.integer(0) } : nil
         guard let balance, let balanceAfter = Money(minorUnits: balance) else {
-            try database.run(
+            try updateStatus(
                 """
-                UPDATE transactions SET status = 'FAILED', failure_reason = 'insufficient_funds', next_attempt_at = NULL, updated_at = ?1
-                WHERE id = ?2 AND status = 'PENDING'
-                """,
-                [.integer(now.microseconds), .integer(id)])
+                UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
+                WHERE id = ?4 AND status = ?5
+                """, from: .pending, to: .failed,
+                [SQLValue(TransactionStatus.failed), SQLValue(FailureReason.insufficientFunds), .integer(now.microseconds), .integer(id),
+                 SQLValue(TransactionStatus.pending)])
             changes.events.append(WithdrawalEvent(withdrawalID: id, wallet: wallet, amount: amount, status: .failed, attempt: 0,
                                                   failureReason: .insufficientFunds, outcome: nil, detail: "balance below the amount when due"))
             return
         }
-        let changed = try database.run(
+        let changed = try updateStatus(
             """
-            UPDATE transactions SET status = 'PROCESSING', attempts = 1, bank_call_open = 1, lease_owner = ?1, lease_until = ?2,
+            UPDATE transactions SET status = ?5, attempts = 1, bank_call_open = 1, lease_owner = ?1, lease_until = ?2,
                 next_attempt_at = ?2, updated_at = ?3
-            WHERE id = ?4 AND status = 'PENDING'
-            """,
-            [.text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id)])
+            WHERE id = ?4 AND status = ?6
+            """, from: .pending, to: .processing,
+            [.text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
+             SQLValue(TransactionStatus.processing), SQLValue(TransactionStatus.pending)])
         precondition(changed == 1, "a due PENDING withdrawal changed inside our own write transaction")
         changes.ledgerEntries.append(try appendLedger(walletRowID: walletRowID, wallet: wallet, transactionID: id, kind: .debit,
                                                       delta: -amount.minorUnits, balanceAfter: balanceAfter, now: now))
@@ -112,38 +115,43 @@ extension Store {
     public func record(_ payout: Payout, outcome: PayoutOutcome, decision: PayoutDecision, owner: String, now: Timestamp,
                        into changes: inout ProcessorChanges) throws -> Bool {
         requireTransaction()
-        let holder: [SQLValue] = [.integer(payout.withdrawalID), .text(owner)]
+        // ?1 the withdrawal, ?2 its lease holder, ?3 the status it must still have.
+        let holder: [SQLValue] = [.integer(payout.withdrawalID), .text(owner), SQLValue(TransactionStatus.processing)]
         var event = WithdrawalEvent(withdrawalID: payout.withdrawalID, wallet: payout.wallet, amount: payout.amount, status: .processing,
                                     attempt: payout.attempt, failureReason: nil, outcome: outcome.name, detail: outcome.detail)
         switch decision {
         case .complete:
-            guard try database.run(
+            guard try updateStatus(
                 """
-                UPDATE transactions SET status = 'COMPLETED', executed_at = ?3, failure_reason = NULL, next_attempt_at = NULL,
-                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?3
-                WHERE id = ?1 AND lease_owner = ?2 AND status = 'PROCESSING'
-                """, holder + [.integer(now.microseconds)]) == 1 else { return false }
+                UPDATE transactions SET status = ?5, executed_at = ?4, failure_reason = NULL, next_attempt_at = NULL,
+                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?4
+                WHERE id = ?1 AND lease_owner = ?2 AND status = ?3
+                """, from: .processing, to: .completed,
+                holder + [.integer(now.microseconds), SQLValue(TransactionStatus.completed)]) == 1 else { return false }
             try releaseHeld(payout, refund: false, now: now, into: &changes)
             event.status = .completed
         case .fail(let reason):
             precondition(reason != .bankOutcomeUnknown, "an unknown outcome is never a failure")
-            guard try database.run(
+            guard try updateStatus(
                 """
-                UPDATE transactions SET status = 'FAILED', failure_reason = ?3, next_attempt_at = NULL,
-                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, bank_may_have_paid = 0, updated_at = ?4
-                WHERE id = ?1 AND lease_owner = ?2 AND status = 'PROCESSING' AND (bank_may_have_paid = 0 OR ?5)
-                """, holder + [.text(reason.rawValue), .integer(now.microseconds), .integer(outcome.isBanksWord ? 1 : 0)]) == 1 else { return false }
+                UPDATE transactions SET status = ?7, failure_reason = ?4, next_attempt_at = NULL,
+                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, bank_may_have_paid = 0, updated_at = ?5
+                WHERE id = ?1 AND lease_owner = ?2 AND status = ?3 AND (bank_may_have_paid = 0 OR ?6)
+                """, from: .processing, to: .failed,
+                holder + [SQLValue(reason), .integer(now.microseconds), .integer(outcome.isBanksWord ? 1 : 0),
+                          SQLValue(TransactionStatus.failed)]) == 1 else { return false }
             try releaseHeld(payout, refund: true, now: now, into: &changes)
             event.status = .failed
             event.failureReason = reason
         case .retry(let delay, let doubt, let reason):
             let next = now.adding(microseconds: max(delay, 1))
-            guard try database.run(
+            guard try updateStatus(
                 """
-                UPDATE transactions SET next_attempt_at = ?3, bank_may_have_paid = ?4, failure_reason = ?5,
-                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?6
-                WHERE id = ?1 AND lease_owner = ?2 AND status = 'PROCESSING'
-                """, holder + [.integer(next.microseconds), .integer(doubt ? 1 : 0), SQLValue(reason?.rawValue), .integer(now.microseconds)]) == 1
+                UPDATE transactions SET next_attempt_at = ?4, bank_may_have_paid = ?5, failure_reason = ?6,
+                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?7
+                WHERE id = ?1 AND lease_owner = ?2 AND status = ?3
+                """, from: .processing, to: .processing,
+                holder + [.integer(next.microseconds), .integer(doubt ? 1 : 0), SQLValue(reason), .integer(now.microseconds)]) == 1
             else { return false }
             event.failureReason = reason
             event.nextAttemptAt = next

@@ -139,17 +139,26 @@ extension Store {
         guard transaction.type == .withdrawal, transaction.status == .pending else {
             return .failure(.notCancelable(transaction.status))
         }
-        let changed = try database.run(
+        let changed = try updateStatus(
             """
-            UPDATE transactions SET status = 'CANCELED', failure_reason = 'canceled', next_attempt_at = NULL, updated_at = ?1
-            WHERE id = ?2 AND status = 'PENDING'
-            """,
-            [.integer(now.microseconds), .integer(id)])
+            UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
+            WHERE id = ?4 AND status = ?5
+            """, from: .pending, to: .canceled,
+            [SQLValue(TransactionStatus.canceled), SQLValue(FailureReason.canceled), .integer(now.microseconds), .integer(id),
+             SQLValue(TransactionStatus.pending)])
         precondition(changed == 1, "the withdrawal changed inside our own write transaction")
         var canceled = transaction
         canceled.status = .canceled
         canceled.failureReason = .canceled
         return .success(canceled)
+    }
+
+    /// Runs an update that moves transactions from `from` to `to`, after checking the move
+    /// against the state machine's table (a move the table lacks is a bug in this program).
+    /// Returns the number of rows changed.
+    func updateStatus(_ sql: String, from: TransactionStatus, to: TransactionStatus, _ values: [SQLValue]) throws -> Int {
+        precondition(from.canBecome(to), "\(from.rawValue) → \(to.rawValue) is not a transition of the state machine")
+        return try database.run(sql, values)
     }
 
     /// Counts and exact sums of transactions by type and status, for `/metrics` and
