@@ -15,11 +15,12 @@ public enum Route: Equatable, Sendable {
     /// nginx/wallet-locations.conf), and the metrics label any other as `other`.
     public static let apiMethods: Set<String> = ["GET", "HEAD", "POST", "DELETE"]
 
-    /// The methods this route answers, for 405's `Allow`.
+    /// The methods this route answers, for 405's `Allow`. HEAD goes wherever GET does
+    /// (RFC 9110 9.3.2): WalletAPI answers it as the GET without the body.
     public var allowedMethods: [String] {
         switch self {
         case .wallets, .deposit, .withdraw, .cancel: ["POST"]
-        case .wallet, .transactions, .transaction, .health, .metrics: ["GET"]
+        case .wallet, .transactions, .transaction, .health, .metrics: ["GET", "HEAD"]
         }
     }
 
