@@ -7,10 +7,15 @@ Raw sockets where the request is something http.client will not send (an unknown
 Transfer-Encoding, another HTTP version, a pipelined HEAD)."""
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import helpers as h  # noqa: E402
+from conftest import free_port, wait_until  # noqa: E402
 
 # The methods the API serves on some route (Route.apiMethods in Router.swift, and
 # the method check in nginx/wallet-locations.conf).
@@ -193,3 +198,62 @@ def test_nginx_protocol_errors_are_json(stack):
     soft.check("no wallet created", lambda: h.expect(stack.sqlite("SELECT COUNT(*) FROM wallets")[0][0] == 0,
                                                      "a wallet was created"))
     soft.done()
+
+
+def _nginx_binary():
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def test_length_required_is_mapped_to_json(tmp_path):
+    """nginx 1.22 never answers 411 to an HTTP/1.x request, so no request to the real
+    stack can show its mapping. This runs a bare nginx with the shared snippet and one
+    extra location that returns 411 (the error_page path any future 411 would take)."""
+    run = tmp_path / "nginx"
+    (run / "tmp").mkdir(parents=True)
+    port = free_port()
+    repo = Path(__file__).resolve().parents[2]
+    (run / "nginx.conf").write_text(f"""
+daemon off;
+# One process (no workers as `nobody`): it reads no file once started.
+master_process off;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {run}/tmp/body;
+    fastcgi_temp_path {run}/tmp/fastcgi;
+    proxy_temp_path {run}/tmp/proxy;
+    uwsgi_temp_path {run}/tmp/uwsgi;
+    scgi_temp_path {run}/tmp/scgi;
+    upstream wallet_fcgi {{ server unix:{run}/no-responder.sock; }}
+    server {{
+        listen 127.0.0.1:{port};
+        access_log off;
+        include {repo}/nginx/wallet-locations.conf;
+        location = /_probe/411 {{ return 411; }}
+    }}
+}}
+""")
+    proc = subprocess.Popen([_nginx_binary(), "-p", str(run), "-c", str(run / "nginx.conf"), "-e", str(run / "error.log")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def listening():
+            assert proc.poll() is None, f"nginx exited: {proc.stderr.read()!r}"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+        wait_until(listening, 10, "the probe nginx to listen")
+        answers = h.parse_responses(h.raw_exchange(url, _request("GET", "/_probe/411")))
+        assert answers, "no answer"
+        h.assert_error(answers[0], 411, "length_required")
+        # The same nginx answers the other protocol errors as the real stack does.
+        answers = h.parse_responses(h.raw_exchange(url, _request("GET", "/healthz", version=b"HTTP/2.0")))
+        h.assert_error(answers[0], 505, "http_version_not_supported")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
