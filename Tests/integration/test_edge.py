@@ -61,12 +61,14 @@ def test_methods_outside_the_api_are_answered_by_nginx_with_405_and_allow(stack)
     w = h.create_wallet(stack)
     tx = h.deposit(stack, w["uuid"], 7)["transaction"]
     u, t = w["uuid"], tx["id"]
-    # Where nginx knows the route's own methods it says so; elsewhere the API's.
+    # The methods of the route the path names; outside the API, the API's.
     paths = {
         "/wallets": "POST", "/wallets/": "POST", "/healthz": "GET, HEAD", "/healthz/": "GET, HEAD",
         "/metrics": "GET, HEAD", "/metrics/": "GET, HEAD",
-        f"/wallets/{u}/": API_ALLOW, f"/wallets/{u}/deposit": API_ALLOW, f"/wallets/{u}/transactions/": API_ALLOW,
-        f"/wallets/{u}/transactions/{t}/cancel": API_ALLOW, "/nowhere": API_ALLOW, "/": API_ALLOW,
+        f"/wallets/{u}/": "GET, HEAD", f"/wallets/{u}": "GET, HEAD", f"/wallets/{u}/deposit": "POST",
+        f"/wallets/{u}/withdraw/": "POST", f"/wallets/{u}/transactions/": "GET, HEAD",
+        f"/wallets/{u}/transactions/{t}": "GET, HEAD", f"/wallets/{u}/transactions/{t}/cancel": "POST",
+        f"/wallets/{u}/transactions/{t}/cancel/": "POST", "/nowhere": API_ALLOW, "/": API_ALLOW,
     }
     soft = h.Soft()
     for path, allow in paths.items():
@@ -83,6 +85,10 @@ def test_methods_outside_the_api_are_answered_by_nginx_with_405_and_allow(stack)
     soft.check("metrics labels", lambda: h.expect(labels <= API_METHODS, f"method labels {labels}"))
     soft.check("responder log", lambda: h.expect("FOOA" not in stack.logs("wallet-fcgi.log"),
                                                  "the responder saw FOOA"))
+    # The locations that tell the routes apart are internal: asked for directly, 404.
+    for method in ("GET", "PUT"):
+        resp = _raw(stack, _request(method, f"/_method/wallets/{u}/deposit"))
+        soft.check(f"{method} /_method/...", lambda r=resp: h.expect(r, "no answer") or h.assert_error(r[0], 404, h.NOT_FOUND))
     soft.done()
 
 
