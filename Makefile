@@ -55,9 +55,9 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd openapi integration
+TEST_SUITES := swift bank systemd openapi integration schemathesis
 
-.PHONY: all deps deps-bench build release run test $(addprefix test-,$(TEST_SUITES)) \
+.PHONY: all deps deps-bench deps-schemathesis build release run test $(addprefix test-,$(TEST_SUITES)) \
         bench install clean distclean help
 
 # Plain `make` builds.
@@ -153,6 +153,21 @@ test-integration:
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
 	echo "$(PYTHON) -m pytest Tests/integration (binaries: $$WALLET_BIN_DIR)"; \
 	$(PYTHON) -m pytest -q -ra -p no:cacheprovider Tests/integration $(PYTEST_ARGS)
+
+# Schemathesis against openapi.yaml and a live stack through nginx (the
+# script installs its pinned Schemathesis into .build-venv/ with pip; this
+# makes sure the Python can make a virtualenv).
+test-schemathesis: deps-schemathesis
+	$(call require,Tests/schemathesis/run.sh)
+	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
+	PYTHON=$(PYTHON) bash Tests/schemathesis/run.sh
+
+# Debian's python3 makes virtualenvs only with python3-venv (ensurepip).
+deps-schemathesis:
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "==> installing: python3-venv"; \
+	  $(SUDO) apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
 
 # The benchmarks choose their own build and settings.
 bench: deps deps-bench
@@ -308,4 +323,4 @@ clean:
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf var
+	rm -rf var .build-venv

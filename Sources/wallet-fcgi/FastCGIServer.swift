@@ -271,7 +271,8 @@ final class Worker: @unchecked Sendable {
         for header in response.headers { head += "\(header.name): \(header.value)\r\n" }
         head += "\r\n"
         put(Array(head.utf8))
-        put(body)
+        // An answer to HEAD: Content-Length above is the body's, the body stays here.
+        if !response.omitsBody { put(body) }
     }
 
     private func put(_ bytes: [UInt8]) {
