@@ -40,6 +40,7 @@ import re
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -57,15 +58,18 @@ import conftest  # noqa: E402  (the Stack class: the repository's one way to run
 PROCESSOR_ENV = {
     "WALLET_BANK_TIMEOUT_MS": "800",
     "WALLET_RETRY_BASE_SECONDS": "1",
-    "WALLET_UNKNOWN_RECHECK_SECONDS": "1",
+    "WALLET_UNKNOWN_RECHECK_SECONDS": "2",
     "WALLET_MAX_RETRIES": "2",
     # A killed processor's claims come back after the bank timeout plus this.
     "WALLET_LEASE_GRACE_SECONDS": "1",
     # Calls in flight per pass. With up to ten passes at once, this keeps the
     # calls below the bank's children (STACK_ENV), so that a bank in a slow
     # mode is slow rather than a queue where every answer comes too late.
-    "WALLET_BANK_CONCURRENCY": "4",
+    "WALLET_BANK_CONCURRENCY": "6",
 }
+# The final drain, after the faults: a patient processor, so that settling
+# depends on the bank paying, not on how loaded the machine is.
+DRAIN_ENV = dict(PROCESSOR_ENV, WALLET_BANK_TIMEOUT_MS="5000", WALLET_BANK_CONCURRENCY="16")
 BANK_TIMEOUT_SECONDS = int(PROCESSOR_ENV["WALLET_BANK_TIMEOUT_MS"]) / 1000
 # The bank's CGI runs one call per fcgiwrap child. With the delays of the
 # slow modes (up to 8 bank timeouts) and several passes at once, stack.sh's
@@ -80,7 +84,10 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 # answer it has not seen yet; after that the write is indeterminate.
 RETRY_GRACE_SECONDS = 20.0
 # How long the final drain may take before what is left is "not settled".
-DRAIN_DEADLINE_SECONDS = 90.0
+DRAIN_DEADLINE_SECONDS = 180.0
+# How long passes still running when the schedule ends may go on before
+# they are SIGKILLed (one more crash; the drain takes over their claims).
+FINISH_SECONDS = 10.0
 # The statuses after which a client retries with the same key: timeouts and
 # nginx's answers for a responder that is down or busy, and rate limits.
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -523,6 +530,8 @@ class Nemesis(threading.Thread):
                 continue
             process.chaos_seen = True
             killed = process.returncode == -signal.SIGKILL
+            if getattr(process, "chaos_killed", False):
+                continue
             if kind in ("pass", "two-passes", "pass-refused") or (kind == "pass-killed" and not killed):
                 self.run_.record.check(process.returncode == 0, lambda: (
                     f"processor pass ({kind}, pid {process.pid}) exited with status {process.returncode}; "
@@ -542,11 +551,12 @@ class Nemesis(threading.Thread):
         process = self.spawn("pass-killed")
         self.schedule(time.monotonic() - self.run_.started + after, "kill-processor", {"process": process})
 
-    def do_kill_processor(self, process):
+    def do_kill_processor(self, process, why="processor killed mid-pass"):
         if process.poll() is None:
             process.kill()
             process.wait()
-            self.run_.record.fault("processor killed mid-pass")
+            process.chaos_killed = True
+            self.run_.record.fault(why)
 
     def do_pass_crash_point(self):
         self.spawn("pass-crash-point", {"WALLET_FAULT_POINT": "after-bank-answer"})
@@ -592,9 +602,9 @@ class Nemesis(threading.Thread):
         if mode.split()[0] in ("slow", "hang", "pay-then-hang", "random") and numbers:
             self.longest_bank_delay_ms = max(self.longest_bank_delay_ms, numbers[-1])
 
-    def finish(self, deadline_seconds=30.0):
-        """After the schedule: the responder back up, every pass ended (killed
-        after the deadline: a pass that will not end is a violation)."""
+    def finish(self, deadline_seconds=FINISH_SECONDS):
+        """After the schedule: the responder back up, every pass ended (those
+        still running after the deadline SIGKILLed, one more crash)."""
         if self.responder_down:
             self.do_restart_responder()
             while self.responder_down and not self.run_.aborted.is_set():
@@ -604,10 +614,8 @@ class Nemesis(threading.Thread):
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.1)
         for process in self.running():
-            self.run_.record.violation(f"processor pid {process.pid} still running {deadline_seconds:g} s after "
-                                       f"the schedule ended; killed")
-            process.kill()
-            process.wait()
+            self.note("kill-processor", {"process": process})
+            self.do_kill_processor(process, "processor killed when the schedule ended")
         self.reap()
         self.refusing.close()
 
@@ -847,11 +855,14 @@ class Run:
             f"{self.record.faults} faults")
 
         self.settle(nemesis)
+        began = time.monotonic()
         Checker(self).run()
+        log(f"checked in {time.monotonic() - began:.1f} s")
 
     def settle(self, nemesis):
         """The bank pays again; every call still in flight at the bank ends;
         processors run until nothing is PENDING or PROCESSING."""
+        began = time.monotonic()
         nemesis.set_bank_mode("success")
         time.sleep(nemesis.longest_bank_delay_ms / 1000 + 1.0)
         deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
@@ -867,12 +878,16 @@ class Run:
                 self.record.violation(f"not settled: {left} withdrawals still PENDING or PROCESSING after "
                                       f"{DRAIN_DEADLINE_SECONDS:g} s of passes with the bank paying; first: {rows}")
                 break
-            result = self.stack.run_processor(extra_env=PROCESSOR_ENV)
+            try:
+                result = self.stack.run_processor(extra_env=DRAIN_ENV,
+                                                  timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                continue    # killed by run_processor; the deadline check above reports what is left
             passes += 1
             self.record.check(result.returncode == 0, f"final processor pass exited {result.returncode}: "
                                                       f"{result.stderr[-2000:]}")
             time.sleep(0.3)
-        log(f"settled after {passes} passes")
+        log(f"settled after {passes} passes, {time.monotonic() - began:.1f} s")
 
 
 def main(argv=None):
