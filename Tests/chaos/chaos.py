@@ -904,6 +904,9 @@ def main(argv=None):
     # Ctrl-C and SIGTERM end the run the same way: everything started is stopped.
     def interrupted(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
+    # Installed for SIGINT too: a shell starts background jobs with SIGINT
+    # ignored, and Python would then keep ignoring it.
+    signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
 
     run = Run(seed, duration, args.clients)
