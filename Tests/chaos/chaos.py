@@ -416,10 +416,16 @@ DELAYING_MODES = ("slow", "hang", "pay-then-hang", "random")
 
 
 def plan_declining_mode(draw, available):
-    """A mode in which the bank says no (or something like no) at once."""
+    """A mode in which the bank says no, or something in front of it answers
+    without looking at the key (a bare status, an outage, a hang)."""
     code = draw.choice([400, 404, 409, 422, 500])
     count = draw.randint(1, 2)
-    choices = ["fail", "fail", f"fail-first {count}"] + ([f"status {code}"] if "status" in available else [])
+    hang_ms = int(BANK_TIMEOUT_SECONDS * 1000 * draw.uniform(1.2, 3.0))
+    choices = ["fail", "fail", f"fail-first {count}", "http500"]
+    if "status" in available:
+        choices += [f"status {code}", f"status {code}"]
+    if "hang" in available:
+        choices.append(f"hang {hang_ms}")
     return choices[draw.randrange(len(choices))]
 
 
@@ -428,8 +434,10 @@ def plan_nemesis(seed, duration, available):
     a list of (seconds from the start, kind, parameters).
 
     A bank that turns slow is, half the time, followed 0.3 to 2 s later by one
-    that declines at once: the calls still in progress at the bank then end
-    after later calls for the same keys were answered."""
+    that declines or is broken, and that by a second one 1 to 3 s after: the
+    calls still in progress at the bank then end after later calls for the
+    same keys were answered, and keys the bank paid meet answers that do not
+    look at them."""
     draw = random.Random(seed)
     events = []
     at = 0.3
@@ -439,11 +447,15 @@ def plan_nemesis(seed, duration, available):
         delay = draw.uniform(0.05, 1.5)
         mode = plan_bank_mode(draw, available)
         declines = draw.random() < 0.5
-        declining_mode = plan_declining_mode(draw, available)
+        declining_modes = [plan_declining_mode(draw, available) for _ in range(2)]
+        second_gap = draw.uniform(1.0, 3.0)
         if at >= duration:
             break
-        if roll >= 0.77 and declines and mode.split()[0] in DELAYING_MODES and at + 2 * delay < duration:
-            events.append((at + 0.3 + delay, "bank-mode", {"mode": declining_mode}))
+        if roll >= 0.77 and declines and mode.split()[0] in DELAYING_MODES:
+            first = at + 0.3 + delay
+            for when, declining in ((first, declining_modes[0]), (first + second_gap, declining_modes[1])):
+                if when < duration:
+                    events.append((when, "bank-mode", {"mode": declining}))
         if roll < 0.42:
             events.append((at, "pass", {}))
         elif roll < 0.52:
