@@ -56,7 +56,7 @@ import conftest  # noqa: E402  (the Stack class: the repository's one way to run
 # The processor's settings: short, so that within a minute many withdrawals go
 # through retries, rechecks of unknown outcomes and expired leases.
 PROCESSOR_ENV = {
-    "WALLET_BANK_TIMEOUT_MS": "800",
+    "WALLET_BANK_TIMEOUT_MS": "1000",
     "WALLET_RETRY_BASE_SECONDS": "1",
     "WALLET_UNKNOWN_RECHECK_SECONDS": "2",
     "WALLET_MAX_RETRIES": "2",
@@ -72,7 +72,7 @@ PROCESSOR_ENV = {
 DRAIN_ENV = dict(PROCESSOR_ENV, WALLET_BANK_TIMEOUT_MS="5000", WALLET_BANK_CONCURRENCY="16")
 BANK_TIMEOUT_SECONDS = int(PROCESSOR_ENV["WALLET_BANK_TIMEOUT_MS"]) / 1000
 # The bank's CGI runs one call per fcgiwrap child. With the delays of the
-# slow modes (up to 8 bank timeouts) and several passes at once, stack.sh's
+# slow modes (up to 6 bank timeouts) and several passes at once, stack.sh's
 # 16 children would all be asleep and later calls would never reach the
 # bank; more children let more calls be in progress at the bank at once.
 STACK_ENV = {"WALLET_BANK_WORKERS": "64"}
@@ -391,7 +391,7 @@ def plan_bank_mode(draw, available):
     roll = draw.random()
     # Past the processor's timeout, some far past it: long enough that a call
     # still in progress at the bank can outlast the withdrawal's later attempts.
-    late_ms = int(BANK_TIMEOUT_SECONDS * 1000 * draw.uniform(1.2, 8.0))
+    late_ms = int(BANK_TIMEOUT_SECONDS * 1000 * draw.uniform(1.2, 6.0))
     early_ms = draw.randint(50, 400)                                       # well within it
     status_code = draw.choice([400, 404, 409, 422, 500])
     choices = [(0.26, "success"), (0.10, "fail"), (0.08, "http500"), (0.12, f"slow {late_ms}"),
