@@ -34,7 +34,6 @@ import hashlib
 import heapq
 import http.client
 import json
-import os
 import random
 import re
 import signal
