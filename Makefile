@@ -31,6 +31,9 @@ DESTDIR ?=
 SWIFT ?= swift
 # Extra flags for every swift build/test (e.g. -j 2, --scratch-path .build-x).
 SWIFT_BUILD_FLAGS ?=
+# A module that imports one it does not declare as a dependency is an error, not a
+# build that happens to work: the module graph is the architecture (README).
+override SWIFT_BUILD_FLAGS += --explicit-target-dependency-import-check=error
 # Extra flags for the release build. Static Swift runtime: the deployed
 # binaries then need only Debian's system libraries (PLATFORM.md pitfall 5).
 SWIFT_RELEASE_FLAGS ?= --static-swift-stdlib

@@ -1,6 +1,11 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 import CFastCGI
 import Synchronization
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,3 +1,9 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 import CFastCGI
 #if canImport(Glibc)
 import Glibc

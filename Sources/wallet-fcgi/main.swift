@@ -1,5 +1,10 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 import CFastCGI
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif

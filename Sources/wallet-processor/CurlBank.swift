@@ -1,6 +1,9 @@
+import WalletDomain
+import WalletPlatform
+import WalletStore
+import WalletServices
 import CCurl
 import Synchronization
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,8 @@
+import WalletDomain
+import WalletPlatform
+import WalletStore
+import WalletServices
 import CMalloc
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif

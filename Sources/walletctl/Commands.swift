@@ -1,5 +1,10 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletStore
+import WalletHTTP
+import WalletServices
 import ArgumentParser
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif

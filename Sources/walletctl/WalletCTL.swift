@@ -1,5 +1,9 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletStore
+import WalletServices
 import ArgumentParser
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif

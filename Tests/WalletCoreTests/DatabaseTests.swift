@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 @Suite("Database")
 struct DatabaseTests {
@@ -43,7 +48,7 @@ struct DatabaseTests {
                     throw Abort()
                 }
             }
-            try raw.savepoint { (try raw.run("INSERT INTO t VALUES (3)"), true) }
+            _ = try raw.savepoint { (try raw.run("INSERT INTO t VALUES (3)"), true) }
             let refused = try raw.savepoint { (try raw.run("INSERT INTO t VALUES (4)"), false) }
             #expect(refused == 1, "a savepoint not kept still returns its value")
         }

@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// The payout rules live in two tables under verify/, read by both this code and the model
 /// checker (verify/wallet.pml). These tests hold `RetryPolicy` and `PayoutOutcome` to the

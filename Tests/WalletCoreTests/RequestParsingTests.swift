@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private func request(body: String, contentType: String? = "application/json") -> Request {
     Request(method: "POST", path: "/wallets/", contentType: contentType, body: Array(body.utf8))

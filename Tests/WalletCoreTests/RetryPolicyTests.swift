@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private let policy = RetryPolicy(maxRetries: 3, baseSeconds: 10, unknownRecheckSeconds: 600)
 private let second: Int64 = 1_000_000

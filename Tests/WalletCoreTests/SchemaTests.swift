@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// SQLite's primary result code for a constraint violation (`SQLITE_CONSTRAINT`).
 private let constraintCode: Int32 = 19

@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private let unknownWallet = "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b"
 
