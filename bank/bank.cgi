@@ -12,7 +12,9 @@
 #   malformed request: 400 {"data": "bad_request", "status": 400}
 #                      (405 for a method other than POST, 413 for a body
 #                      over 16 KiB, with the same body and that status)
-#   simulated outage:  500 {"error": "internal"}
+#   simulated outage:  500 {"error": "internal"} (http500, an unknown mode),
+#                      500 {"error": "timeout"} (hang), or any status with a
+#                      body that is no bank body (status CODE)
 #
 # Its whole state lives in one directory, BANK_STATE_DIR (a FastCGI parameter,
 # which fcgiwrap hands over as an environment variable), or the directory
@@ -108,7 +110,7 @@ readonly MAX_BODY=16384
 readonly MAX_AMOUNT=1000000000000000
 # The key's file names are its bytes in hexadecimal, cut into directory levels
 # of this many digits, so that no name comes near NAME_MAX (255 bytes) with
-# its suffix: a 255-byte key is 510 digits, three levels.
+# its suffix: a 255-byte key is 510 digits, two directories and a file name.
 readonly KEY_HEX_PER_LEVEL=200
 # flock's exit status when the key's lock is held by another call (EX_TEMPFAIL),
 # told apart from its failures.
