@@ -53,8 +53,10 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
 # Run and test: fcgiwrap for the mock bank, curl (stack.sh's health checks),
 # sqlite3 (inspecting the database), procps (ps, used to stop fcgiwrap's
-# children by pid).
-RUN_PKGS := fcgiwrap curl sqlite3 procps
+# children by pid), jq (the mock bank reads its request body with it);
+# strace and shellcheck for the mock bank's tests (that it flushes its
+# ledger before answering; that its scripts are clean).
+RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
@@ -137,6 +139,7 @@ test-swift:
 # The mock bank CGI on its own.
 test-bank:
 	$(call require,Tests/bank/test_bank_cgi.sh)
+	shellcheck bank/bank.cgi Tests/bank/test_bank_cgi.sh
 	bash Tests/bank/test_bank_cgi.sh
 
 # systemd-analyze checks of the units.

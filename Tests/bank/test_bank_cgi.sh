@@ -29,6 +29,8 @@ SUCCESS='{"data": "success", "status": 200}'
 FAILED='{"data": "failed", "status": 503}'
 BAD='{"data": "bad_request", "status": 400}'
 INTERNAL='{"error": "internal"}'
+IN_PROGRESS='{"data": "in_progress", "status": 409}'
+TIMEOUT='{"error": "timeout"}'
 
 check() { # check DESCRIPTION COMMAND...: one line per check.
     local what=$1
@@ -135,6 +137,64 @@ expect_ledger() { # expect_ledger N
     return 1
 }
 
+# key_file KEY SUFFIX: the path of one of KEY's files in $state/keys, as the
+# bank documents it: the key's bytes in hexadecimal, cut into directory
+# levels of 200 digits. Computed here with od, not the bank's own code.
+key_file() {
+    local hex path=$state/keys
+    hex=$(printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n')
+    while ((${#hex} > 200)); do
+        path+=/${hex:0:200}
+        hex=${hex:200}
+    done
+    printf '%s/%s%s\n' "$path" "$hex" "$2"
+}
+
+# lock_held KEY: another process holds KEY's lock right now.
+lock_held() {
+    local lock
+    lock=$(key_file "$1" .lock)
+    [[ -e $lock ]] && ! flock --nonblock "$lock" true
+}
+
+# wait_for [-n POLLS] COMMAND...: polls COMMAND until it succeeds, at most
+# POLLS times (default 100), 50 ms apart: a bound against hanging, not a
+# measure of speed. Fails if it never succeeded.
+wait_for() {
+    local i polls=100
+    if [[ $1 == -n ]]; then
+        polls=$2
+        shift 2
+    fi
+    for ((i = 0; i < polls; i++)); do
+        "$@" && return 0
+        sleep 0.05
+    done
+    detail="never true: $*"
+    return 1
+}
+
+# call_bg NAME KEY BODY: call in the background; the answer goes to
+# $work/NAME.answer as "STATUS BODY" and the pid to $bg_pid.
+call_bg() {
+    local name=$1
+    shift
+    (
+        call "$@"
+        printf '%s %s' "$status" "$body" >"$work/$name.answer"
+    ) &
+    bg_pid=$!
+}
+
+# expect_answer NAME STATUS BODY: the answer a call_bg call left.
+expect_answer() {
+    local got
+    got=$(cat "$work/$1.answer" 2>/dev/null)
+    [[ $got == "$2 $3" ]] && return 0
+    detail="got '$got', want '$2 $3'"
+    return 1
+}
+
 expect_calls() { # expect_calls KEY "ANSWERS..."
     local got
     got=$(calls_for "$1")
@@ -221,6 +281,77 @@ check "http500: answers 500 with the internal error body" expect 500 "$INTERNAL"
 check "http500: never pays" expect_ledger 0
 check "http500: calls log http500" expect_calls key-1 "http500"
 
+new_state success
+call key-1 "$BODY"
+set_mode http500
+call key-1 "$BODY"
+check "http500: answers 500 even for a key already paid" expect 500 "$INTERNAL"
+
+# --- status mode ---------------------------------------------------------------
+
+for code in 200 401 409 422 425 429 500 502; do
+    new_state "status $code"
+    call key-1 "$BODY"
+    check "status $code: answers $code with a body that is no bank body" \
+        expect "$code" "{\"error\": \"status $code\"}"
+    check "status $code: never pays" expect_ledger 0
+    check "status $code: calls log status" expect_calls key-1 status
+done
+new_state 'status 404'
+call key-1 "$BODY"
+check "status 404: answers 404" [ "$status" = 404 ]
+check "status 404: with an HTML page" has_header "Content-Type: text/html"
+check "status 404: the page says so" expect_match "$body" '<title>404 Not Found</title>'
+check "status 404: never pays" expect_ledger 0
+set_mode success
+call key-1 "$BODY"
+set_mode 'status 404'
+call key-1 "$BODY"
+check "status 404: answers 404 even for a key already paid" [ "$status" = 404 ]
+check "status 404: calls log status, paid, status" expect_calls key-1 "status paid status"
+
+# --- hang mode -------------------------------------------------------------------
+
+new_state 'hang 4000'
+call_bg hang hang-key "$BODY"
+hang_pid=$bg_pid
+check "hang: holds the key's lock while it waits" wait_for lock_held hang-key
+call hang-key "$BODY"
+check "hang: another call of the key meanwhile gets 409 in_progress" expect 409 "$IN_PROGRESS"
+wait "$hang_pid"
+check "hang: answers 500 with the timeout body" expect_answer hang 500 "$TIMEOUT"
+check "hang: never pays" expect_ledger 0
+check "hang: calls log in_progress, then hang" expect_calls hang-key "in_progress hang"
+set_mode success
+call hang-key "$BODY"
+check "hang then success: the key is paid" expect 200 "$SUCCESS"
+set_mode 'hang 0'
+call hang-key "$BODY"
+check "hang: answers the timeout even for a key already paid" expect 500 "$TIMEOUT"
+check "hang: pays nothing more" expect_ledger 1
+
+# --- pay-then-hang mode ------------------------------------------------------------
+
+# The money leaves before the answer: the ledger line is there while the call
+# still holds its answer back (and its key).
+new_state 'pay-then-hang 5000'
+call_bg pth pth-key "$BODY"
+pth_pid=$bg_pid
+check "pay-then-hang: calls log paid at the payout" wait_for expect_calls pth-key paid
+check "pay-then-hang: the payout is in the ledger" expect_ledger 1
+check "pay-then-hang: ... while the call has not answered yet" [ ! -e "$work/pth.answer" ]
+call pth-key "$BODY"
+check "pay-then-hang: another call of the key meanwhile gets 409 in_progress" \
+    expect 409 "$IN_PROGRESS"
+wait "$pth_pid"
+check "pay-then-hang: then answers success" expect_answer pth 200 "$SUCCESS"
+set_mode 'pay-then-hang 0'
+call pth-key "$BODY"
+check "pay-then-hang: a key already paid replays" expect 200 "$SUCCESS"
+check "pay-then-hang: one ledger line" expect_ledger 1
+check "pay-then-hang: calls log paid, in_progress, replayed" \
+    expect_calls pth-key "paid in_progress replayed"
+
 # --- slow mode ---------------------------------------------------------------
 
 new_state 'slow 300'
@@ -245,6 +376,34 @@ call key-1 "$BODY"
 check "slow 600: the retry with the same key replays" expect 200 "$SUCCESS"
 check "slow 600: still one ledger line" expect_ledger 1
 
+# --- one key, one call at a time ----------------------------------------------
+
+# A slow first call holds its key from its start: a second call with the key
+# meanwhile (here in mode fail) must not be answered failed while the first
+# goes on to pay, since the wallet refunds on a failed answer. It gets 409
+# in_progress, which promises nothing. (The wait for the lock is bounded well
+# below the delay, so that the second call surely comes while the first is
+# still waiting, even with a bank that took no lock. The delays here and
+# below are long so that a loaded machine still starts the second call
+# within them.)
+new_state 'slow 8000'
+call_bg first serial-key "$BODY"
+first_pid=$bg_pid
+check "a slow call holds its key's lock while it waits" wait_for -n 80 lock_held serial-key
+set_mode fail
+call serial-key "$BODY"
+second="$status $body"
+wait "$first_pid"
+check "a slow call pays" expect_answer first 200 "$SUCCESS"
+check "a second call while the first is in progress: 409 in_progress" \
+    [ "$second" = "409 $IN_PROGRESS" ]
+check "a second call while the first is in progress is never answered failed" \
+    [ "$second" != "503 $FAILED" ]
+check "a second call while the first is in progress pays nothing" expect_ledger 1
+check "calls log in_progress, then paid" expect_calls serial-key "in_progress paid"
+call serial-key "$BODY"
+check "once the first call is over, the key replays (even in mode fail)" expect 200 "$SUCCESS"
+
 # --- random mode -------------------------------------------------------------
 
 new_state 'random 100 0'
@@ -267,13 +426,30 @@ check "random 50 0: every unpaid call answered failed" [ $((paid + fails)) -eq 4
 # --- unknown modes -----------------------------------------------------------
 
 for bad_mode in 'bogus' 'random 101 0' 'random 10' 'fail-first x' 'slow' \
-    'slow -5' 'success now' 'fail-first 2 3'; do
+    'slow -5' 'success now' 'fail-first 2 3' 'hang' 'hang x' 'hang 1 2' \
+    'pay-then-hang' 'pay-then-hang -1' 'status' 'status x' 'status 99' \
+    'status 199' 'status 600' 'status 204' 'status 205' 'status 304' \
+    'status 404 1' 'http500 1'; do
     new_state "$bad_mode"
     call key-1 "$BODY"
     check "mode '$bad_mode': internal error" expect 500 "$INTERNAL"
     check "mode '$bad_mode': pays nothing" expect_ledger 0
     check "mode '$bad_mode': the reason goes to stderr" grep -q "unknown mode" "$stderr_file"
 done
+
+# A bank that cannot read bodies is broken, not the client: without jq on
+# its PATH it answers like an outage, not bad_request.
+new_state
+mkdir -p "$work/no-jq"
+for tool in flock sync cat mkdir sleep head; do
+    ln -sf "$(command -v "$tool")" "$work/no-jq/$tool"
+done
+# (The body has a leading space: the processor's own shape needs no jq.)
+no_jq=$(printf ' %s' "$BODY" | env PATH="$work/no-jq" REQUEST_METHOD=POST CONTENT_LENGTH=$((${#BODY} + 1)) \
+    BANK_STATE_DIR="$state" HTTP_IDEMPOTENCY_KEY=k1 "$cgi" 2>"$stderr_file")
+check "jq missing: internal error" expect_match "$no_jq" "^Status: 500 .*\\{\"error\": \"internal\"\\}\$"
+check "jq missing: pays nothing" expect_ledger 0
+check "jq missing: the reason goes to stderr" grep -q "jq failed" "$stderr_file"
 
 # --- malformed requests ------------------------------------------------------
 
@@ -327,6 +503,15 @@ reject_case "an extra member with a trailing comma in an array" k1 '{"x": [1,], 
 reject_case "an extra member nested too deep" k1 '{"x": '"$(printf '[%.0s' $(seq 40))$(printf ']%.0s' $(seq 40))"', "reference": "a", '"$W"', "amount": 1}'
 reject_case "a member without a value" k1 '{"x": , "reference": "a", '"$W"', "amount": 1}'
 reject_case "a member name that is not a string" k1 '{x: 1, "reference": "a", '"$W"', "amount": 1}'
+reject_case "an extra member NaN" k1 '{"x": NaN, "reference": "a", '"$W"', "amount": 1}'
+reject_case "an extra member infinity" k1 '{"x": infinity, "reference": "a", '"$W"', "amount": 1}'
+reject_case "an extra member .5" k1 '{"x": .5, "reference": "a", '"$W"', "amount": 1}'
+reject_case "an extra member +1" k1 '{"x": +1, "reference": "a", '"$W"', "amount": 1}'
+reject_case "amount 1." k1 '{"reference": "a", '"$W"', "amount": 1.}'
+reject_case "reference twice" k1 '{"reference": "a", '"$W"', "amount": 1, "reference": "b"}'
+reject_case "wallet twice" k1 '{"reference": "a", '"$W"', "amount": 1, '"$W"'}'
+reject_case "amount twice, once with an escaped name" k1 '{"reference": "a", '"$W"', "amount": 1, "am\u006funt": 1}'
+reject_case "reference an object" k1 '{"reference": {"a": "b"}, '"$W"', "amount": 1}'
 reject_case "two objects" k1 '{"reference": "a", '"$W"', "amount": 1}{}'
 reject_case "wallet not a UUID" k1 '{"reference": "a", "wallet": "not-a-uuid", "amount": 1}'
 reject_case "wallet a UUID without dashes" k1 '{"reference": "a", "wallet": "3f1c2d4e5a6b4c7d8e9f0a1b2c3d4e5f", "amount": 1}'
@@ -382,6 +567,48 @@ drain_check "a body over 16 KiB" k1 POST "$big"
 set_mode bogus
 drain_check "an unknown mode" k2 POST "$BODY"
 
+# --- the processor's shape without jq ------------------------------------------
+
+# Bodies in the processor's shape (compact, or with a space after each colon
+# and comma, as the benchmarks send) are read without jq; every other one
+# with it. Both readings must agree: the same body with a leading space goes
+# to jq, and the two ledger lines must match from the wallet on.
+# runs_jq BODY: the CGI started jq for BODY (under strace).
+runs_jq() {
+    printf '%s' "$1" | env REQUEST_METHOD=POST CONTENT_LENGTH=${#1} BANK_STATE_DIR="$state" \
+        HTTP_IDEMPOTENCY_KEY="jq-probe-$RANDOM$RANDOM" strace -f -qq -e trace=execve \
+        -o "$work/execve" "$cgi" >/dev/null 2>>"$stderr_file"
+    grep -q 'execve("[^"]*/jq"' "$work/execve"
+}
+runs_no_jq() { ! runs_jq "$@"; }
+# ledger_tail KEY: KEY's ledger line without its time and key.
+ledger_tail() {
+    local line
+    line=$(grep -F "${TAB}$1${TAB}" "$state/ledger")
+    line=${line#*"$TAB"}
+    printf '%s\n' "${line#*"$TAB"}"
+}
+new_state
+compact='{"reference":"withdrawal-42","wallet":"'$WALLET'","amount":5000}'
+check "the processor's compact body is read without jq" runs_no_jq "$compact"
+check "the benchmarks' spaced body is read without jq" runs_no_jq "$BODY"
+check "a body with a leading space is read with jq" runs_jq " $BODY"
+check "a body with a newline at its end is read with jq" runs_jq "$BODY"$'\n'
+n=0
+for shaped in "$compact" "$BODY" \
+    '{"reference": "] !#[^~{}:,'"'"'", "wallet": "3F1C2D4E-5A6B-4C7D-8E9F-0A1B2C3D4E5F", "amount": 1000000000000000}' \
+    '{"reference": "", '"$W"', "amount": 1}'; do
+    n=$((n + 1))
+    call "fast-$n" "$shaped"
+    call "jq-$n" " $shaped"
+    fast=$(ledger_tail "fast-$n")
+    slow=$(ledger_tail "jq-$n")
+    check "shape $n: paid" [ -n "$fast" ]
+    check "shape $n: read alike with and without jq ('$fast')" [ "$fast" = "$slow" ]
+done
+reject_case "the processor's shape with amount 10^15+1" k1 '{"reference":"a","wallet":"'$WALLET'","amount":1000000000000001}'
+reject_case "the processor's shape with amount 0" k1 '{"reference":"a","wallet":"'$WALLET'","amount":0}'
+
 # --- well-formed variations --------------------------------------------------
 
 # accept_case DESCRIPTION BODY: a body that must be paid.
@@ -401,6 +628,9 @@ accept_case "extra members" '{"reference": "a", "note": {"x": [1, 2.5, true, nul
 accept_case "an escaped quote before the closing one" '{"reference": "say \"hi\"", '"$W"', "amount": 1}'
 accept_case "a reference ending in an escaped backslash" '{"reference": "a\\", '"$W"', "amount": 1}'
 accept_case "extra members of every kind" '{"n": -0.5e-3, "z": 0, "t": true, "f": false, "u": null, "e": {}, "a": [], "d": '"$(printf '[%.0s' $(seq 30))$(printf ']%.0s' $(seq 30))"', "reference": "a", '"$W"', "amount": 1}'
+accept_case "a nested object repeating amount" '{"note": {"amount": 1, "amount": 2}, "reference": "a", '"$W"', "amount": 3}'
+accept_case "a reference holding JSON punctuation" '{"reference": "a,b:c{d}[e]\"", '"$W"', "amount": 1}'
+accept_case "a member name with an escaped quote" '{"a\"": "x", "reference": "a", '"$W"', "amount": 1}'
 accept_case "no whitespace at all" '{"reference":"a","wallet":"'$WALLET'","amount":42}'
 
 accept_case "a body of almost 16 KiB" '{"reference": "'"$(printf 'r%.0s' $(seq 16000))"'", '"$W"', "amount": 1}'
@@ -434,30 +664,107 @@ call 'a.b*' "$BODY"
 check "key 'a.b*' again: replayed" expect_calls 'a.b*' "paid replayed"
 check "seven keys, seven payouts" expect_ledger 7
 
+# --- payout markers and key names ------------------------------------------------
+
+new_state
+call mk "$BODY"
+marker=$(key_file mk .paid)
+check "a payout leaves the key's marker in keys/" [ -f "$marker" ]
+check "the marker holds the key's ledger line" [ "$(cat "$marker")" = "$(cat "$state/ledger")" ]
+: >"$state/ledger"
+call mk "$BODY"
+check "a key with a marker replays, whatever the ledger holds" expect 200 "$SUCCESS"
+check "a key with a marker pays nothing more" expect_ledger 0
+: >"$(key_file by-hand .paid)"
+set_mode fail
+call by-hand "$BODY"
+check "an empty marker made by hand is enough: the key replays" expect 200 "$SUCCESS"
+check "a marker made by hand pays nothing" expect_ledger 0
+
+# Keys that cannot be file names as they are, or that are too long to be one,
+# and long keys that share a prefix (they meet in one directory level).
+new_state
+k255=$(printf 'k%.0s' $(seq 255))
+awkward=('/' '.' '..' '../x' 'a/b' ' ' "'" '"' "\\" '%2F' '*' "${k255:0:100}" "${k255:0:101}"
+    "${k255:0:200}" "${k255:0:254}j" "$k255")
+for k in "${awkward[@]}"; do call "$k" "$BODY"; done
+check "${#awkward[@]} awkward keys: all paid, one payout each" expect_ledger "${#awkward[@]}"
+for k in "${awkward[@]}"; do
+    call "$k" "$BODY"
+    check "awkward key '${k:0:12}' (${#k} characters): paid once, then replayed" \
+        expect_calls "$k" "paid replayed"
+done
+check "awkward keys: the replays paid nothing more" expect_ledger "${#awkward[@]}"
+entries=("$state"/*)
+check "awkward keys: nothing written outside keys/" [ "${entries[*]#"$state"/}" = "calls keys ledger" ]
+marker=$(key_file "$k255" .paid)
+check "a 255-character key's marker exists" [ -f "$marker" ]
+check "a 255-character key's marker is two directory levels down" \
+    expect_match "${marker#"$state"/keys/}" '^[0-9a-f]{200}/[0-9a-f]{200}/[0-9a-f]{110}\.paid$'
+
+
+# --- durability ------------------------------------------------------------------
+
+# The payout is on disk before the answer leaves: under strace, the ledger,
+# the marker and the keys directory are flushed (fdatasync) before the status
+# line is written. strace is one of the packages `make deps` installs.
+# first_line FILE PATTERN: the number of FILE's first line matching PATTERN (ERE), or 0.
+first_line() {
+    local n
+    n=$(grep -n -m1 -E -e "$2" "$1" | cut -d: -f1)
+    echo "${n:-0}"
+}
+new_state
+if command -v strace >/dev/null; then
+    printf '%s' "$BODY" | env REQUEST_METHOD=POST CONTENT_LENGTH=${#BODY} BANK_STATE_DIR="$state" \
+        HTTP_IDEMPOTENCY_KEY=durable strace -f -y -qq -e trace=fdatasync,fsync,write \
+        -o "$work/strace" "$cgi" >/dev/null 2>>"$stderr_file"
+    answer_at=$(first_line "$work/strace" 'write\(1<[^>]*>, "Status: 200')
+    check "durability: the call paid (strace line $answer_at)" [ "$answer_at" -gt 0 ]
+    for synced in "$state/ledger" "$(key_file durable .paid)" "$state/keys"; do
+        at=$(first_line "$work/strace" "fdatasync\\([0-9]+<${synced//./\\.}>\\)")
+        check "durability: ${synced#"$state"/} flushed before the answer (line $at < $answer_at)" \
+            between "$at" 1 $((answer_at - 1))
+    done
+else
+    check "durability: strace is installed (make deps)" false
+fi
+
 # --- concurrency ---------------------------------------------------------------
 
-# burst N KEY: N calls with one key that reach the bank at the same moment.
-# Each CGI starts reading its body from its own FIFO (opened read-write, so the
-# open does not wait for a writer) and blocks there; once all of them are up,
-# the bodies are written one after the other, so the calls race for the key
-# instead of arriving one at a time behind bash's start-up. The answers land
-# in $work/burst.N.
-burst() {
-    local n=$1 key=$2 i
-    local -a pids=()
+# burst_keys KEY...: one call per KEY, all reaching the bank at the same
+# moment, each with the body $burst_body (default $BODY). Each CGI starts
+# reading its body from its own FIFO (opened read-write, so the open does not
+# wait for a writer) and blocks there; once all of them are up, the bodies are
+# written one after the other, so the calls race for the key instead of
+# arriving one at a time behind bash's start-up. The answers land in
+# $work/burst.N. The pids are in $burst_pids; without burst_wait=0 it waits
+# for them.
+burst_keys() {
+    local i=0 key req=${burst_body:-$BODY}
+    burst_pids=()
     rm -f "$work"/burst.* "$work"/fifo.*
-    for ((i = 1; i <= n; i++)); do
+    for key in "$@"; do
+        i=$((i + 1))
         mkfifo "$work/fifo.$i"
-        env REQUEST_METHOD=POST CONTENT_LENGTH=${#BODY} BANK_STATE_DIR="$state" \
+        env REQUEST_METHOD=POST CONTENT_LENGTH=${#req} BANK_STATE_DIR="$state" \
             HTTP_IDEMPOTENCY_KEY="$key" "$cgi" <>"$work/fifo.$i" >"$work/burst.$i" \
             2>>"$stderr_file" &
-        pids+=($!)
+        burst_pids+=($!)
     done
     sleep 0.5
-    for ((i = 1; i <= n; i++)); do
-        printf '%s' "$BODY" >"$work/fifo.$i"
+    for ((i = 1; i <= $#; i++)); do
+        printf '%s' "$req" >"$work/fifo.$i"
     done
-    wait "${pids[@]}"
+    [[ ${burst_wait-1} == 0 ]] || wait "${burst_pids[@]}"
+}
+
+# burst N KEY: N calls with one key, as burst_keys.
+burst() {
+    local -a keys=()
+    local i
+    for ((i = 0; i < $1; i++)); do keys+=("$2"); done
+    burst_keys "${keys[@]}"
 }
 
 # burst_answers: "STATUS_LINE BODY" of every call of the last burst, one a line.
@@ -469,22 +776,67 @@ burst_answers() {
     done
 }
 
+# count_answer STATUS_LINE BODY: how many calls of the last burst got it.
+count_answer() {
+    burst_answers | grep -c -F -x "Status: $1 $2"
+}
+
+# count_calls KEY ANSWER: how many calls of KEY the calls file logs as ANSWER.
+count_calls() {
+    calls_for "$1" | tr ' ' '\n' | grep -c -x -F "$2"
+}
+
+# One key: exactly one call holds it and pays; the others that come while it
+# is held get 409, those after it the replay.
 new_state
 burst 20 same-key
 check "20 concurrent calls with one key: exactly one ledger line" expect_ledger 1
-ok_answers=$(burst_answers | grep -c -F -x "Status: 200 OK $SUCCESS")
-check "20 concurrent calls with one key: all 20 answered success ($ok_answers)" \
-    [ "$ok_answers" = 20 ]
-answers=$(calls_for same-key | tr ' ' '\n' | sort | uniq -c | tr -s ' \n' ' ')
-check "20 concurrent calls with one key: 1 paid and 19 replayed in calls" \
-    [ "$answers" = " 1 paid 19 replayed " ]
+ok_answers=$(count_answer '200 OK' "$SUCCESS")
+busy_answers=$(count_answer '409 Conflict' "$IN_PROGRESS")
+check "20 concurrent calls with one key: each answered success or in_progress ($ok_answers + $busy_answers)" \
+    [ $((ok_answers + busy_answers)) = 20 ]
+check "20 concurrent calls with one key: 1 paid in calls" [ "$(count_calls same-key paid)" = 1 ]
+check "20 concurrent calls with one key: a replayed in calls for every other success" \
+    [ "$(count_calls same-key replayed)" = $((ok_answers - 1)) ]
+check "20 concurrent calls with one key: an in_progress in calls for every 409" \
+    [ "$(count_calls same-key in_progress)" = "$busy_answers" ]
 
+# Different keys do not wait for each other: eight slow calls hold their
+# eight locks at one moment, and all of them pay.
+new_state 'slow 6000'
+distinct=(d-1 d-2 d-3 d-4 d-5 d-6 d-7 d-8)
+all_locks_held() {
+    local k
+    for k in "${distinct[@]}"; do lock_held "$k" || return 1; done
+}
+burst_wait=0 burst_keys "${distinct[@]}"
+check "8 slow calls with 8 keys: all 8 locks are held at once" wait_for all_locks_held
+wait "${burst_pids[@]}"
+check "8 slow calls with 8 keys: all answered success" [ "$(count_answer '200 OK' "$SUCCESS")" = 8 ]
+check "8 slow calls with 8 keys: 8 payouts" expect_ledger 8
+
+# Long ledger lines of different keys written at the same moment stay whole:
+# each is appended in one write.
+new_state
+long_ref=$(printf 'r%.0s' $(seq 12000))
+burst_body='{"reference": "'$long_ref'", "wallet": "'$WALLET'", "amount": 9}' \
+    burst_keys l-1 l-2 l-3 l-4 l-5 l-6 l-7 l-8
+check "8 concurrent payouts with 12 KB references: 8 ledger lines" expect_ledger 8
+whole=$(grep -c -E -x "[0-9]+${TAB}l-[1-8]${TAB}${WALLET}${TAB}9${TAB}${long_ref}" "$state/ledger")
+check "8 concurrent payouts with 12 KB references: every line whole ($whole)" [ "$whole" = 8 ]
+
+# fail-first counts the failed answers of a key, also when its calls race:
+# after a burst and as many calls one at a time as it takes, the key was
+# answered failed exactly 3 times and paid once.
 new_state 'fail-first 3'
 burst 10 ff-key
-check "fail-first 3 with 10 concurrent calls: exactly one payout" expect_ledger 1
-ff_failed=$(calls_for ff-key | tr " " "\n" | grep -c failed)
-check "fail-first 3 with 10 concurrent calls: 3 failed before it ($ff_failed)" \
-    [ "$ff_failed" = 3 ]
+for _ in 1 2 3 4 5; do
+    call ff-key "$BODY"
+    [[ $status == 200 ]] && break
+done
+check "fail-first 3 with 10 concurrent calls, then more: exactly one payout" expect_ledger 1
+check "fail-first 3 with 10 concurrent calls, then more: 3 failed" [ "$(count_calls ff-key failed)" = 3 ]
+check "fail-first 3 with 10 concurrent calls, then more: 1 paid" [ "$(count_calls ff-key paid)" = 1 ]
 
 # --- state directory -----------------------------------------------------------
 

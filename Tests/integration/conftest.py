@@ -486,7 +486,8 @@ class Stack:
 
     def set_bank_mode(self, text):
         """Sets the mock bank's behaviour (one line: success | fail |
-        random PERCENT_FAILED DELAY_MS | fail-first N | http500 | slow DELAY_MS).
+        random PERCENT_FAILED DELAY_MS | fail-first N | http500 | slow DELAY_MS |
+        hang DELAY_MS | pay-then-hang DELAY_MS | status CODE; see bank/bank.cgi).
         Replaced atomically, so a call in flight reads the old or the new
         mode, never half a line."""
         tmp = self.bank_dir / "mode.new"
@@ -510,7 +511,7 @@ class Stack:
     def bank_calls(self):
         """Every call the bank received: a list of CallRow(time,
         idempotency_key, answer) with answer one of paid, replayed, failed,
-        http500, bad_request."""
+        in_progress, hang, status, http500, bad_request."""
         return [CallRow(*(row + [""] * 3)[:3]) for row in self._tsv("calls")]
 
     # -- database and logs ------------------------------------------------------------

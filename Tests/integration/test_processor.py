@@ -468,12 +468,13 @@ def test_bare_404_after_an_unknown_attempt_is_never_refunded(stack):
     assert_audit_ok(stack)
 
 
-def test_refused_after_an_unknown_attempt_never_refunds_even_after_a_failed_answer(stack):
+def test_refused_after_an_unknown_attempt_never_refunds_even_after_an_in_progress_answer(stack):
     """API.md: once an attempt of a withdrawal has been unknown, a refused connection is
     neither paid nor not paid. Here the first call times out while the bank is still working
-    on it (`slow 3000`), the second is answered `failed` at once, the last two find no bank:
-    the withdrawal must stay PROCESSING / bank_outcome_unknown with its funds held, since
-    the first call may (and here does) still pay."""
+    on it (`slow 3000`), the second is answered 409 `in_progress` at once (the bank holds the
+    key for the first; in mode `fail` it would otherwise have failed it), the last two find
+    no bank: the withdrawal must stay PROCESSING / bank_outcome_unknown with its funds held,
+    since the first call may (and here does) still pay."""
     stack.set_bank_mode("slow 3000")
     timeout = {**FAST_RETRIES, "WALLET_BANK_TIMEOUT_MS": "500", "WALLET_UNKNOWN_RECHECK_SECONDS": "0"}
     refused = {**timeout, "WALLET_BANK_URL": f"http://127.0.0.1:{free_port()}/pay"}
@@ -483,8 +484,8 @@ def test_refused_after_an_unknown_attempt_never_refunds_even_after_a_failed_answ
 
     run_pass(stack, timeout)                 # unknown: the bank keeps working on it
     stack.set_bank_mode("fail")
-    run_pass(stack, timeout)                 # failed, while the first call is still in progress
-    assert calls_for(stack, key) == ["failed"]
+    run_pass(stack, timeout)                 # 409 in_progress: the first call still holds the key
+    assert calls_for(stack, key) == ["in_progress"]
     run_pass(stack, refused)
     run_pass(stack, refused)
     # The slow first call now pays.
