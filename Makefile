@@ -12,8 +12,8 @@
 #   make clean     remove build products and the development run dir
 #
 # Settings for `make run` come from the environment (WALLET_HTTP_PORT,
-# WALLET_DB, WALLET_BANK_MODE, ...; see docs/INTERFACES.md, defaults as in
-# API.md), e.g.  WALLET_HTTP_PORT=9000 make run
+# WALLET_DB, WALLET_BANK_MODE, ...; see docs/INTERFACES.md, defaults in the
+# README, "Configuration"), e.g.  WALLET_HTTP_PORT=9000 make run
 
 # Recipes use bash features (arrays, pipefail); every recipe line fails on
 # the first error.
@@ -35,7 +35,7 @@ SWIFT_BUILD_FLAGS ?=
 # build that happens to work: the module graph is the architecture (README).
 override SWIFT_BUILD_FLAGS += --explicit-target-dependency-import-check=error
 # Extra flags for the release build. Static Swift runtime: the deployed
-# binaries then need only Debian's system libraries (PLATFORM.md pitfall 5).
+# binaries then need only Debian's system libraries (the toolchain's runtime is not installed there).
 SWIFT_RELEASE_FLAGS ?= --static-swift-stdlib
 # The Python that runs pytest: python3 from PATH if it has pytest, else
 # Debian's /usr/bin/python3 (with python3-pytest, which `make deps` installs).

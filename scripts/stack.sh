@@ -226,7 +226,7 @@ is_program() {
 
 # Prints the pids of all descendants of the given pids, from one `ps`
 # snapshot. Used to find fcgiwrap's preforked children (SIGTERM to the
-# parent leaves them running, PLATFORM.md pitfall 18), nginx's workers and
+# parent leaves them running), nginx's workers and
 # the processor loop's current child, BEFORE anything is signalled: once a
 # parent is gone its children are re-parented and can no longer be found
 # this way.

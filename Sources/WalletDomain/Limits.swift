@@ -12,14 +12,14 @@ public enum Limits {
     /// `client_max_body_size 16k`; the responder checks again so it never trusts nginx alone.
     public static let requestBodyBytesMax = 16 * 1024
 
-    /// Idempotency keys are 1 to 255 printable ASCII characters (API.md).
+    /// Idempotency keys are 1 to 255 printable ASCII characters (openapi.yaml).
     public static let idempotencyKeyBytesMax = 255
 
-    /// How long a stored idempotent answer is kept. API.md promises at least 24 hours; two
+    /// How long a stored idempotent answer is kept. The API promises at least 24 hours; two
     /// days leave room for a client retrying across a long outage.
     public static let idempotencyRetentionSeconds: Int64 = 48 * 3600
 
-    /// Page sizes of the transaction list (API.md: 1 to 500, default 50).
+    /// Page sizes of the transaction list (the API: 1 to 500, default 50).
     public static let pageSizeDefault = 50
     public static let pageSizeMax = 500
 
@@ -40,7 +40,7 @@ public enum Limits {
     public static let processorBatchMax = 256
 
     /// The responder's accept threads. Reads gain nothing past about twice the cores
-    /// (PLATFORM.md), but a thread waiting for the group commit holds its request, so the
+    /// (measured on 2 cores), but a thread waiting for the group commit holds its request, so the
     /// thread count bounds how many writes can share one sync: on the 2-core reference
     /// machine 4 threads gave 1.1k durable deposits/s at 32 connections and 16 gave 3.4k,
     /// as fast as without durable syncs. Each thread costs a stack and an SQLite connection.

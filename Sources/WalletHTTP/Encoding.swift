@@ -2,7 +2,7 @@ import WalletDomain
 import WalletJSON
 import WalletPlatform
 
-/// The JSON shapes of API.md's objects.
+/// The JSON shapes of the API's objects (openapi.yaml).
 extension Wallet {
     public var json: String {
         var object = JSONObject()

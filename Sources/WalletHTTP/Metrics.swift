@@ -6,6 +6,8 @@ import WalletPlatform
 /// Prometheus text format. Updated once per request under a lock (a few dozen nanoseconds,
 /// uncontended most of the time). Every label value is bounded: methods by the API's
 /// methods, routes by the route templates, statuses by the few the API answers.
+///
+/// `@unchecked Sendable`: every counter is read and written under `lock`.
 public final class Metrics: @unchecked Sendable {
     /// Upper bounds of the latency buckets, in seconds: fine below 10 ms, where a healthy
     /// responder answers, coarse above, where only trouble goes.

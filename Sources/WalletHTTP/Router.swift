@@ -2,7 +2,7 @@ import WalletDomain
 import WalletJSON
 import WalletPlatform
 
-/// The routes of API.md, matched from a path alone.
+/// The routes of the API (openapi.yaml), matched from a path alone.
 public enum Route: Equatable, Sendable {
     case wallets
     case wallet(WalletID)

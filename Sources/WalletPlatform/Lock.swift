@@ -6,6 +6,9 @@ import Glibc
 
 /// A pthread mutex for state shared between the responder's threads. Used where the state
 /// is not `Sendable` (an SQLite connection), which rules out `Synchronization.Mutex`.
+///
+/// `@unchecked Sendable`: the mutex is the synchronization; it is allocated once and
+/// never moved, as pthread requires.
 public final class Lock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
 
@@ -27,6 +30,9 @@ public final class Lock: @unchecked Sendable {
 }
 
 /// A counting semaphore for handing work between threads.
+///
+/// `@unchecked Sendable`: a POSIX semaphore is made to be shared between threads; it is
+/// allocated once and never moved.
 public final class Semaphore: @unchecked Sendable {
     private let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
 

@@ -4,7 +4,7 @@ import WalletJSON
 import Glibc
 #endif
 
-/// The settings of API.md, read from the environment (systemd units read them from
+/// The settings (README, "Configuration"), read from the environment (systemd units read them from
 /// `EnvironmentFile=/etc/wallet/wallet.env`). Every program validates all of them at start
 /// and refuses to run with a clear message rather than misbehave later.
 public struct Settings: Sendable, Equatable {
@@ -26,7 +26,7 @@ public struct Settings: Sendable, Equatable {
         public let description: String
     }
 
-    /// The defaults of API.md.
+    /// The documented defaults (README, "Configuration").
     public init() {}
 
     /// The settings of this process's environment.

@@ -16,7 +16,12 @@ import Glibc
 /// wakes the waiting request threads to answer. A lone request is not delayed: the writer
 /// starts as soon as anything is queued, and the next batch forms while a commit syncs.
 /// Reads never come here; they run on each thread's own connection.
+///
+/// `@unchecked Sendable`: `queue` and `stopping` are only touched under `lock`; the store is
+/// used by the writer thread alone (and by `start`/`stop`'s caller before and after it).
 public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
+    /// `@unchecked Sendable`: `result` is written by the writer thread before `done` is
+    /// signalled and read by the waiting thread after, so the semaphore orders them.
     private final class Job: @unchecked Sendable {
         let work: WriteWork
         var result: Result<WriteOutcome, any Error>?

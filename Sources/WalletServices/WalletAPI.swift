@@ -157,7 +157,7 @@ public struct WalletAPI: Sendable {
         }
     }
 
-    /// Runs one write through the executor with the idempotency rules of API.md: a stored
+    /// Runs one write through the executor with the idempotency rules (README, "Idempotency"): a stored
     /// answer for the key is replayed (same request) or refused (different request) before
     /// anything else, in particular before any check that depends on the time; a successful
     /// answer is stored with its effect, in the same transaction; a refused one stores nothing.

@@ -30,6 +30,9 @@ public protocol WriteExecutor: Sendable {
 
 /// The simplest executor: one transaction per request, writers taking turns on a lock.
 /// Used by the tests and tools; the responder uses `GroupCommitWriter`.
+///
+/// `@unchecked Sendable`: its store (not `Sendable`: one SQLite connection) is only used
+/// under `lock`.
 public final class SerialWriter: WriteExecutor, @unchecked Sendable {
     private let store: Store
     private let lock = Lock()

@@ -31,7 +31,7 @@ struct FileIdentity {
 /// upstream `keepalive` pool), and libfcgi serves one connection per thread: a thread whose
 /// connection sits idle in nginx's pool is taken until nginx uses or closes it. A fixed
 /// number of threads could then all be waiting on idle connections while a new one queues
-/// unserved (PLATFORM.md pitfall 15). So the pool grows instead: whenever a thread leaves
+/// unserved (and a stop would wait on a thread that never returns). So the pool grows instead: whenever a thread leaves
 /// `accept()` with a connection and no other thread is left in `accept()`, one more thread
 /// starts, up to `maxThreads`. Threads are never retired; each costs a stack and a read
 /// connection, and a pool that has grown is the size the next burst needs.
@@ -104,6 +104,9 @@ final class ServerContext: Sendable {
 }
 
 /// One accept thread: its own FastCGI request and its own query-only SQLite connection.
+///
+/// `@unchecked Sendable`: it is handed to its thread once, at start, and from then on only
+/// that thread touches `request` and `reader`; `context` is shared through atomics.
 final class Worker: @unchecked Sendable {
     let context: ServerContext
     let reader: Store

@@ -120,8 +120,11 @@ private final class NetworkLoop: @unchecked Sendable {
     }
 }
 
-/// libcurl's multi handle and its transfers. One thread at a time uses it: the network
-/// thread while it runs, the pass thread before it starts and after it is joined.
+/// libcurl's multi handle and its transfers.
+///
+/// `@unchecked Sendable`: one thread at a time uses it (the network thread while it runs,
+/// the pass thread before it starts and after it is joined), except `wake`, which libcurl
+/// allows from any thread.
 final class CurlTransfers: @unchecked Sendable {
     /// One attempt's state, alive from `start` until `perform` returns it.
     private final class Transfer {
@@ -140,7 +143,7 @@ final class CurlTransfers: @unchecked Sendable {
         }
     }
 
-    /// A bank answer larger than this is not an answer API.md knows; it is cut and then
+    /// A bank answer larger than this is not an answer the bank contract knows; it is cut and then
     /// classified as unknown.
     static let responseBytesMax = 64 * 1024
 

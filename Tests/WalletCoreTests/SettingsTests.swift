@@ -12,7 +12,7 @@ private func settings(_ environment: [String: String]) throws(Settings.Invalid) 
 
 @Suite("Settings")
 struct SettingsTests {
-    @Test("an empty environment gives API.md's defaults")
+    @Test("an empty environment gives the documented defaults")
     func defaults() throws {
         let parsed = try settings([:])
         #expect(parsed == Settings())

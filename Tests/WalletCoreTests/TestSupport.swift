@@ -137,7 +137,7 @@ extension JSONValue {
     }
 }
 
-/// Checks API.md's error shape: `{"error": {"code", "message", "field"?}}` and nothing else.
+/// Checks the API's error shape: `{"error": {"code", "message", "field"?}}` and nothing else.
 func expectError(_ response: Response, status: Int, code: String, field: String? = nil,
                  sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(response.status == status, "body: \(response.body)", sourceLocation: sourceLocation)

@@ -8,7 +8,7 @@ import Testing
 
 @Suite("Timestamp")
 struct TimestampTests {
-    /// 2026-02-15T15:00:00Z, the instant API.md's examples name.
+    /// 2026-02-15T15:00:00Z, the instant the README's examples name.
     static let example: Int64 = 1_771_167_600_000_000
 
     @Test("RFC 3339 with an explicit offset parses to the instant it names", arguments: [

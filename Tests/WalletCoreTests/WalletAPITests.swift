@@ -8,7 +8,7 @@ import Testing
 
 private let unknownWallet = "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b"
 
-/// Checks a wallet object has exactly API.md's members.
+/// Checks a wallet object has exactly the members openapi.yaml names.
 private func expectWalletShape(_ wallet: JSONValue?, balance: Int64, sourceLocation: SourceLocation = #_sourceLocation) {
     guard let members = wallet?.members else {
         Issue.record("not a wallet object", sourceLocation: sourceLocation)

@@ -1,4 +1,4 @@
-"""Every route of API.md as a client calls it, idempotency, request ids and logs,
+"""Every route of the API (openapi.yaml) as a client calls it, idempotency, request ids and logs,
 health and metrics."""
 
 import concurrent.futures

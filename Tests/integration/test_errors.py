@@ -1,4 +1,4 @@
-"""Every error case of API.md: status, the JSON error shape, the code, the field,
+"""Every error case of the contract (openapi.yaml): status, the JSON error shape, the code, the field,
 and that nothing leaks or changes."""
 
 import concurrent.futures
@@ -438,7 +438,7 @@ def test_bad_filters_are_400(stack):
 # --- Unknown fields, cancel ----------------------------------------------------------------
 
 def test_unknown_body_fields_are_ignored(stack):
-    """API.md is silent; the project documents that unknown members are ignored."""
+    """The contract is silent; the project documents that unknown members are ignored."""
     w = h.create_wallet(stack)
     dep = stack.request("POST", f"/wallets/{w['uuid']}/deposit", body={"amount": 5, "note": "x", "currency": "EUR"})
     assert h.assert_json_ok(dep, 200)["wallet"]["balance"] == 5

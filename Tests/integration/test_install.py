@@ -264,7 +264,7 @@ def test_install_without_mock_bank_by_default(installed):
 
 # --- the environment file ---------------------------------------------------------------
 
-# The settings table of API.md ("Running it").
+# The settings table of the README ("Configuration").
 API_SETTINGS = ("WALLET_HTTP_PORT", "WALLET_DB", "WALLET_BANK_URL", "WALLET_PROCESS_INTERVAL", "WALLET_MAX_RETRIES",
                 "WALLET_RETRY_BASE_SECONDS", "WALLET_BANK_TIMEOUT_MS", "WALLET_BANK_CONCURRENCY",
                 "WALLET_UNKNOWN_RECHECK_SECONDS")

@@ -1,4 +1,4 @@
-"""The withdrawal processor (API.md, "Withdrawals" and "The bank"), through the real parts:
+"""The withdrawal processor (README, "Withdrawals"; openapi.yaml), through the real parts:
 withdrawals scheduled through nginx and the responder, `wallet-processor` run as a process
 against the stack's database, the mock bank CGI behind fcgiwrap. Each test asserts on the
 API's answers, the database, and the bank's `ledger` (payouts) and `calls` files.
@@ -469,7 +469,7 @@ def test_bare_404_after_an_unknown_attempt_is_never_refunded(stack):
 
 
 def test_refused_after_an_unknown_attempt_never_refunds_even_after_an_in_progress_answer(stack):
-    """API.md: once an attempt of a withdrawal has been unknown, a refused connection is
+    """The rules: once an attempt of a withdrawal has been unknown, a refused connection is
     neither paid nor not paid. Here the first call times out while the bank is still working
     on it (`slow 3000`), the second is answered 409 `in_progress` at once (the bank holds the
     key for the first; in mode `fail` it would otherwise have failed it), the last two find
