@@ -273,7 +273,7 @@ API_SETTINGS = ("WALLET_HTTP_PORT", "WALLET_DB", "WALLET_BANK_URL", "WALLET_PROC
 def program_settings():
     """The WALLET_* names the programs read (Settings.swift), so that the
     example keeps up with the code."""
-    source = (REPO / "Sources/WalletCore/Support/Settings.swift").read_text()
+    source = (REPO / "Sources/WalletPlatform/Settings.swift").read_text()
     return set(re.findall(r'"(WALLET_[A-Z_]+)"', source))
 
 

@@ -9,9 +9,9 @@
 #   1. openapi.yaml is a valid OpenAPI document (openapi-spec-validator);
 #      a deliberately broken copy must be rejected, which shows the
 #      validator really ran.
-#   2. Every route template of Sources/WalletCore/HTTP/Router.swift (the
+#   2. Every route template of Sources/WalletHTTP/Router.swift (the
 #      strings of `Route.template`) is a key of openapi.yaml's `paths`.
-#   3. Every error code of Sources/WalletCore/HTTP/APIError.swift, of the
+#   3. Every error code of Sources/WalletHTTP/APIError.swift, of the
 #      responder's own errors in Sources/wallet-fcgi/ and of nginx's JSON
 #      error pages in nginx/wallet-locations.conf is listed in the `code`
 #      enum of the `Error` schema.
@@ -26,8 +26,8 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 spec=${WALLET_OPENAPI:-$repo/openapi.yaml}
-router=$repo/Sources/WalletCore/HTTP/Router.swift
-api_error=$repo/Sources/WalletCore/HTTP/APIError.swift
+router=$repo/Sources/WalletHTTP/Router.swift
+api_error=$repo/Sources/WalletHTTP/APIError.swift
 fcgi_dir=$repo/Sources/wallet-fcgi
 nginx_locations=$repo/nginx/wallet-locations.conf
 
