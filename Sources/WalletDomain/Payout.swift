@@ -62,6 +62,10 @@ public enum BankKey {
 public enum BankTransport: Sendable, Equatable {
     /// The bank answered with this status and body.
     case answered(status: Int, body: [UInt8])
+    /// The answer to libcurl's resend of the request on a new connection, after a reused
+    /// connection closed without a byte of answer: the first request may have reached the
+    /// bank, so only the bank's own word about the key says anything.
+    case answeredAfterResend(status: Int, body: [UInt8])
     /// No connection was ever established for the request, so no byte of it left: refused,
     /// unresolvable, or a timeout while connecting, on the first connection and on any
     /// connection opened to resend it.
@@ -101,6 +105,9 @@ public enum PayoutOutcome: Sendable, Equatable {
             self = .unreachable(detail)
         case .noAnswer(let detail):
             self = .unknown(detail)
+        case .answeredAfterResend(let status, let body):
+            let outcome = PayoutOutcome(.answered(status: status, body: body))
+            self = outcome.isBanksWord ? outcome : .unknown("HTTP \(status) to a resent request, without the bank's word")
         case .answered(let status, let body):
             switch PayoutOutcome.bankBody(body) {
             case .success? where status == 200:

@@ -50,6 +50,9 @@ public final class ProcessorPass {
     /// Called with each set of finished attempts before they are recorded: the place where
     /// a crash hurts most, where test runs can inject one.
     public var beforeRecording: ([(Payout, BankTransport)]) -> Void = { _ in }
+    /// Called with each claim's attempts after the claim committed and before any of them
+    /// is handed to the bank: where a stalled processor would lose its leases.
+    public var afterClaim: ([Payout]) -> Void = { _ in }
 
     public init(store: Store, bank: any BankClient, settings: Settings, log: Log, owner: String,
                 random: @escaping () -> Double = ProcessorPass.jitterSource(), clock: @escaping () -> Timestamp = Timestamp.now) {
@@ -103,6 +106,7 @@ public final class ProcessorPass {
                     continue
                 }
                 answered.removeAll(keepingCapacity: true)
+                if !claimed.payouts.isEmpty { afterClaim(claimed.payouts) }
                 for payout in claimed.payouts { bank.start(payout) }
                 // A claim that only failed withdrawals for want of funds used no slot: claim
                 // again. One that found nothing due ends the claiming.

@@ -106,8 +106,11 @@ private final class NetworkLoop: @unchecked Sendable {
                 return (mailbox.toStart, mailbox.stopping)
             }
             if stopping { return }
-            for payout in toStart { transfers.start(payout) }
-            let finished = transfers.perform()
+            var finished: [(Payout, BankTransport)] = []
+            for payout in toStart {
+                if let unsent = transfers.start(payout) { finished.append((payout, unsent)) }
+            }
+            finished += transfers.perform()
             if !finished.isEmpty {
                 let wasEmpty = mailbox.withLock { mailbox in
                     defer { mailbox.finished += finished }
@@ -132,9 +135,10 @@ final class CurlTransfers: @unchecked Sendable {
         let handle: UnsafeMutableRawPointer
         let headers: UnsafeMutablePointer<curl_slist>?
         var body: [UInt8] = []
-        /// Set once a connection was ready to carry the request (libcurl's pre-request
-        /// callback): from then on the bank may have it.
-        var requestMayHaveLeft = false
+        /// How many times a connection was ready to carry the request (libcurl's pre-request
+        /// callback). From the first, the bank may have it; a second means libcurl resent it
+        /// on a new connection after a reused one died.
+        var requestStarts = 0
 
         init(payout: Payout, handle: UnsafeMutableRawPointer, headers: UnsafeMutablePointer<curl_slist>?) {
             self.payout = payout
@@ -177,7 +181,17 @@ final class CurlTransfers: @unchecked Sendable {
         curl_multi_wakeup(multi)
     }
 
-    func start(_ payout: Payout) {
+    /// Starts the attempt, or returns at once what became of it without starting it. An
+    /// attempt is sent only while its lease outlasts the call's time limit: a processor that
+    /// stalled after its claim (a paused process, a long busy wait) could otherwise send after
+    /// its lease ran out, while another processor holds the withdrawal, and the bank could pay
+    /// a call whose withdrawal the other has already settled. (The check and the send are not
+    /// one atomic step; closing the gap entirely would take the bank refusing stale attempts.)
+    func start(_ payout: Payout) -> BankTransport? {
+        let deadline = Timestamp.now().adding(microseconds: Int64(timeoutMilliseconds) * 1_000)
+        guard deadline <= payout.leaseUntil else {
+            return .notSent("not sent: the lease would run out before the call's time limit")
+        }
         let handle = idleHandles.popLast() ?? newHandle()
         var headers: UnsafeMutablePointer<curl_slist>?
         headers = curl_slist_append(headers, "Content-Type: application/json")
@@ -198,6 +212,7 @@ final class CurlTransfers: @unchecked Sendable {
         transfers[handle] = transfer
         let added = curl_multi_add_handle(multi, handle)
         precondition(added == CURLM_OK, "curl_multi_add_handle failed: \(added.rawValue)")
+        return nil
     }
 
     /// A handle with the options every attempt shares.
@@ -255,12 +270,14 @@ final class CurlTransfers: @unchecked Sendable {
         if result == CURLE_OK {
             var status = 0
             _ = ccurl_getinfo_long(transfer.handle, CURLINFO_RESPONSE_CODE, &status)
-            return .answered(status: status, body: transfer.body)
+            return transfer.requestStarts > 1
+                ? .answeredAfterResend(status: status, body: transfer.body)
+                : .answered(status: status, body: transfer.body)
         }
         let detail = String(cString: curl_easy_strerror(result))
         var requestBytes = 0
         _ = ccurl_getinfo_long(transfer.handle, CURLINFO_REQUEST_SIZE, &requestBytes)
-        let nothingSent = !transfer.requestMayHaveLeft && requestBytes == 0
+        let nothingSent = transfer.requestStarts == 0 && requestBytes == 0
         return nothingSent ? .notSent(detail) : .noAnswer(detail)
     }
 
@@ -270,7 +287,7 @@ final class CurlTransfers: @unchecked Sendable {
     }
 
     fileprivate static func noteRequestMayLeave(_ context: UnsafeMutableRawPointer) {
-        Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().requestMayHaveLeft = true
+        Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().requestStarts += 1
     }
 
     fileprivate static func append(_ data: UnsafeMutablePointer<CChar>, count: Int, to context: UnsafeMutableRawPointer) -> Int {

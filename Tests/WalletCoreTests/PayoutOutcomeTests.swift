@@ -71,6 +71,15 @@ struct PayoutOutcomeTests {
         #expect(PayoutOutcome(.noAnswer("timed out")) == .unknown("timed out"))
     }
 
+    @Test("an answer to libcurl's resend counts only if it is the bank's word", arguments: [
+        (200, success, "paid"), (404, failed, "declined"), (503, failed, "declined"),
+        (404, "", "unknown"), (401, "", "unknown"), (422, #"{"error": "x"}"#, "unknown"), (409, "", "unknown"),
+        (500, "", "unknown"), (200, "ok", "unknown"),
+    ] as [(Int, String, String)])
+    func resentAnswers(status: Int, body: String, expected: String) {
+        #expect(PayoutOutcome(.answeredAfterResend(status: status, body: Array(body.utf8))).name == expected)
+    }
+
     @Test("names and details describe the outcome")
     func namesAndDetails() {
         #expect(PayoutOutcome.paid.name == "paid")

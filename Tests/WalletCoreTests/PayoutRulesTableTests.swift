@@ -110,6 +110,8 @@ struct PayoutRulesTableTests {
         "timeout_after_send": [.noAnswer("Operation timed out after 5000 milliseconds with 0 bytes received")],
         "reset_after_send": [.noAnswer("Recv failure: Connection reset by peer")],
         "reset_then_resend_refused": [.noAnswer("Couldn't connect to server")],
+        "bare_4xx_after_resend": [.answeredAfterResend(status: 404, body: Array("<html>Not Found</html>".utf8)),
+                                  .answeredAfterResend(status: 401, body: [])],
         "refused_connection": [.notSent("Couldn't connect to server")],
         "connect_timeout": [.notSent("Connection timed out after 5000 milliseconds")],
     ]
