@@ -38,8 +38,6 @@
 /* A processor's call reaches the network (phase CLAIMED -> CALLING or ANSWERED). */
 inline send(p) {
   if
-  :: receive(p, refused_connection)
-  :: receive(p, connect_timeout)
   :: w[pr[p].w].busy ->
      printf("MSC: P%d w%d: the bank is busy with the key\n", p, pr[p].w);
      receive(p, status_409)
@@ -48,6 +46,8 @@ inline send(p) {
      w[pr[p].w].busyFor = p;
      pr[p].phase = CALLING;
      printf("MSC: P%d w%d: request reaches the bank\n", p, pr[p].w)
+  :: receive(p, refused_connection)
+  :: receive(p, connect_timeout)
   fi
 }
 

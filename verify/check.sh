@@ -92,14 +92,18 @@ trail() {
   ) | shorten
 }
 
-# A long trail (a liveness cycle found depth first) shown by its start and end.
+# A long trail shown by its end; a liveness trail by the end of its stem and
+# the start of the cycle that repeats forever.
 shorten() {
-  awk '{ line[NR] = $0 }
+  awk '{ line[NR] = $0; if ($0 ~ /the rest repeats forever/) cycle = NR }
     END {
-      if (NR <= 40) { for (i = 1; i <= NR; i++) print line[i]; exit }
-      for (i = 1; i <= 8; i++) print line[i]
-      printf "      ... %d steps ...\n", NR - 8 - 24
-      for (i = NR - 23; i <= NR; i++) print line[i]
+      last = NR; first = 1
+      if (cycle) { first = cycle - 6; if (last > cycle + 20) last = cycle + 20 }
+      else if (NR > 30) first = NR - 29
+      if (first < 1) first = 1
+      if (first > 1) printf "      ... %d steps ...\n", first - 1
+      for (i = first; i <= last; i++) print line[i]
+      if (last < NR) printf "      ... %d more steps of the cycle ...\n", NR - last
     }'
 }
 
@@ -176,8 +180,10 @@ mutant() {
     kind_flags="$safety_flags $extra"
     search "$dir/model" "mutant $name" "$kind_flags" "-DSAFETY -DBFS" "-m$depth"
   else
+    # A counterexample needs no exhaustive search: a shallow stack finds a
+    # short cycle (a deep one finds a cycle a million steps long).
     kind_flags="$liveness_flags $extra"
-    search "$dir/model" "mutant $name" "$kind_flags" "-DNFAIR=3" "-a -f -m$depth"
+    search "$dir/model" "mutant $name" "$kind_flags" "-DNFAIR=3" "-a -f -m10000"
   fi
   if [[ "$(cat "$dir/model/errors")" == 0 ]] || ! grep -q "$expect" "$dir/model/pan.out"; then
     echo "  NOT CAUGHT: spin found no \"$expect\" for mutant $name" >&2
