@@ -15,6 +15,9 @@
  *             saturates at LIMIT, where every attempt is the last
  *   LIVENESS  the liveness run: at most DISTURB_MAX crashes and lease
  *             losses of a live holder, and the formula below
+ * and, to show the two known gaps of docs/VERIFY.md:
+ *   RESEND_REFUSED  libcurl's resend may be answered with a bare 4xx
+ *   LATE_SEND       a processor may start its call after its lease expired
  */
 #include "rules.pml"
 
@@ -282,7 +285,7 @@ end:
   od
 }
 
-/* The customer: cancels a PENDING withdrawal, deposits once. */
+/* The customer cancels a PENDING withdrawal at any moment. */
 active proctype Customer() {
 end:
   do
@@ -293,6 +296,7 @@ end:
   od
 }
 
+/* and deposits 1 once, at any moment. */
 active proctype Depositor() {
   atomic { balance = balance + 1; deposits = deposits + 1; printf("MSC: deposit 1\n"); checks() }
 }
