@@ -48,7 +48,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages whose presence `dpkg` can tell (libraries, tools).
 # Build: the C libraries the Swift system-library targets link, and
 # pkg-config to find them.
-BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev
+BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
 # Run and test: fcgiwrap for the mock bank, curl (stack.sh's health checks),
 # sqlite3 (inspecting the database), procps (ps, used to stop fcgiwrap's
 # children by pid).
@@ -56,9 +56,9 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd openapi integration verify
+TEST_SUITES := swift bank systemd openapi integration schemathesis verify
 
-.PHONY: all deps deps-bench deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
+.PHONY: all deps deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
         bench install clean distclean help
 
 # Plain `make` builds.
@@ -166,6 +166,21 @@ test-integration:
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
 	echo "$(PYTHON) -m pytest Tests/integration (binaries: $$WALLET_BIN_DIR)"; \
 	$(PYTHON) -m pytest -q -ra -p no:cacheprovider Tests/integration $(PYTEST_ARGS)
+
+# Schemathesis against openapi.yaml and a live stack through nginx (the
+# script installs its pinned Schemathesis into .build-venv/ with pip; this
+# makes sure the Python can make a virtualenv).
+test-schemathesis: deps-schemathesis
+	$(call require,Tests/schemathesis/run.sh)
+	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
+	PYTHON=$(PYTHON) bash Tests/schemathesis/run.sh
+
+# Debian's python3 makes virtualenvs only with python3-venv (ensurepip).
+deps-schemathesis:
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "==> installing: python3-venv"; \
+	  $(SUDO) apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
 
 # The model of the withdrawal protocol (verify/wallet.pml), checked
 # exhaustively by spin against verify/payout-rules.tsv and
@@ -326,8 +341,8 @@ uninstall:
 # Build products and the development run dir (sockets, logs). The
 # development database var/wallet.db is kept: `make distclean` removes it.
 clean:
-	rm -rf .build var/run
+	rm -rf .build var/run verify/build
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf var
+	rm -rf var .build-venv

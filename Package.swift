@@ -16,11 +16,12 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // glibc's malloc tuning (part of libc6-dev, nothing to link).
         .systemLibrary(name: "CMalloc"),
 
         // The domain, the store, the services and the HTTP layer: no sockets, no threads of its own.
-        .target(name: "WalletCore", dependencies: ["CSQLite"]),
+        .target(name: "WalletCore", dependencies: ["CSQLite", "CCrypto"]),
 
         .executableTarget(name: "wallet-fcgi", dependencies: ["WalletCore", "CFastCGI"]),
         .executableTarget(name: "wallet-processor", dependencies: ["WalletCore", "CCurl", "CMalloc"]),

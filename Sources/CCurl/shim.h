@@ -28,13 +28,18 @@ static inline CURLcode ccurl_setopt_write_function(CURL *handle, ccurl_write_cal
     return curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, callback);
 }
 
+/* Called on every connection a request is about to be sent on: a new one, a reused one, and
+   any that libcurl opens to resend the request after a reused one died. */
+typedef int (*ccurl_prereq_callback)(void *context, char *primary_ip, char *local_ip, int primary_port, int local_port);
+
+static inline CURLcode ccurl_setopt_prereq_function(CURL *handle, ccurl_prereq_callback callback) {
+    return curl_easy_setopt(handle, CURLOPT_PREREQFUNCTION, callback);
+}
+
 static inline CURLcode ccurl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }
 
-static inline CURLcode ccurl_getinfo_off_t(CURL *handle, CURLINFO info, void *value) {
-    return curl_easy_getinfo(handle, info, (curl_off_t *)value);
-}
 
 static inline CURLMcode ccurl_multi_setopt_long(CURLM *multi, CURLMoption option, long value) {
     return curl_multi_setopt(multi, option, value);

@@ -80,11 +80,13 @@ final class ServerContext: Sendable {
             return false
         }
         running.add(1, ordering: .acquiringAndReleasing)
-        let status = Worker(context: self, reader: store).start()
-        guard status == 0 else {
+        let worker = Worker(context: self, reader: store)
+        do {
+            try OSThread.start(name: "fcgi-accept", detached: true) { worker.run() }
+        } catch {
             running.subtract(1, ordering: .acquiringAndReleasing)
             slots.subtract(1, ordering: .acquiringAndReleasing)
-            log.write(.warning, "accept_thread_failed", ["message": .string("pthread_create: \(String(cString: strerror(status)))")])
+            log.write(.warning, "accept_thread_failed", ["message": .string("\(error)")])
             return false
         }
         if reader == nil {
@@ -105,19 +107,6 @@ final class Worker: @unchecked Sendable {
     init(context: ServerContext, reader: Store) {
         self.context = context
         self.reader = reader
-    }
-
-    /// Starts the thread; pthread_create's status (0 when it started).
-    func start() -> Int32 {
-        let unmanaged = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let status = pthread_create(&thread, nil, workerMain, unmanaged.toOpaque())
-        guard status == 0 else {
-            unmanaged.release()
-            return status
-        }
-        pthread_detach(thread)
-        return 0
     }
 
     /// (accept, or wait on the kept connection) → handle → finish, until the server stops.
@@ -282,7 +271,8 @@ final class Worker: @unchecked Sendable {
         for header in response.headers { head += "\(header.name): \(header.value)\r\n" }
         head += "\r\n"
         put(Array(head.utf8))
-        put(body)
+        // An answer to HEAD: Content-Length above is the body's, the body stays here.
+        if !response.omitsBody { put(body) }
     }
 
     private func put(_ bytes: [UInt8]) {
@@ -295,10 +285,3 @@ final class Worker: @unchecked Sendable {
     }
 }
 
-/// The accept threads' entry point: a plain function, not a closure, so that Swift does not
-/// infer main-actor isolation for it (PLATFORM.md pitfall 7).
-private func workerMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
-    guard let argument else { return nil }
-    Unmanaged<Worker>.fromOpaque(argument).takeRetainedValue().run()
-    return nil
-}

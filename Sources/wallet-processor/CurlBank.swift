@@ -12,6 +12,50 @@ import Glibc
 /// go out and answers come in while a batch commits. An attempt still starts only after
 /// the pass calls `start`, that is after its claim committed.
 final class CurlBank: BankClient {
+    private let network: NetworkLoop
+    private let thread: OSThread
+    /// Attempts started and not yet returned by `poll` (the pass thread's count).
+    private(set) var inFlightCount = 0
+
+    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
+        let network = NetworkLoop(
+            transfers: try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency),
+            answersWaiting: try SignalPipe())
+        self.network = network
+        thread = try OSThread.start(name: "bank-network") { network.run() }
+    }
+
+    deinit {
+        // Stop the network thread before what it uses goes.
+        network.stop()
+        thread.join()
+    }
+
+    func start(_ payout: Payout) {
+        inFlightCount += 1
+        network.enqueue(payout)
+    }
+
+    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
+        network.answersWaiting.clear()
+        var finished = network.takeFinished()
+        if finished.isEmpty && inFlightCount > 0 {
+            var descriptor = pollfd(fd: network.answersWaiting.readFD, events: Int16(POLLIN), revents: 0)
+            _ = Glibc.poll(&descriptor, 1, Int32(timeoutMilliseconds))
+            network.answersWaiting.clear()
+            finished = network.takeFinished()
+        }
+        inFlightCount -= finished.count
+        return finished
+    }
+}
+
+/// What the pass thread and the network thread share.
+///
+/// `@unchecked Sendable`: `mailbox` is a `Mutex` and `answersWaiting` a pipe, both safe
+/// from any thread; `transfers` is used by the network thread alone while it runs (the
+/// pass thread only calls its thread-safe `wake`).
+private final class NetworkLoop: @unchecked Sendable {
     /// What the two threads exchange, under one lock.
     private struct Mailbox {
         var toStart: [Payout] = []
@@ -20,33 +64,16 @@ final class CurlBank: BankClient {
     }
 
     private let transfers: CurlTransfers
-    private let mailbox: Mutex<Mailbox>
+    private let mailbox = Mutex(Mailbox())
     /// Raised when answers are waiting in the mailbox; the pass thread polls it.
-    private let answersWaiting: SignalPipe
-    private var thread = pthread_t()
-    /// Attempts started and not yet returned by `poll` (the pass thread's count).
-    private(set) var inFlightCount = 0
+    let answersWaiting: SignalPipe
 
-    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
-        transfers = try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency)
-        mailbox = Mutex(Mailbox())
-        answersWaiting = try SignalPipe()
-        let status = pthread_create(&thread, nil, networkMain, Unmanaged.passRetained(self).toOpaque())
-        guard status == 0 else {
-            throw CurlError(description: "cannot start the network thread: \(String(cString: strerror(status)))")
-        }
+    init(transfers: CurlTransfers, answersWaiting: SignalPipe) {
+        self.transfers = transfers
+        self.answersWaiting = answersWaiting
     }
 
-    deinit {
-        // The network thread holds no reference of its own once it runs (see networkMain),
-        // so this runs on the pass thread: stop the network thread before what it uses goes.
-        mailbox.withLock { $0.stopping = true }
-        transfers.wake()
-        pthread_join(thread, nil)
-    }
-
-    func start(_ payout: Payout) {
-        inFlightCount += 1
+    func enqueue(_ payout: Payout) {
         let wasIdle = mailbox.withLock { mailbox in
             mailbox.toStart.append(payout)
             return mailbox.toStart.count == 1
@@ -55,29 +82,21 @@ final class CurlBank: BankClient {
         if wasIdle { transfers.wake() }
     }
 
-    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
-        answersWaiting.clear()
-        var finished = takeFinished()
-        if finished.isEmpty && inFlightCount > 0 {
-            var descriptor = pollfd(fd: answersWaiting.readFD, events: Int16(POLLIN), revents: 0)
-            _ = Glibc.poll(&descriptor, 1, Int32(timeoutMilliseconds))
-            answersWaiting.clear()
-            finished = takeFinished()
-        }
-        inFlightCount -= finished.count
-        return finished
-    }
-
-    private func takeFinished() -> [(Payout, BankTransport)] {
+    func takeFinished() -> [(Payout, BankTransport)] {
         mailbox.withLock { mailbox in
             defer { mailbox.finished.removeAll(keepingCapacity: true) }
             return mailbox.finished
         }
     }
 
+    func stop() {
+        mailbox.withLock { $0.stopping = true }
+        transfers.wake()
+    }
+
     /// The network thread: start what was handed over, move every transfer, hand back what
     /// finished, then sleep until a socket or the pass needs attention.
-    fileprivate func runNetwork() {
+    func run() {
         while true {
             let (toStart, stopping) = mailbox.withLock { mailbox in
                 defer { mailbox.toStart.removeAll(keepingCapacity: true) }
@@ -98,17 +117,6 @@ final class CurlBank: BankClient {
     }
 }
 
-/// The network thread's entry point: a plain function (PLATFORM.md pitfall 7). It gives up
-/// the reference passed in at once, so that the bank's deinit can run and stop the thread.
-private func networkMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
-    guard let argument else { return nil }
-    let passed = Unmanaged<CurlBank>.fromOpaque(argument)
-    let bank = passed.takeUnretainedValue()
-    passed.release()
-    bank.runNetwork()
-    return nil
-}
-
 /// libcurl's multi handle and its transfers. One thread at a time uses it: the network
 /// thread while it runs, the pass thread before it starts and after it is joined.
 final class CurlTransfers: @unchecked Sendable {
@@ -118,6 +126,9 @@ final class CurlTransfers: @unchecked Sendable {
         let handle: UnsafeMutableRawPointer
         let headers: UnsafeMutablePointer<curl_slist>?
         var body: [UInt8] = []
+        /// Set once a connection was ready to carry the request (libcurl's pre-request
+        /// callback): from then on the bank may have it.
+        var requestMayHaveLeft = false
 
         init(payout: Payout, handle: UnsafeMutableRawPointer, headers: UnsafeMutablePointer<curl_slist>?) {
             self.payout = payout
@@ -164,7 +175,7 @@ final class CurlTransfers: @unchecked Sendable {
         let handle = idleHandles.popLast() ?? newHandle()
         var headers: UnsafeMutablePointer<curl_slist>?
         headers = curl_slist_append(headers, "Content-Type: application/json")
-        headers = curl_slist_append(headers, "Idempotency-Key: \(payout.idempotencyKey)")
+        headers = curl_slist_append(headers, "Idempotency-Key: \(payout.bankKey)")
         // Without this header libcurl waits for "100 Continue" on larger bodies.
         headers = curl_slist_append(headers, "Expect:")
         let transfer = Transfer(payout: payout, handle: handle, headers: headers)
@@ -174,7 +185,9 @@ final class CurlTransfers: @unchecked Sendable {
         // COPYPOSTFIELDS copies the body; plain POSTFIELDS would keep a pointer into a Swift string.
         ok = ok && ccurl_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, body) == CURLE_OK
         ok = ok && ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, headers) == CURLE_OK
-        ok = ok && ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, Unmanaged.passUnretained(transfer).toOpaque()) == CURLE_OK
+        let context = Unmanaged.passUnretained(transfer).toOpaque()
+        ok = ok && ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context) == CURLE_OK
+        ok = ok && ccurl_setopt_pointer(handle, CURLOPT_PREREQDATA, context) == CURLE_OK
         precondition(ok, "libcurl refused an option it documents")
         transfers[handle] = transfer
         let added = curl_multi_add_handle(multi, handle)
@@ -191,6 +204,7 @@ final class CurlTransfers: @unchecked Sendable {
         ok = ok && ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1) == CURLE_OK
         ok = ok && ccurl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0) == CURLE_OK
         ok = ok && ccurl_setopt_write_function(handle, receive) == CURLE_OK
+        ok = ok && ccurl_setopt_prereq_function(handle, requestMayLeave) == CURLE_OK
         precondition(ok, "libcurl refused an option it documents")
         return handle
     }
@@ -216,15 +230,21 @@ final class CurlTransfers: @unchecked Sendable {
             finished.append((transfer.payout, transport(of: transfer, result: message.pointee.data.result)))
             curl_multi_remove_handle(multi, handle)
             curl_slist_free_all(transfer.headers)
-            // The handle goes back to the pool; its write target is set anew by the next start.
+            // The handle goes back to the pool; its callbacks' target is set anew by the next start.
             _ = ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, nil)
+            _ = ccurl_setopt_pointer(handle, CURLOPT_PREREQDATA, nil)
             idleHandles.append(handle)
         }
         return finished
     }
 
-    /// What happened on the wire. If libcurl failed before the request started going out
-    /// (no pre-transfer time), nothing reached the bank.
+    /// What happened on the wire. A transfer without an answer is "not sent" only when no
+    /// connection was ever ready to carry its request. libcurl resends a request on a new
+    /// connection when a reused one closes without a byte of answer; if that connection is
+    /// then refused, the error is "couldn't connect" although the first request may have
+    /// reached the bank, which may have paid. The pre-request callback ran for that first
+    /// connection, so the transfer counts as sent; the request size libcurl counted is a
+    /// second witness.
     private func transport(of transfer: Transfer, result: CURLcode) -> BankTransport {
         if result == CURLE_OK {
             var status = 0
@@ -232,16 +252,19 @@ final class CurlTransfers: @unchecked Sendable {
             return .answered(status: status, body: transfer.body)
         }
         let detail = String(cString: curl_easy_strerror(result))
-        var pretransfer: curl_off_t = 0
-        let pointer = withUnsafeMutablePointer(to: &pretransfer) { UnsafeMutableRawPointer($0) }
-        _ = ccurl_getinfo_off_t(transfer.handle, CURLINFO_PRETRANSFER_TIME_T, pointer)
-        let nothingSent = pretransfer == 0 || result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST
+        var requestBytes = 0
+        _ = ccurl_getinfo_long(transfer.handle, CURLINFO_REQUEST_SIZE, &requestBytes)
+        let nothingSent = !transfer.requestMayHaveLeft && requestBytes == 0
         return nothingSent ? .notSent(detail) : .noAnswer(detail)
     }
 
     private func release(_ transfer: Transfer) {
         curl_easy_cleanup(transfer.handle)
         curl_slist_free_all(transfer.headers)
+    }
+
+    fileprivate static func noteRequestMayLeave(_ context: UnsafeMutableRawPointer) {
+        Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().requestMayHaveLeft = true
     }
 
     fileprivate static func append(_ data: UnsafeMutablePointer<CChar>, count: Int, to context: UnsafeMutableRawPointer) -> Int {
@@ -262,4 +285,11 @@ struct CurlError: Error, CustomStringConvertible {
 private func receive(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let data, let context else { return 0 }
     return CurlTransfers.append(data, count: size * count, to: context)
+}
+
+/// libcurl's pre-request callback: a plain function, so it is a C function pointer.
+private func requestMayLeave(_ context: UnsafeMutableRawPointer?, _ primaryIP: UnsafeMutablePointer<CChar>?,
+                             _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32) -> Int32 {
+    if let context { CurlTransfers.noteRequestMayLeave(context) }
+    return CURL_PREREQFUNC_OK
 }

@@ -93,7 +93,7 @@ struct Withdrawals: ParsableCommand {
 
         func run() throws {
             let store = try common.store(writable: true)
-            let result = try store.database.immediateTransaction { try store.cancelWithdrawal(id, now: Timestamp.now()) }
+            let result = try store.write { try store.cancelWithdrawal(id, now: Timestamp.now()) }
             switch result {
             case .success(let transaction):
                 Log(component: "walletctl").write(.info, "withdrawal", [
@@ -196,7 +196,7 @@ struct Backup: ParsableCommand {
     func run() throws {
         guard access(path, F_OK) != 0 else { throw Failed(description: "\(path) exists; choose a new file") }
         let store = try common.store()
-        try store.database.backup(to: path)
+        try store.backup(to: path)
         let copy = try Database(path: path, queryOnly: true)
         guard try copy.scalarText("PRAGMA integrity_check") == "ok" else { throw Failed(description: "the copy at \(path) failed its integrity check") }
         print(common.json ? "{\"backup\": \(JSONWriter.quoted(path)), \"integrity\": \"ok\"}" : "backed up to \(path) (integrity ok)")

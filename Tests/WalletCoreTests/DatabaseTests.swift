@@ -38,12 +38,14 @@ struct DatabaseTests {
         try raw.immediateTransaction {
             try raw.run("INSERT INTO t VALUES (1)")
             #expect(throws: Abort.self) {
-                try raw.savepoint {
+                try raw.savepoint { () -> (value: Void, keep: Bool) in
                     try raw.run("INSERT INTO t VALUES (2)")
                     throw Abort()
                 }
             }
-            try raw.savepoint { _ = try raw.run("INSERT INTO t VALUES (3)") }
+            try raw.savepoint { (try raw.run("INSERT INTO t VALUES (3)"), true) }
+            let refused = try raw.savepoint { (try raw.run("INSERT INTO t VALUES (4)"), false) }
+            #expect(refused == 1, "a savepoint not kept still returns its value")
         }
         #expect(try raw.query("SELECT x FROM t ORDER BY x") { $0.integer(0) } == [1, 3])
     }

@@ -16,6 +16,26 @@ struct MetricsTests {
         #expect(lines.contains(#"wallet_http_requests_total{method="GET",route="unmatched",status="404"} 1"#))
     }
 
+    @Test("only the API's methods become labels; any other method is counted as other")
+    func methodLabels() {
+        let metrics = Metrics()
+        for method in ["GET", "HEAD", "POST", "DELETE"] {
+            metrics.record(method: method, route: "unmatched", status: 404, seconds: 0.001)
+        }
+        // What a client can send through nginx (and anything a misconfigured one passes).
+        for method in ["FOOA", "FOOB", "get", "PUT", "TRACE", "", String(repeating: "X", count: 300)] {
+            metrics.record(method: method, route: "unmatched", status: 404, seconds: 0.001)
+        }
+        let lines = metrics.render(transactionCounts: []).split(separator: "\n").map(String.init)
+        let series = lines.filter { $0.hasPrefix("wallet_http_requests_total{") }
+        #expect(series.count == 5, "\(series)")
+        for method in ["GET", "HEAD", "POST", "DELETE"] {
+            #expect(lines.contains("wallet_http_requests_total{method=\"\(method)\",route=\"unmatched\",status=\"404\"} 1"))
+        }
+        #expect(lines.contains(#"wallet_http_requests_total{method="other",route="unmatched",status="404"} 7"#))
+        #expect(!lines.contains { $0.contains("FOO") || $0.contains("XXX") })
+    }
+
     @Test("the latency histogram is cumulative, ends with +Inf, and counts slow requests only there")
     func histogram() {
         let metrics = Metrics()

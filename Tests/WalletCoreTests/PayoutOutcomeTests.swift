@@ -6,26 +6,26 @@ private let failed = #"{"data": "failed", "status": 503}"#
 
 @Suite("PayoutOutcome")
 struct PayoutOutcomeTests {
-    @Test("each bank answer is classified as API.md says", arguments: [
-        // paid: HTTP 200 with the success body, nothing else.
+    @Test("each bank answer is classified by the bank outcome rules", arguments: [
+        // paid: HTTP 200 with exactly the success body.
         (200, success, "paid"),
         (200, #"{"status": 200, "data": "success"}"#, "paid"),
         (200, #" {"data":"success","status":200} "#, "paid"),
-        // not paid: the failed body, whatever the HTTP status.
-        (503, failed, "rejected"),
-        (200, failed, "rejected"),
-        (500, failed, "rejected"),
-        (409, failed, "rejected"),
-        (502, #"{"data": "failed", "status": 502}"#, "rejected"),
-        // not paid: a 4xx other than 409, 425, 429.
-        (400, "", "rejected"),
-        (400, #"{"data": "bad_request", "status": 400}"#, "rejected"),
-        (401, "", "rejected"),
-        (403, "denied", "rejected"),
-        (404, "", "rejected"),
-        (422, #"{"error": "x"}"#, "rejected"),
-        (499, "", "rejected"),
-        (400, success, "rejected"),
+        // declined: exactly the failed body, whatever the HTTP status.
+        (503, failed, "declined"),
+        (200, failed, "declined"),
+        (500, failed, "declined"),
+        (409, failed, "declined"),
+        (404, failed, "declined"),
+        // refused: a bare 4xx other than 409, 425, 429.
+        (400, "", "refused"),
+        (400, #"{"data": "bad_request", "status": 400}"#, "refused"),
+        (401, "", "refused"),
+        (403, "denied", "refused"),
+        (404, "", "refused"),
+        (404, "<html><body>Not Found</body></html>", "refused"),
+        (422, #"{"error": "x"}"#, "refused"),
+        (499, "", "refused"),
         // unknown: 409, 425, 429, a 5xx without the failed body, any other body.
         (409, "", "unknown"),
         (425, "", "unknown"),
@@ -42,10 +42,19 @@ struct PayoutOutcomeTests {
         (200, #"{"data": "success", "status": "200"}"#, "unknown"),
         (200, #"{"data": "SUCCESS", "status": 200}"#, "unknown"),
         (200, #"{"data": "success", "status": 200, "data": "failed"}"#, "unknown"),
+        (200, #"{"data": "success", "status": 200, "paid": false}"#, "unknown"),
         (201, success, "unknown"),
         (204, "", "unknown"),
         (302, "", "unknown"),
         (100, "", "unknown"),
+        // The success body under another status is neither paid nor a bare refusal.
+        (400, success, "unknown"),
+        (404, success, "unknown"),
+        // Only the exact failed body is the bank's word.
+        (502, #"{"data": "failed", "status": 502}"#, "unknown"),
+        (503, #"{"data": "failed"}"#, "unknown"),
+        (503, #"{"data": "failed", "status": 503, "retry": true}"#, "unknown"),
+        (404, #"{"data": "failed", "status": "503"}"#, "refused"),
     ] as [(Int, String, String)])
     func classifiesAnswers(status: Int, body: String, expected: String) {
         #expect(PayoutOutcome(.answered(status: status, body: Array(body.utf8))).name == expected)
@@ -61,32 +70,41 @@ struct PayoutOutcomeTests {
     func namesAndDetails() {
         #expect(PayoutOutcome.paid.name == "paid")
         #expect(PayoutOutcome.paid.detail == "the bank paid")
-        #expect(PayoutOutcome.rejected("r").detail == "r")
+        #expect(PayoutOutcome.declined("r").detail == "r")
+        #expect(PayoutOutcome.refused("f").name == "refused")
         #expect(PayoutOutcome.unreachable("u").name == "unreachable")
         #expect(PayoutOutcome.unknown("k").detail == "k")
         #expect(PayoutOutcome(.answered(status: 404, body: [])).detail.contains("404"))
     }
 
-    @Test("only paid and rejected are definite answers from the bank")
-    func definiteOutcomes() {
-        #expect(PayoutOutcome.paid.isDefinite)
-        #expect(PayoutOutcome.rejected("x").isDefinite)
-        #expect(!PayoutOutcome.unreachable("x").isDefinite)
-        #expect(!PayoutOutcome.unknown("x").isDefinite)
+    @Test("only paid and declined are the bank's own word")
+    func banksWord() {
+        #expect(PayoutOutcome.paid.isBanksWord)
+        #expect(PayoutOutcome.declined("x").isBanksWord)
+        #expect(!PayoutOutcome.refused("x").isBanksWord)
+        #expect(!PayoutOutcome.unreachable("x").isBanksWord)
+        #expect(!PayoutOutcome.unknown("x").isBanksWord)
     }
 
-    @Test("every attempt of one withdrawal sends the same key and body; another withdrawal another key")
+    @Test("every attempt of one withdrawal sends its stored key and the same body")
     func payoutKeyAndBody() throws {
         let wallet = try #require(WalletID("3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b"))
         let amount = try #require(Amount(minorUnits: 5_000))
-        let first = Payout(withdrawalID: 42, wallet: wallet, amount: amount, attempt: 1, bankMayHavePaid: false)
-        let later = Payout(withdrawalID: 42, wallet: wallet, amount: amount, attempt: 4, bankMayHavePaid: true)
-        let other = Payout(withdrawalID: 43, wallet: wallet, amount: amount, attempt: 1, bankMayHavePaid: false)
-        #expect(first.idempotencyKey == later.idempotencyKey)
-        #expect(first.idempotencyKey != other.idempotencyKey)
-        #expect(first.idempotencyKey == "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b:42")
+        let lease = Timestamp(microseconds: 1)
+        let first = Payout(withdrawalID: 42, wallet: wallet, amount: amount, bankKey: "wd_k", attempt: 1, bankMayHavePaid: false, leaseUntil: lease)
+        let later = Payout(withdrawalID: 42, wallet: wallet, amount: amount, bankKey: "wd_k", attempt: 4, bankMayHavePaid: true, leaseUntil: lease)
         #expect(first.requestBody == later.requestBody)
         let body = try JSONParser.parse(Array(first.requestBody.utf8))
         #expect(body == .object(["reference": .string("withdrawal-42"), "wallet": .string(wallet.text), "amount": .number("5000")]))
+    }
+
+    @Test("bank keys are wd_ and 32 hex digits, a new one each time")
+    func bankKeys() {
+        let keys = (0..<1_000).map { _ in BankKey.random() }
+        #expect(Set(keys).count == keys.count)
+        for key in keys.prefix(20) {
+            #expect(key.hasPrefix("wd_") && key.count == 35)
+            #expect(key.dropFirst(3).allSatisfy { $0.isHexDigit && !$0.isUppercase })
+        }
     }
 }

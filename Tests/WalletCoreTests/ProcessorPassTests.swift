@@ -97,7 +97,7 @@ struct ProcessorPassTests {
         #expect((transaction.executedAt != nil) == (scenario.status == .completed))
         #expect(bank.calls.count == Int(scenario.attempts))
         #expect(bank.calls.map(\.attempt) == Array(1...max(1, scenario.attempts)).prefix(bank.calls.count).map { $0 })
-        #expect(Set(bank.calls.map(\.idempotencyKey)).count <= 1)
+        #expect(Set(bank.calls.map(\.bankKey)).count <= 1)
         let wallet = try fixture.t.wallet(fixture.wallet)
         #expect(wallet.balance.minorUnits == scenario.balance)
         #expect(wallet.held.minorUnits == scenario.held)
@@ -116,8 +116,10 @@ struct ProcessorPassTests {
         let summary = try runPass(fixture.store, bank)
         #expect(summary == PassSummary(claimed: 1, completed: 1, failed: 0, retried: 0, leaseLost: 0))
         let call = try #require(bank.calls.first)
-        #expect(call == Payout(withdrawalID: withdrawal, wallet: fixture.wallet, amount: Amount(minorUnits: 250)!, attempt: 1, bankMayHavePaid: false))
-        #expect(call.idempotencyKey == "\(fixture.wallet):\(withdrawal)")
+        let key = try #require(try fixture.store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(withdrawal)]) { $0.text(0) })
+        #expect(call == Payout(withdrawalID: withdrawal, wallet: fixture.wallet, amount: Amount(minorUnits: 250)!, bankKey: key, attempt: 1,
+                               bankMayHavePaid: false, leaseUntil: call.leaseUntil))
+        #expect(key.hasPrefix(BankKey.prefix))
         let transaction = try fixture.t.transaction(withdrawal)
         #expect(transaction.executedAt.map { $0 >= transaction.createdAt } == true)
         let debit = try #require(try ledgerRows(fixture.store).last)
@@ -323,6 +325,130 @@ struct ProcessorPassTests {
         #expect(try fixture.store.storedResponse(forKey: "ancient") == nil)
         #expect(try fixture.store.storedResponse(forKey: "recent") != nil)
     }
+
+    /// Depositors on another connection that never pause: each commit is followed at once by
+    /// the next `BEGIN IMMEDIATE`, so a busy handler that sleeps and polls rarely finds the
+    /// write lock free. They run until `stop` is set, and count their commits.
+    private static func startDepositors(path: String, wallet: WalletID, stop: Shared<Bool>, commits: Shared<Int>) -> TestThread {
+        TestThread {
+            guard let store = try? Store.open(path: path) else { return }
+            while !stop.current {
+                let committed = (try? store.database.immediateTransaction {
+                    _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
+                }) != nil
+                if committed { commits.update { $0 += 1 } }
+            }
+        }
+    }
+
+    /// Takes the write lock on another connection, holds it for `milliseconds` inside one
+    /// deposit's transaction, then commits and sets `released`. Returns once the lock is held.
+    private static func holdWriteLock(path: String, wallet: WalletID, milliseconds: Int,
+                                      released: Shared<Bool> = Shared(false)) -> TestThread {
+        let held = Shared(false)
+        let holder = TestThread {
+            guard let store = try? Store.open(path: path) else { return }
+            _ = try? store.database.immediateTransaction {
+                _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
+                held.update { $0 = true }
+                sleepMilliseconds(milliseconds)
+            }
+            released.update { $0 = true }
+        }
+        #expect(waitUntil { held.current })
+        return holder
+    }
+
+    @Test("a step that meets a busy database keeps the answers it holds and records them once it gets the lock",
+          arguments: ["a writer holding the lock", "depositors that never pause"])
+    func busyStepKeepsItsAnswers(contender: String) throws {
+        let fixture = try ProcessorFixture(balance: 10_000)
+        let paid = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let declined = try fixture.t.dueWithdrawal(fixture.wallet, 200)
+        // The processor gives up waiting for the lock after 20 ms (5 s in production); the
+        // other writers keep it for most of 600 ms.
+        let path = fixture.t.database.path
+        let store = try Store.open(path: path, busyTimeoutMilliseconds: 20)
+        let bank = ScriptedBank(byWithdrawal: [paid: [.paid], declined: [.failed]])
+        let pass = ProcessorPass(store: store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
+                                 owner: "busy-test", random: { 0 })
+        let stop = Shared(false), commits = Shared(0)
+        var contenders: [TestThread] = []
+        pass.beforeRecording = { _ in
+            guard contenders.isEmpty else { return }
+            if contender == "a writer holding the lock" {
+                contenders.append(Self.holdWriteLock(path: path, wallet: fixture.wallet, milliseconds: 600))
+                commits.update { $0 = 1 }
+            } else {
+                contenders.append(Self.startDepositors(path: path, wallet: fixture.wallet, stop: stop, commits: commits))
+                #expect(waitUntil { commits.current > 0 })
+                contenders.append(TestThread {
+                    sleepMilliseconds(600)
+                    stop.update { $0 = true }
+                })
+            }
+        }
+        let summary = try pass.run()
+        for thread in contenders { thread.join() }
+        #expect(summary.completed == 1 && summary.failed == 1 && summary.leaseLost == 0)
+        #expect(try fixture.t.transaction(paid).status == .completed)
+        #expect(try fixture.t.transaction(declined).status == .failed)
+        #expect(bank.calls.count == 2, "each withdrawal was called once: the answers were kept, not asked again")
+        #expect(try fixture.t.wallet(fixture.wallet).balance.minorUnits == 10_000 - 300 + Int64(commits.current))
+        try expectLedgerConsistent(fixture.store)
+    }
+
+    @Test("answers whose lease ran out while the database was busy are dropped, as after a lost lease")
+    func busyPastTheLeaseDropsAnswers() throws {
+        let fixture = try ProcessorFixture(balance: 10_000)
+        let early = try fixture.t.dueWithdrawal(fixture.wallet, 300)
+        let late = try fixture.t.dueWithdrawal(fixture.wallet, 200)
+        let store = try Store.open(path: fixture.t.database.path, busyTimeoutMilliseconds: 20)
+        // The early answer comes at once; the late one only once the lock is free again, so
+        // the pass still has a call in flight while the database is busy.
+        let released = Shared(false)
+        let bank = GatedBank { payout in payout.withdrawalID == early || released.current }
+        // A clock that jumps past every lease once the first answer is in hand.
+        let skew = Shared<Int64>(0)
+        let clock = { Timestamp.now().adding(microseconds: skew.current) }
+        let pass = ProcessorPass(store: store, bank: bank, settings: processorSettings(), log: Log(component: "test"),
+                                 owner: "busy-test", random: { 0 }, clock: clock)
+        var holder: TestThread?
+        pass.beforeRecording = { _ in
+            guard holder == nil else { return }
+            holder = Self.holdWriteLock(path: fixture.t.database.path, wallet: fixture.wallet, milliseconds: 200, released: released)
+            skew.update { $0 = 3_600 * 1_000_000 }
+        }
+        let summary = try pass.run()
+        holder?.join()
+        #expect(summary.leaseLost == 1 && summary.completed == 1)
+        // The early withdrawal is still PROCESSING with its call open: the next holder of its
+        // lease asks the bank again, in doubt. The late one was recorded.
+        #expect(try fixture.t.transaction(early).status == .processing)
+        #expect(try fixture.column("bank_call_open", of: early) == 1)
+        #expect(try fixture.t.transaction(late).status == .completed)
+    }
+}
+
+/// A bank that pays every call, but hands an answer back only once `isReleased` says so.
+private final class GatedBank: BankClient {
+    private let isReleased: (Payout) -> Bool
+    private var started: [Payout] = []
+
+    init(isReleased: @escaping (Payout) -> Bool) {
+        self.isReleased = isReleased
+    }
+
+    func start(_ payout: Payout) { started.append(payout) }
+
+    func poll(timeoutMilliseconds: Int) -> [(Payout, BankTransport)] {
+        let ready = started.filter(isReleased)
+        started.removeAll(where: isReleased)
+        if ready.isEmpty { sleepMilliseconds(min(timeoutMilliseconds, 5)) }
+        return ready.map { ($0, .paid) }
+    }
+
+    var inFlightCount: Int { started.count }
 }
 
 @Suite("Backoff jitter")

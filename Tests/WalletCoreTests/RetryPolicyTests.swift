@@ -26,10 +26,15 @@ private let decisionTable: [DecisionCase] = [
     DecisionCase(outcome: .paid, last: true, doubt: false, expected: .complete),
     DecisionCase(outcome: .paid, last: true, doubt: true, expected: .complete),
     // A definite "not paid" settles the last attempt; before it, the doubt is carried on.
-    DecisionCase(outcome: .rejected("failed"), last: false, doubt: false, expected: backoff),
-    DecisionCase(outcome: .rejected("failed"), last: false, doubt: true, expected: backoffInDoubt),
-    DecisionCase(outcome: .rejected("failed"), last: true, doubt: false, expected: .fail(.bankRejected)),
-    DecisionCase(outcome: .rejected("failed"), last: true, doubt: true, expected: .fail(.bankRejected)),
+    DecisionCase(outcome: .declined("failed"), last: false, doubt: false, expected: backoff),
+    DecisionCase(outcome: .declined("failed"), last: false, doubt: true, expected: backoffInDoubt),
+    DecisionCase(outcome: .declined("failed"), last: true, doubt: false, expected: .fail(.bankRejected)),
+    DecisionCase(outcome: .declined("failed"), last: true, doubt: true, expected: .fail(.bankRejected)),
+    // A bare 4xx: this request was not paid; it says nothing about an earlier attempt.
+    DecisionCase(outcome: .refused("404"), last: false, doubt: false, expected: backoff),
+    DecisionCase(outcome: .refused("404"), last: false, doubt: true, expected: backoffInDoubt),
+    DecisionCase(outcome: .refused("404"), last: true, doubt: false, expected: .fail(.bankRejected)),
+    DecisionCase(outcome: .refused("404"), last: true, doubt: true, expected: recheck),
     // Nothing sent: not paid, unless an earlier attempt may have been.
     DecisionCase(outcome: .unreachable("refused"), last: false, doubt: false, expected: backoff),
     DecisionCase(outcome: .unreachable("refused"), last: false, doubt: true, expected: backoffInDoubt),
@@ -85,20 +90,44 @@ struct RetryPolicyTests {
     }
 
     @Test("rechecks after the last attempt keep following the table", arguments: [
-        (PayoutOutcome.paid, PayoutDecision.complete), (.rejected("failed"), .fail(.bankRejected)),
+        (PayoutOutcome.paid, PayoutDecision.complete), (.declined("failed"), .fail(.bankRejected)),
         (.unknown("timeout"), recheck), (.unreachable("refused"), recheck),
     ])
     func rechecks(outcome: PayoutOutcome, expected: PayoutDecision) {
-        #expect(policy.decide(attempt: 9, bankMayHavePaid: true, outcome: outcome, jitter: 0.5) == expected)
+        #expect(policy.decide(attempt: 9, bankMayHavePaid: true, outcome: outcome, jitter: 0) == expected)
+    }
+
+    @Test("after doubt, only the bank's own word settles: a bare 4xx or a refused connection is just another try",
+          arguments: [PayoutOutcome.refused("HTTP 404"), .refused("HTTP 401"), .unreachable("refused"), .unknown("other body")])
+    func onlyTheBanksWordSettlesDoubt(outcome: PayoutOutcome) {
+        for attempt in Int64(1)...9 {
+            let decision = policy.decide(attempt: attempt, bankMayHavePaid: true, outcome: outcome, jitter: 0.3)
+            guard case .retry(_, let doubt, _) = decision, doubt else {
+                Issue.record("attempt \(attempt) after doubt, \(outcome.name): \(decision) instead of a retry that keeps the doubt")
+                continue
+            }
+        }
+        #expect(policy.decide(attempt: 9, bankMayHavePaid: true, outcome: .declined("failed"), jitter: 0.3) == .fail(.bankRejected))
+        #expect(policy.decide(attempt: 9, bankMayHavePaid: true, outcome: .paid, jitter: 0.3) == .complete)
+    }
+
+    @Test("rechecks are spread by jitter: up to a quarter of the interval more")
+    func recheckJitter() {
+        #expect(policy.recheckMicroseconds(jitter: 0) == 600 * second)
+        #expect(policy.recheckMicroseconds(jitter: 0.5) == 675 * second)
+        #expect(policy.decide(attempt: 4, bankMayHavePaid: false, outcome: .unknown("x"), jitter: 0.999)
+                == .retry(afterMicroseconds: 600 * second + 149_850_000, bankMayHavePaid: true, reason: .bankOutcomeUnknown))
+        let huge = RetryPolicy(maxRetries: 0, baseSeconds: 1, unknownRecheckSeconds: Int64.max)
+        #expect(huge.recheckMicroseconds(jitter: 0.999) > 0)
     }
 
     @Test("the last attempt is the first plus maxRetries", arguments: [0, 1, 3, 5] as [Int64])
     func lastAttempt(maxRetries: Int64) {
         let custom = RetryPolicy(maxRetries: maxRetries, baseSeconds: 1, unknownRecheckSeconds: 60)
         #expect(custom.maxAttempts == maxRetries + 1)
-        #expect(custom.decide(attempt: maxRetries + 1, bankMayHavePaid: false, outcome: .rejected("x"), jitter: 0) == .fail(.bankRejected))
+        #expect(custom.decide(attempt: maxRetries + 1, bankMayHavePaid: false, outcome: .declined("x"), jitter: 0) == .fail(.bankRejected))
         if maxRetries > 0 {
-            #expect(custom.decide(attempt: maxRetries, bankMayHavePaid: false, outcome: .rejected("x"), jitter: 0)
+            #expect(custom.decide(attempt: maxRetries, bankMayHavePaid: false, outcome: .declined("x"), jitter: 0)
                     == .retry(afterMicroseconds: custom.backoffMicroseconds(afterAttempt: maxRetries, jitter: 0), bankMayHavePaid: false, reason: nil))
         }
     }
@@ -112,7 +141,7 @@ struct RetryPolicyTests {
     @Test("an unknown outcome is never a failure, whatever the attempt", arguments: Array(Int64(1)...12))
     func unknownNeverFails(attempt: Int64) {
         for doubt in [false, true] {
-            for outcome in [PayoutOutcome.unknown("x"), .unreachable("y")] where doubt || outcome == .unknown("x") {
+            for outcome in [PayoutOutcome.unknown("x"), .unreachable("y"), .refused("z")] where doubt || outcome == .unknown("x") {
                 if case .fail = policy.decide(attempt: attempt, bankMayHavePaid: doubt, outcome: outcome, jitter: 0) {
                     Issue.record("attempt \(attempt) \(outcome.name) failed a withdrawal the bank may have paid")
                 }

@@ -41,4 +41,24 @@ struct SHA256Tests {
         #expect(SHA256.hexString([0x00, 0x0f, 0xa0, 0xff]) == "000fa0ff")
         #expect(SHA256.hexString([]) == "")
     }
+
+    @Test("HMAC-SHA256: RFC 4231 test vectors", arguments: [
+        ([UInt8](repeating: 0x0b, count: 20), Array("Hi There".utf8),
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        (Array("Jefe".utf8), Array("what do ya want for nothing?".utf8),
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        ([UInt8](repeating: 0xaa, count: 131), Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8),
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    ])
+    func hmacVectors(key: [UInt8], message: [UInt8], digest: String) {
+        #expect(SHA256.hexString(SHA256.hmac(key: key, message: message)) == digest)
+    }
+
+    @Test("constant-time comparison says equal only for equal bytes")
+    func constantTimeEqual() {
+        #expect(SHA256.constantTimeEqual([1, 2, 3], [1, 2, 3]))
+        #expect(SHA256.constantTimeEqual([], []))
+        #expect(!SHA256.constantTimeEqual([1, 2, 3], [1, 2, 4]))
+        #expect(!SHA256.constantTimeEqual([1, 2, 3], [1, 2]))
+    }
 }

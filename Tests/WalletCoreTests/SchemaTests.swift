@@ -111,9 +111,10 @@ struct SchemaTests {
         let database = try TestDatabase()
         let raw = database.store.database
         try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        // Withdrawals carry a bank key of their own (version 2); deposits none.
         let insert = """
-            INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at, next_attempt_at, failure_reason)
-            VALUES (?, ?, ?, 5, 0, 0, ?, ?)
+            INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at, next_attempt_at, failure_reason, bank_key)
+            VALUES (?1, ?2, ?3, 5, 0, 0, ?4, ?5, CASE WHEN ?2 = 'WITHDRAWAL' THEN 'wd_' || lower(hex(randomblob(16))) END)
             """
         try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("PENDING"), .integer(0), .null])
         try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("FAILED"), .null, .text("bank_rejected")])
@@ -124,6 +125,57 @@ struct SchemaTests {
         expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("COMPLETED"), .integer(0), .null]) }
         expectConstraint("CHECK") { try raw.run(insert, [.integer(1), .text("WITHDRAWAL"), .text("FAILED"), .null, .text("oops")]) }
         expectConstraint("FOREIGN KEY") { try raw.run(insert, [.integer(99), .text("WITHDRAWAL"), .text("PENDING"), .integer(0), .null]) }
+    }
+
+    @Test("every withdrawal has its own bank key from the start and keeps it; deposits have none")
+    func bankKeys() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        let insert = """
+            INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at, next_attempt_at, bank_key)
+            VALUES (1, ?1, ?2, 5, 0, 0, ?3, ?4)
+            """
+        try raw.run(insert, [.text("WITHDRAWAL"), .text("PENDING"), .integer(0), .text("wd_a")])
+        try raw.run(insert, [.text("DEPOSIT"), .text("COMPLETED"), .null, .null])
+        expectConstraint("bank key") { try raw.run(insert, [.text("WITHDRAWAL"), .text("PENDING"), .integer(0), .null]) }
+        expectConstraint("bank key") { try raw.run(insert, [.text("DEPOSIT"), .text("COMPLETED"), .null, .text("wd_b")]) }
+        expectConstraint("UNIQUE") { try raw.run(insert, [.text("WITHDRAWAL"), .text("PENDING"), .integer(0), .text("wd_a")]) }
+        expectConstraint("CHECK") { try raw.run(insert, [.text("WITHDRAWAL"), .text("PENDING"), .integer(0), .text("")]) }
+        expectConstraint("never changes") { try raw.run("UPDATE transactions SET bank_key = 'wd_c' WHERE bank_key = 'wd_a'") }
+        expectConstraint("never changes") { try raw.run("UPDATE transactions SET bank_key = NULL WHERE bank_key = 'wd_a'") }
+        // Other columns of a withdrawal still change.
+        try raw.run("UPDATE transactions SET status = 'CANCELED', next_attempt_at = NULL, failure_reason = 'canceled' WHERE bank_key = 'wd_a'")
+    }
+
+    @Test("version 2 keeps the bank key that existing withdrawals were paid with")
+    func versionTwoKeepsExistingKeys() throws {
+        let path = "/tmp/walletcore-test-\(WalletID.random().text).db"
+        defer { TestDatabase.remove(path) }
+        let wallet = WalletID.random()
+        do {
+            let raw = try Database(path: path)
+            try raw.immediateTransaction {
+                try raw.execute(Schema.migrations[0])
+                try raw.execute("PRAGMA user_version = 1")
+                try raw.run("INSERT INTO wallets (id, uuid, balance, created_at, updated_at) VALUES (7, ?, 100, 0, 0)", [.text(wallet.text)])
+                try raw.run("""
+                    INSERT INTO transactions (id, wallet_id, type, status, amount, created_at, updated_at, next_attempt_at)
+                    VALUES (41, 7, 'DEPOSIT', 'COMPLETED', 100, 0, 0, NULL), (42, 7, 'WITHDRAWAL', 'PROCESSING', 30, 0, 0, 5)
+                    """)
+            }
+        }
+        let store = try Store.open(path: path)
+        #expect(try store.database.scalarInteger("PRAGMA user_version") == Schema.latestVersion)
+        let keys = try store.database.query("SELECT id, bank_key FROM transactions ORDER BY id") { ($0.integer(0), $0.optionalText(1)) }
+        #expect(keys.map(\.0) == [41, 42])
+        #expect(keys.map(\.1) == [nil, "\(wallet.text):42"])
+        // New withdrawals get a random key.
+        let scheduled = try store.database.immediateTransaction {
+            try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()).get().id
+        }
+        let key = try store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(scheduled)]) { $0.text(0) }
+        #expect(key?.hasPrefix(BankKey.prefix) == true)
     }
 
     @Test("the ledger refuses UPDATE and DELETE, and inconsistent rows")

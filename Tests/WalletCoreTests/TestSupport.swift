@@ -257,26 +257,18 @@ func runPass(_ store: Store, _ bank: ScriptedBank, _ settings: Settings = proces
 
 /// A thread running a closure, to be joined.
 struct TestThread {
-    private final class Context: @unchecked Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-
-    private let thread: pthread_t
+    private let thread: OSThread
 
     init(_ body: @escaping @Sendable () -> Void) {
-        let context = Unmanaged.passRetained(Context(body)).toOpaque()
-        var thread = pthread_t()
-        let status = pthread_create(&thread, nil, { raw in
-            Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, context)
-        precondition(status == 0, "pthread_create failed: \(status)")
-        self.thread = thread
+        do {
+            thread = try OSThread.start(name: "test", body)
+        } catch {
+            preconditionFailure("\(error)")
+        }
     }
 
     func join() {
-        pthread_join(thread, nil)
+        thread.join()
     }
 }
 

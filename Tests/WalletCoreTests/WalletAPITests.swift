@@ -39,11 +39,12 @@ struct WalletAPITests {
     }
 
     @Test("a known path with the wrong method is 405 with Allow", arguments: [
-        ("GET", "/wallets/", "POST"), ("DELETE", "/wallets", "POST"), ("POST", "/wallets/\(unknownWallet)/", "GET"),
-        ("PUT", "/wallets/\(unknownWallet)", "GET"), ("GET", "/wallets/\(unknownWallet)/deposit", "POST"),
-        ("GET", "/wallets/\(unknownWallet)/withdraw", "POST"), ("POST", "/wallets/\(unknownWallet)/transactions/", "GET"),
-        ("DELETE", "/wallets/\(unknownWallet)/transactions/1/", "GET"), ("GET", "/wallets/\(unknownWallet)/transactions/1/cancel", "POST"),
-        ("POST", "/healthz", "GET"), ("HEAD", "/metrics", "GET"), ("get", "/healthz", "GET"),
+        ("GET", "/wallets/", "POST"), ("DELETE", "/wallets", "POST"), ("POST", "/wallets/\(unknownWallet)/", "GET, HEAD"),
+        ("PUT", "/wallets/\(unknownWallet)", "GET, HEAD"), ("GET", "/wallets/\(unknownWallet)/deposit", "POST"),
+        ("GET", "/wallets/\(unknownWallet)/withdraw", "POST"), ("POST", "/wallets/\(unknownWallet)/transactions/", "GET, HEAD"),
+        ("DELETE", "/wallets/\(unknownWallet)/transactions/1/", "GET, HEAD"), ("GET", "/wallets/\(unknownWallet)/transactions/1/cancel", "POST"),
+        ("POST", "/healthz", "GET, HEAD"), ("DELETE", "/metrics", "GET, HEAD"), ("get", "/healthz", "GET, HEAD"),
+        ("HEAD", "/wallets/", "POST"), ("HEAD", "/wallets/\(unknownWallet)/deposit", "POST"),
     ])
     func wrongMethod(method: String, path: String, allow: String) throws {
         let t = try TestAPI()
@@ -51,6 +52,38 @@ struct WalletAPITests {
         expectError(handled.response, status: 405, code: "method_not_allowed")
         #expect(handled.response.header("Allow") == allow)
         #expect(handled.route == Route(path: path)?.template)
+        // A 405 to HEAD is still an answer to HEAD: no body goes out.
+        #expect(handled.response.omitsBody == (method == "HEAD"))
+    }
+
+    @Test("HEAD answers wherever GET does, with GET's status and headers, and sends no body")
+    func head() throws {
+        let t = try TestAPI()
+        let id = try t.createWallet()
+        t.deposit(id, 125)
+        let paths = ["/wallets/\(id)/", "/wallets/\(id)", "/wallets/\(id)/transactions/", "/wallets/\(id)/transactions/1/",
+                     "/healthz", "/wallets/\(unknownWallet)/", "/wallets/\(id)/transactions/99/", "/nowhere"]
+        for path in paths {
+            let get = t.api.handle(Request(method: "GET", path: path), reader: t.reader)
+            let head = t.api.handle(Request(method: "HEAD", path: path), reader: t.reader)
+            #expect(head.response.status == get.response.status, "\(path)")
+            #expect(head.response.contentType == get.response.contentType, "\(path)")
+            #expect(head.response.headers.map(\.name) == get.response.headers.map(\.name), "\(path)")
+            // The body is kept (its length is GET's Content-Length) but never sent.
+            #expect(head.response.body == get.response.body, "\(path)")
+            #expect(head.response.omitsBody, "\(path)")
+            #expect(!get.response.omitsBody, "\(path)")
+            #expect(head.route == get.route, "\(path)")
+        }
+        // A query applies to HEAD as to GET: a bad filter is the same 400.
+        let bad = t.api.handle(Request(method: "HEAD", path: "/wallets/\(id)/transactions/", query: "limit=0"), reader: t.reader)
+        #expect(bad.response.status == 400)
+        #expect(bad.response.omitsBody)
+        // HEAD /metrics is GET's text/plain answer without the text.
+        let metrics = t.api.handle(Request(method: "HEAD", path: "/metrics"), reader: t.reader).response
+        #expect(metrics.status == 200)
+        #expect(metrics.contentType.hasPrefix("text/plain"))
+        #expect(metrics.omitsBody)
     }
 
     // MARK: Wallets

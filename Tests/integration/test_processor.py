@@ -3,7 +3,7 @@ withdrawals scheduled through nginx and the responder, `wallet-processor` run as
 against the stack's database, the mock bank CGI behind fcgiwrap. Each test asserts on the
 API's answers, the database, and the bank's `ledger` (payouts) and `calls` files.
 
-The bank's idempotency key of a withdrawal is `<wallet uuid>:<transaction id>`.
+The bank's idempotency key of a withdrawal is random and stored in its row (`bank_key`).
 Retries use WALLET_RETRY_BASE_SECONDS=0, so a retry is due at once, but one pass still
 calls the bank at most once per withdrawal: every test runs passes one by one and counts.
 """
@@ -27,8 +27,11 @@ MAX_ATTEMPTS = 1 + 3   # the first attempt and WALLET_MAX_RETRIES (3) retries
 
 # --- Helpers ---------------------------------------------------------------------------
 
-def bank_key(wallet_uuid, tid):
-    return f"{wallet_uuid}:{tid}"
+def bank_key(stack, tid):
+    """The withdrawal's bank key: random, stored with it when it was scheduled."""
+    rows = stack.sqlite("SELECT bank_key FROM transactions WHERE id = ?", (tid,))
+    assert rows and rows[0][0], f"withdrawal {tid} has no bank key"
+    return rows[0][0]
 
 
 def run_pass(stack, extra_env=None, expect_rc=0):
@@ -103,7 +106,7 @@ def test_due_withdrawal_is_paid_once(stack):
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 3_000)
     assert tx["status"] == "PENDING"
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     run_pass(stack)
 
@@ -136,7 +139,7 @@ def test_insufficient_funds_fails_without_calling_the_bank(stack):
     row, and the bank never hears of the key."""
     w = funded_wallet(stack, 1_000)
     tx = h.withdraw(stack, w, 1_001)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     run_pass(stack)
 
@@ -161,7 +164,7 @@ def test_balance_is_checked_when_due_not_when_scheduled(stack):
 
     h.assert_transaction(get_tx(stack, w, tx["id"]), status="COMPLETED", attempts=1)
     assert wallet_row(stack, w) == {"balance": 0, "held": 0}
-    assert [(r.idempotency_key, r.amount) for r in stack.bank_ledger()] == [(bank_key(w, tx["id"]), "5000")]
+    assert [(r.idempotency_key, r.amount) for r in stack.bank_ledger()] == [(bank_key(stack, tx["id"]), "5000")]
     assert_audit_ok(stack)
 
 
@@ -196,7 +199,7 @@ def test_canceled_withdrawal_is_never_processed(stack):
 
     run_pass(stack, FAST_RETRIES)
     h.assert_transaction(get_tx(stack, w, gone["id"]), status="CANCELED", attempts=0)
-    assert calls_for(stack, bank_key(w, gone["id"])) == []
+    assert calls_for(stack, bank_key(stack, gone["id"])) == []
     assert ledger_rows(stack, gone["id"]) == []
     h.assert_transaction(get_tx(stack, w, busy["id"]), status="PROCESSING", attempts=1)
     resp = stack.request("POST", f"/wallets/{w}/transactions/{busy['id']}/cancel")
@@ -214,7 +217,7 @@ def test_bank_always_fails_then_failed_and_refunded(stack):
     stack.set_bank_mode("fail")
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 2_500)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     for attempt in range(1, MAX_ATTEMPTS):
         run_pass(stack, FAST_RETRIES)
@@ -248,7 +251,7 @@ def test_no_retries_when_max_retries_is_zero(stack):
     run_pass(stack, {**FAST_RETRIES, "WALLET_MAX_RETRIES": "0"})
     h.assert_transaction(get_tx(stack, w, tx["id"]), status="FAILED", failure_reason="bank_rejected", attempts=1)
     assert wallet_row(stack, w) == {"balance": 1_000, "held": 0}
-    assert calls_for(stack, bank_key(w, tx["id"])) == ["failed"]
+    assert calls_for(stack, bank_key(stack, tx["id"])) == ["failed"]
     assert_audit_ok(stack)
 
 
@@ -258,7 +261,7 @@ def test_bank_fails_twice_then_pays(stack):
     stack.set_bank_mode("fail-first 2")
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 1_234)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     for expected_calls in (["failed"], ["failed", "failed"]):
         run_pass(stack, FAST_RETRIES)
@@ -294,7 +297,7 @@ def test_slow_bank_outcome_unknown_is_held_then_settled_by_replay(stack):
     env = {**FAST_RETRIES, "WALLET_BANK_TIMEOUT_MS": "500", "WALLET_UNKNOWN_RECHECK_SECONDS": "0"}
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 700)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     for attempt in range(1, MAX_ATTEMPTS + 1):
         started = time.monotonic()
@@ -334,7 +337,7 @@ def test_http_500_outcome_unknown_is_held_then_settled(stack):
     env = {**FAST_RETRIES, "WALLET_UNKNOWN_RECHECK_SECONDS": "0"}
     w = funded_wallet(stack, 5_000)
     tx = h.withdraw(stack, w, 5_000)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     for attempt in range(1, MAX_ATTEMPTS + 1):
         run_pass(stack, env)
@@ -354,8 +357,8 @@ def test_http_500_outcome_unknown_is_held_then_settled(stack):
 
 
 def test_unknown_outcome_waits_for_the_recheck_interval(stack):
-    """With the default recheck interval (600 s), a withdrawal whose last attempt was
-    unknown is not asked again by the next pass."""
+    """With the default recheck interval (600 s, plus up to a quarter more as jitter), a
+    withdrawal whose last attempt was unknown is not asked again by the next pass."""
     stack.set_bank_mode("http500")
     w = funded_wallet(stack, 5_000)
     tx = h.withdraw(stack, w, 100)
@@ -367,7 +370,7 @@ def test_unknown_outcome_waits_for_the_recheck_interval(stack):
     _assert_held_unknown(stack, w, tx["id"], 100, 4_900, MAX_ATTEMPTS)
     assert len(stack.bank_calls()) == MAX_ATTEMPTS
     wait_s = db_tx(stack, tx["id"])["next_attempt_at"] / 1e6 - time.time()
-    assert 590 < wait_s <= 600, f"the recheck is due in {wait_s:.1f} s, not in 600 s"
+    assert 590 < wait_s <= 750, f"the recheck is due in {wait_s:.1f} s, not in 600 to 750 s"
 
 
 def test_connection_refused_fails_as_unreachable_and_refunds(stack):
@@ -400,7 +403,7 @@ def test_unknown_then_refused_is_never_refunded(stack):
                "WALLET_BANK_URL": f"http://127.0.0.1:{free_port()}/pay"}
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 2_000)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     run_pass(stack, FAST_RETRIES)
     assert calls_for(stack, key) == ["http500"]
@@ -421,7 +424,7 @@ def test_unknown_then_refused_is_never_refunded(stack):
 
 @pytest.mark.parametrize("path,final", [
     ("/static", "unknown"),     # HTTP 200 with a body that is not the bank's: may have paid
-    ("/no-such-path", "rejected"),  # HTTP 404: the bank refused the request, nothing paid
+    ("/no-such-path", "refused"),   # HTTP 404 before any doubt: this request was not paid
 ])
 def test_bank_answers_other_than_success_or_failed(stack, path, final):
     """An HTTP 200 whose body is not the success body is an unknown outcome (held, never
@@ -442,6 +445,29 @@ def test_bank_answers_other_than_success_or_failed(stack, path, final):
     assert_audit_ok(stack)
 
 
+def test_bare_404_after_an_unknown_attempt_is_never_refunded(stack):
+    """Once an attempt was unknown, only the bank's own word settles the withdrawal: a bare
+    HTTP 404 (a wrong path, a proxy) on every later attempt and recheck is just another try.
+    The funds stay held until the bank answers with its success body."""
+    stack.set_bank_mode("http500")
+    fast = {**FAST_RETRIES, "WALLET_UNKNOWN_RECHECK_SECONDS": "0"}
+    not_found = {**fast, "WALLET_BANK_URL": f"http://127.0.0.1:{stack.bank_port}/no-such-path"}
+    w = funded_wallet(stack, 10_000)
+    tx = h.withdraw(stack, w, 2_500)
+
+    run_pass(stack, fast)
+    for _ in range(MAX_ATTEMPTS):
+        run_pass(stack, not_found)
+    _assert_held_unknown(stack, w, tx["id"], 2_500, 7_500, MAX_ATTEMPTS + 1)
+    assert ledger_rows(stack, tx["id"]) == [("DEBIT", -2_500)]
+
+    stack.set_bank_mode("success")
+    run_pass(stack, fast)
+    h.assert_transaction(get_tx(stack, w, tx["id"]), status="COMPLETED")
+    assert wallet_row(stack, w) == {"balance": 7_500, "held": 0}
+    assert_audit_ok(stack)
+
+
 def test_refused_after_an_unknown_attempt_never_refunds_even_after_a_failed_answer(stack):
     """API.md: once an attempt of a withdrawal has been unknown, a refused connection is
     neither paid nor not paid. Here the first call times out while the bank is still working
@@ -453,7 +479,7 @@ def test_refused_after_an_unknown_attempt_never_refunds_even_after_a_failed_answ
     refused = {**timeout, "WALLET_BANK_URL": f"http://127.0.0.1:{free_port()}/pay"}
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 3_000)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     run_pass(stack, timeout)                 # unknown: the bank keeps working on it
     stack.set_bank_mode("fail")
@@ -484,7 +510,7 @@ def test_crash_after_bank_answer_pays_once(stack):
     lease_env = {"WALLET_BANK_TIMEOUT_MS": "500", "WALLET_LEASE_GRACE_SECONDS": "1"}
     w = funded_wallet(stack, 10_000)
     tx = h.withdraw(stack, w, 4_200)
-    key = bank_key(w, tx["id"])
+    key = bank_key(stack, tx["id"])
 
     crashed = stack.run_processor(extra_env={**lease_env, "WALLET_FAULT_POINT": "after-bank-answer"})
     assert crashed.returncode == -signal.SIGKILL, f"expected death by SIGKILL, got {crashed.returncode}\n{crashed.stderr}"
@@ -532,7 +558,7 @@ def test_crash_mid_call_then_refused_is_never_refunded(stack):
     for _ in range(MAX_ATTEMPTS - 1):
         run_pass(stack, refused)
     _assert_held_unknown(stack, w, tx["id"], 600, 9_400, MAX_ATTEMPTS)
-    assert calls_for(stack, bank_key(w, tx["id"])) == ["failed"]
+    assert calls_for(stack, bank_key(stack, tx["id"])) == ["failed"]
     assert_audit_ok(stack)
 
 
@@ -619,7 +645,7 @@ def test_processor_logs_each_state_change_and_a_pass_summary(stack):
     result = run_pass(stack)
     events = log_events(result.stderr, "withdrawal")
     assert [(e["withdrawal"], e["status"]) for e in events] == [(retry["id"], "PROCESSING")] * 2, events
-    assert events[-1].get("outcome") == "rejected" and events[-1].get("next_attempt_at"), events[-1]
+    assert events[-1].get("outcome") == "declined" and events[-1].get("next_attempt_at"), events[-1]
     delay = (h.parse_rfc3339(events[-1]["next_attempt_at"]) - before).total_seconds()
     assert 10 <= delay <= 12.5 + (h.utc_now() - before).total_seconds(), f"backoff {delay:.3f} s"
     summary = log_events(result.stderr, "pass")[0]

@@ -119,17 +119,17 @@ def test_concurrent_processors_settle_each_withdrawal_once(stack_factory):
 
     # Every withdrawal in exactly one final state.
     rows = stack.sqlite(
-        "SELECT t.id, w.uuid, t.amount, t.status, t.failure_reason, t.attempts, t.executed_at "
+        "SELECT t.id, w.uuid, t.amount, t.status, t.failure_reason, t.attempts, t.executed_at, t.bank_key "
         "FROM transactions t JOIN wallets w ON w.id = t.wallet_id WHERE t.type = 'WITHDRAWAL'")
     assert len(rows) == WITHDRAWALS
     status = collections.Counter()
     completed = {}
-    for tid, wallet, amount, st, reason, attempts, executed_at in rows:
+    for tid, wallet, amount, st, reason, attempts, executed_at, key in rows:
         assert withdrawals[tid] == (wallet, amount), f"withdrawal {tid} changed: {(wallet, amount)}"
         status[st] += 1
         if st == "COMPLETED":
             assert reason is None and attempts == 1 and executed_at is not None, (tid, reason, attempts)
-            completed[f"{wallet}:{tid}"] = (tid, wallet, amount)
+            completed[key] = (tid, wallet, amount)
         else:
             assert st == "FAILED" and reason == "insufficient_funds" and attempts == 0, (tid, st, reason, attempts)
     assert status["COMPLETED"] > 0 and status["FAILED"] > 0, f"funding did not split the outcomes: {status}"

@@ -106,6 +106,11 @@ def all_api_transactions(world):
     return sorted(out, key=lambda t: t["id"], reverse=True)
 
 
+def stored_bank_key(stack, tx_id):
+    """The withdrawal's bank key, random and stored in its row when it was scheduled."""
+    return stack.sqlite("SELECT bank_key FROM transactions WHERE id = ?", (tx_id,))[0][0]
+
+
 def snapshot_copy(source, target):
     """A consistent copy of a live WAL database (SQLite's backup API, the way
     walletctl backup does it; copying the file alone could miss the WAL)."""
@@ -161,9 +166,9 @@ def _make_world(stack):
         h.assert_transaction(api_transaction(stack, w.a, tx_id), status=status, failure_reason=reason)
     h.assert_wallet(h.get_wallet(stack, w.a), balance=12000)
     h.assert_wallet(h.get_wallet(stack, w.b), balance=7000)
-    w.completed_key = f"{w.a}:{w.a_completed}"
+    w.completed_key = stored_bank_key(stack, w.a_completed)
     assert [row.idempotency_key for row in stack.bank_ledger()] == [w.completed_key], \
-        "the mock bank's ledger should hold exactly the one paid withdrawal (key format wallet:id)"
+        "the mock bank's ledger should hold exactly the one paid withdrawal, under its stored bank key"
     return w
 
 
@@ -567,8 +572,8 @@ def test_reconcile_completed_withdrawal_missing_at_bank(world, tmp_path):
 
 def test_reconcile_bank_paid_a_key_we_do_not_show_completed(world, tmp_path):
     paid_at = real_line(world).split("\t")[0]
-    rejected_key = f"{world.b}:{world.b_rejected}"
-    pending_key = f"{world.a}:{world.a_pending}"
+    rejected_key = stored_bank_key(world.stack, world.b_rejected)
+    pending_key = stored_bank_key(world.stack, world.a_pending)
     unknown_key = f"{h.random_uuid()}:424242"
     findings, _ = crafted_reconcile(world, tmp_path, [
         real_line(world),

@@ -10,7 +10,7 @@ public enum PayoutDecision: Sendable, Equatable {
     case retry(afterMicroseconds: Int64, bankMayHavePaid: Bool, reason: FailureReason?)
 }
 
-/// The withdrawal rules of API.md as a pure function: attempts, backoff with jitter, and
+/// The withdrawal rules as a pure function: attempts, backoff with jitter, and
 /// the rule that money which may have left is never refunded.
 public struct RetryPolicy: Sendable, Equatable {
     public var maxRetries: Int64
@@ -43,24 +43,37 @@ public struct RetryPolicy: Sendable, Equatable {
         return capped + Int64(Double(capped) * 0.25 * jitter)
     }
 
-    /// The decision after attempt number `attempt` had `outcome`.
+    /// The delay before an unknown outcome is asked again: the recheck interval plus up to
+    /// a quarter more at random, so that withdrawals left unknown by one outage are not all
+    /// asked again in the same instant.
+    public func recheckMicroseconds(jitter: Double) -> Int64 {
+        precondition((0..<1).contains(jitter), "jitter is in 0..<1")
+        let (nominal, overflow) = unknownRecheckSeconds.multipliedReportingOverflow(by: 1_000_000)
+        let base = overflow ? Int64.max / 2 : nominal
+        return base + Int64(Double(base) * 0.25 * jitter)
+    }
+
+    /// The decision after attempt number `attempt` had `outcome`: the payout rules table
+    /// (`verify/payout-rules.tsv`, which the model checker reads too) as code.
     public func decide(attempt: Int64, bankMayHavePaid: Bool, outcome: PayoutOutcome, jitter: Double) -> PayoutDecision {
         let last = attempt >= maxAttempts
         switch outcome {
         case .paid:
             return .complete
-        case .rejected:
-            // The bank's own word that it has not paid this key settles the withdrawal once
-            // no attempts are left. Before that the doubt is kept: an earlier call the bank
-            // is still working on may yet pay, so a later refused connection must not count
-            // as "not paid".
+        case .declined:
+            // The bank's own word that it has not paid this key settles the last attempt.
+            // Before that the doubt is kept: it only ever grows until the withdrawal is final.
             return last ? .fail(.bankRejected) : retry(attempt, doubt: bankMayHavePaid, jitter)
+        case .refused where !bankMayHavePaid:
+            return last ? .fail(.bankRejected) : retry(attempt, doubt: false, jitter)
         case .unreachable where !bankMayHavePaid:
             return last ? .fail(.bankUnreachable) : retry(attempt, doubt: false, jitter)
-        case .unreachable, .unknown:
-            // The money may have left: hold it until the bank says paid or not paid.
+        case .refused, .unreachable, .unknown:
+            // The money may have left (now, or in an earlier attempt that a refused request
+            // or a refused connection says nothing about): hold it until the bank says paid
+            // or not paid.
             return last
-                ? .retry(afterMicroseconds: unknownRecheckSeconds * 1_000_000, bankMayHavePaid: true, reason: .bankOutcomeUnknown)
+                ? .retry(afterMicroseconds: recheckMicroseconds(jitter: jitter), bankMayHavePaid: true, reason: .bankOutcomeUnknown)
                 : retry(attempt, doubt: true, jitter)
         }
     }

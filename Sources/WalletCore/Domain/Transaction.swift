@@ -5,13 +5,35 @@ public enum TransactionType: String, Sendable, CaseIterable {
 }
 
 /// Where a transaction is in its life. Deposits are born `COMPLETED`; withdrawals move
-/// through the state machine of DESIGN.md.
+/// through the state machine of `transitions`.
 public enum TransactionStatus: String, Sendable, CaseIterable {
     case pending = "PENDING"
     case processing = "PROCESSING"
     case completed = "COMPLETED"
     case failed = "FAILED"
     case canceled = "CANCELED"
+
+    /// Every change of a withdrawal's status the service makes, and why. Nothing else ever
+    /// changes a status: the store checks each update against this table, and a final
+    /// status (one with no way out) never changes again.
+    public static let transitions: [(from: TransactionStatus, to: TransactionStatus, why: String)] = [
+        (.pending, .canceled, "the client canceled it before it was due"),
+        (.pending, .failed, "due, and the balance was below the amount: insufficient_funds"),
+        (.pending, .processing, "due, and the amount was debited and held for the bank"),
+        (.processing, .processing, "an attempt not paid or unknown: retried or rechecked later, funds held"),
+        (.processing, .completed, "the bank paid"),
+        (.processing, .failed, "the last attempt was not paid: refunded"),
+    ]
+
+    /// Whether the table allows going from `self` to `next`.
+    public func canBecome(_ next: TransactionStatus) -> Bool {
+        TransactionStatus.transitions.contains { $0.from == self && $0.to == next }
+    }
+
+    /// No transition leaves a final status.
+    public var isFinal: Bool {
+        !TransactionStatus.transitions.contains { $0.from == self }
+    }
 }
 
 /// Why a withdrawal failed, or, for `bankOutcomeUnknown`, why it is still held.
@@ -63,4 +85,23 @@ public struct LedgerEntry: Sendable, Equatable {
     public var kind: Kind
     public var delta: Int64
     public var balanceAfter: Money
+}
+
+/// The ledger rows a transaction has in each of its states, in order: what the auditor
+/// checks every transaction against. Each row moves the transaction's amount.
+public enum LedgerShape {
+    /// The kinds of the rows a transaction of `type` in `status` has, or nil when no
+    /// transaction can be in that state.
+    public static func expected(type: TransactionType, status: TransactionStatus, failureReason: FailureReason?) -> [LedgerEntry.Kind]? {
+        switch (type, status) {
+        case (.deposit, .completed): [.deposit]
+        case (.deposit, _): nil
+        // Not yet due, or canceled before it was: the balance was never touched.
+        case (.withdrawal, .pending), (.withdrawal, .canceled): []
+        // Debited when it became PROCESSING; paid or still with the bank.
+        case (.withdrawal, .processing), (.withdrawal, .completed): [.debit]
+        // Failed when due for want of funds (never debited), or refunded after the bank.
+        case (.withdrawal, .failed): failureReason == .insufficientFunds ? [] : [.debit, .refund]
+        }
+    }
 }

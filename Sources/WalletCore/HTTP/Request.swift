@@ -71,16 +71,21 @@ public struct Response: Sendable, Equatable {
     public var contentType: String
     public var headers: [(name: String, value: String)]
     public var body: String
+    /// True for the answer to a HEAD: the headers, `Content-Length` included, are those of
+    /// the body, but the body itself is not sent.
+    public var omitsBody: Bool
 
-    public init(status: Int, body: String, contentType: String = "application/json", headers: [(name: String, value: String)] = []) {
+    public init(status: Int, body: String, contentType: String = "application/json", headers: [(name: String, value: String)] = [],
+                omitsBody: Bool = false) {
         self.status = status
         self.body = body
         self.contentType = contentType
         self.headers = headers
+        self.omitsBody = omitsBody
     }
 
     public static func == (lhs: Response, rhs: Response) -> Bool {
-        lhs.status == rhs.status && lhs.contentType == rhs.contentType && lhs.body == rhs.body
+        lhs.status == rhs.status && lhs.contentType == rhs.contentType && lhs.body == rhs.body && lhs.omitsBody == rhs.omitsBody
             && lhs.headers.map { "\($0.name): \($0.value)" } == rhs.headers.map { "\($0.name): \($0.value)" }
     }
 

@@ -10,11 +10,17 @@ public enum Route: Equatable, Sendable {
     case health
     case metrics
 
-    /// The methods this route answers, for 405's `Allow`.
+    /// Every method the API serves on some route (DELETE is for routes still to come). nginx
+    /// answers any other method itself with 405 (its twin is the method check in
+    /// nginx/wallet-locations.conf), and the metrics label any other as `other`.
+    public static let apiMethods: Set<String> = ["GET", "HEAD", "POST", "DELETE"]
+
+    /// The methods this route answers, for 405's `Allow`. HEAD goes wherever GET does
+    /// (RFC 9110 9.3.2): WalletAPI answers it as the GET without the body.
     public var allowedMethods: [String] {
         switch self {
         case .wallets, .deposit, .withdraw, .cancel: ["POST"]
-        case .wallet, .transactions, .transaction, .health, .metrics: ["GET"]
+        case .wallet, .transactions, .transaction, .health, .metrics: ["GET", "HEAD"]
         }
     }
 

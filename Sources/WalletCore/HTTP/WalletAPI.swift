@@ -29,6 +29,17 @@ public struct WalletAPI: Sendable {
     }
 
     public func handle(_ request: Request, reader: Store) -> Handled {
+        guard request.method == "HEAD" else { return answer(request, reader: reader) }
+        // HEAD is the GET without its body: the same work, status and headers (the length
+        // included), so a client may check a resource as it would read it.
+        var get = request
+        get.method = "GET"
+        var handled = answer(get, reader: reader)
+        handled.response.omitsBody = true
+        return handled
+    }
+
+    private func answer(_ request: Request, reader: Store) -> Handled {
         guard let route = Route(path: request.path) else {
             return Handled(response: APIError.notFound.response, route: Route.unmatchedTemplate, ledgerEntries: [])
         }
@@ -68,7 +79,7 @@ public struct WalletAPI: Sendable {
         case .cancel(let wallet, let id):
             return try cancel(id, of: wallet)
         case .health:
-            _ = try reader.database.scalarInteger("PRAGMA user_version")
+            _ = try reader.schemaVersion()
             return read("{\"status\": \"ok\"}")
         case .metrics:
             let text = metrics.render(transactionCounts: try reader.transactionCounts())

@@ -56,72 +56,61 @@ public struct Auditor {
         let delta: Int64
     }
 
-    private let database: Database
+    private let store: Store
 
     public init(store: Store) {
-        self.database = store.database
+        self.store = store
     }
 
     /// Runs every check inside one read transaction, so the service may keep writing.
     public func verify() throws -> AuditReport {
-        try database.execute("BEGIN")
-        defer { try? database.execute("COMMIT") }
-        var report = AuditReport()
-        var sums: [Int64: Int64] = [:]
-        var entries: [Int64: [LedgerLine]] = [:]
-        try checkChain(&report, sums: &sums, entries: &entries)
-        try checkWallets(&report, sums: sums)
-        try checkTransactions(&report, entries: entries)
-        return report
+        try store.read {
+            var report = AuditReport()
+            var sums: [Int64: Int64] = [:]
+            var entries: [Int64: [LedgerLine]] = [:]
+            try checkChain(&report, sums: &sums, entries: &entries)
+            try checkWallets(&report, sums: sums)
+            try checkTransactions(&report, entries: entries)
+            return report
+        }
     }
 
     private func checkChain(_ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [LedgerLine]]) throws {
         var previousHash = Store.genesisHash
         var expectedID: Int64 = 1
-        let rows = try database.query(
-            "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id") {
-            (id: $0.integer(0), wallet: $0.integer(1), transaction: $0.integer(2), kind: $0.text(3), delta: $0.integer(4),
-             balanceAfter: $0.integer(5), createdAt: $0.integer(6), hash: $0.text(7))
-        }
-        for row in rows {
+        for row in try store.ledgerRows() {
             report.ledgerRows += 1
             if row.id != expectedID {
                 report.discrepancies.append(Discrepancy(kind: .ledgerGap, subject: "ledger \(row.id)",
                                                         detail: "expected row \(expectedID) next: rows were removed or renumbered"))
             }
             expectedID = row.id + 1
-            let input = Store.ledgerHashInput(previousHash: previousHash, id: row.id, walletRowID: row.wallet, transactionID: row.transaction,
+            let input = Store.ledgerHashInput(previousHash: previousHash, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
                                               kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
             if SHA256.hex(Array(input.utf8)) != row.hash {
                 report.discrepancies.append(Discrepancy(kind: .brokenHashChain, subject: "ledger \(row.id)",
                                                         detail: "the hash does not match the row's content and the previous row's hash"))
             }
             previousHash = row.hash
-            let (sum, overflow) = sums[row.wallet, default: 0].addingReportingOverflow(row.delta)
-            sums[row.wallet] = sum
+            let (sum, overflow) = sums[row.walletRowID, default: 0].addingReportingOverflow(row.delta)
+            sums[row.walletRowID] = sum
             if overflow || sum != row.balanceAfter {
                 report.discrepancies.append(Discrepancy(kind: .balanceAfterMismatch, subject: "ledger \(row.id)",
                                                         detail: "balance_after \(row.balanceAfter) but the wallet's rows sum to \(sum)"))
             }
-            entries[row.transaction, default: []].append(LedgerLine(wallet: row.wallet, kind: row.kind, delta: row.delta))
+            entries[row.transactionID, default: []].append(LedgerLine(wallet: row.walletRowID, kind: row.kind, delta: row.delta))
         }
         report.headHash = previousHash
     }
 
     private func checkWallets(_ report: inout AuditReport, sums: [Int64: Int64]) throws {
-        let wallets = try database.query(
-            """
-            SELECT w.id, w.uuid, w.balance, w.held, \(Store.exactSum("t.amount"))
-            FROM wallets w LEFT JOIN transactions t ON t.wallet_id = w.id AND t.status = 'PROCESSING'
-            GROUP BY w.id ORDER BY w.id
-            """) { (id: $0.integer(0), uuid: $0.text(1), balance: $0.integer(2), held: Int128($0.integer(3)), processing: Store.exactSum($0, from: 4)) }
-        for wallet in wallets {
+        for wallet in try store.walletTotals() {
             report.wallets += 1
             let subject = "wallet \(wallet.uuid)"
             if wallet.balance < 0 {
                 report.discrepancies.append(Discrepancy(kind: .negativeBalance, subject: subject, detail: "balance \(wallet.balance)"))
             }
-            let sum = sums[wallet.id, default: 0]
+            let sum = sums[wallet.rowID, default: 0]
             if sum != wallet.balance {
                 report.discrepancies.append(Discrepancy(kind: .balanceMismatch, subject: subject,
                                                         detail: "balance \(wallet.balance) but its ledger rows sum to \(sum)"))
@@ -134,19 +123,15 @@ public struct Auditor {
     }
 
     private func checkTransactions(_ report: inout AuditReport, entries: [Int64: [LedgerLine]]) throws {
-        let transactions = try database.query("SELECT id, type, status, amount, failure_reason, wallet_id FROM transactions ORDER BY id") {
-            (id: $0.integer(0), type: $0.text(1), status: $0.text(2), amount: $0.integer(3), reason: $0.optionalText(4), wallet: $0.integer(5))
-        }
-        for transaction in transactions {
+        for transaction in try store.transactionShapes() {
             report.transactions += 1
             let rows = entries[transaction.id] ?? []
-            if rows.contains(where: { $0.wallet != transaction.wallet }) {
+            if rows.contains(where: { $0.wallet != transaction.walletRowID }) {
                 report.discrepancies.append(Discrepancy(kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
                                                         detail: "a ledger row of this transaction belongs to another wallet"))
             }
             let found = rows.map { "\($0.kind) \($0.delta)" }
-            let expected = Auditor.expectedLedger(type: transaction.type, status: transaction.status, amount: transaction.amount,
-                                                  reason: transaction.reason)
+            let expected = Auditor.expectedLedger(transaction)
             if !expected.contains(found) {
                 let described = expected.map { $0.isEmpty ? "no rows" : $0.joined(separator: ", ") }.joined(separator: " or ")
                 report.discrepancies.append(Discrepancy(
@@ -157,15 +142,12 @@ public struct Auditor {
     }
 
     /// The ledger rows a transaction may have, as `KIND delta` in order.
-    static func expectedLedger(type: String, status: String, amount: Int64, reason: String?) -> [[String]] {
-        let debit = "DEBIT \(-amount)"
-        switch (type, status) {
-        case ("DEPOSIT", "COMPLETED"): return [["DEPOSIT \(amount)"]]
-        case ("WITHDRAWAL", "PENDING"), ("WITHDRAWAL", "CANCELED"): return [[]]
-        case ("WITHDRAWAL", "PROCESSING"), ("WITHDRAWAL", "COMPLETED"): return [[debit]]
-        case ("WITHDRAWAL", "FAILED"):
-            return reason == "insufficient_funds" ? [[]] : [[debit, "REFUND \(amount)"]]
-        default: return [["(a valid type and status)"]]
+    static func expectedLedger(_ transaction: StoredTransactionShape) -> [[String]] {
+        guard let type = TransactionType(rawValue: transaction.type), let status = TransactionStatus(rawValue: transaction.status),
+              let shape = LedgerShape.expected(type: type, status: status,
+                                               failureReason: transaction.failureReason.flatMap(FailureReason.init(rawValue:))) else {
+            return [["(a valid type and status)"]]
         }
+        return [shape.map { kind in "\(kind.rawValue) \(kind == .debit ? -transaction.amount : transaction.amount)" }]
     }
 }

@@ -27,7 +27,7 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
     private var queue: [Job] = []
     private var stopping = false
     private let wakeup = Semaphore()
-    private var thread: pthread_t?
+    private var thread: OSThread?
     private let onBatch: @Sendable (Int) -> Void
 
     /// `onBatch` is told each batch's size after it commits (for metrics).
@@ -38,22 +38,18 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
 
     /// Starts the writer thread.
     public func start() {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let status = pthread_create(&thread, nil, { context in
-            let writer = Unmanaged<GroupCommitWriter>.fromOpaque(context!).takeRetainedValue()
-            writer.run()
-            return nil
-        }, context)
-        precondition(status == 0, "cannot start the writer thread: \(status)")
-        self.thread = thread
+        do {
+            thread = try OSThread.start(name: "group-commit") { self.run() }
+        } catch {
+            preconditionFailure("cannot start the writer thread: \(error)")
+        }
     }
 
     /// Finishes what is queued, then stops the writer thread.
     public func stop() {
         lock.withLock { stopping = true }
         wakeup.signal()
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         thread = nil
     }
 
@@ -90,42 +86,15 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
         }
     }
 
+    /// One transaction for the whole batch, one savepoint per request: a refused request
+    /// leaves no trace, and if the commit fails, nothing of the batch is durable, so every
+    /// request in it fails, including those whose own work went well.
     private func commit(_ batch: [Job]) {
-        let database = store.database
-        do {
-            try database.execute("BEGIN IMMEDIATE")
-        } catch {
-            for job in batch { finish(job, .failure(error)) }
-            return
+        let results = store.writeBatch(batch.count) { index in
+            let outcome = try batch[index].work(store)
+            return (outcome, outcome.keep)
         }
-        let results = batch.map { job in
-            Result<WriteOutcome, any Error> {
-                // After an I/O error SQLite may have rolled the whole transaction back; a
-                // SAVEPOINT now would start a transaction of its own and commit outside the
-                // batch. Fail the rest of the batch instead.
-                guard !database.isAutocommit else { throw DatabaseError(code: 0, message: "the batch transaction was rolled back") }
-                try database.execute("SAVEPOINT request")
-                do {
-                    let outcome = try job.work(store)
-                    if !outcome.keep { try database.execute("ROLLBACK TO request") }
-                    try database.execute("RELEASE request")
-                    return outcome
-                } catch {
-                    try database.execute("ROLLBACK TO request")
-                    try database.execute("RELEASE request")
-                    throw error
-                }
-            }
-        }
-        do {
-            try database.execute("COMMIT")
-            for (job, result) in zip(batch, results) { finish(job, result) }
-        } catch {
-            // Nothing of the batch is durable: every request in it failed, including those
-            // whose own work went well.
-            try? database.execute("ROLLBACK")
-            for job in batch { finish(job, .failure(error)) }
-        }
+        for (job, result) in zip(batch, results) { finish(job, result) }
     }
 
     private func finish(_ job: Job, _ result: Result<WriteOutcome, any Error>) {

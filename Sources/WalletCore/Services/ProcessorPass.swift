@@ -85,7 +85,17 @@ public final class ProcessorPass {
                 // One transaction (one sync) records every answer in hand and claims for
                 // every free slot.
                 let claimLimit = exhausted ? 0 : min(free, Limits.processorBatchMax)
-                let claimed = try step(record: answered, claim: claimLimit, dueBy: started, into: &summary)
+                let claimed: ProcessorChanges
+                do {
+                    claimed = try step(record: answered, claim: claimLimit, dueBy: started, into: &summary)
+                } catch let error as DatabaseError where error.isBusy {
+                    // Another process kept the write lock past the busy timeout (a responder
+                    // under sustained deposits retakes it right after each commit). The answers
+                    // in hand are the bank's word: keep them and try again, rather than exit
+                    // and turn a definite "not paid" into a held unknown.
+                    guard keepAnswers(&answered, after: error, into: &summary) else { throw error }
+                    continue
+                }
                 answered.removeAll(keepingCapacity: true)
                 for payout in claimed.payouts { bank.start(payout) }
                 // A claim that only failed withdrawals for want of funds used no slot: claim
@@ -98,10 +108,15 @@ public final class ProcessorPass {
             if answered.isEmpty && !finished.isEmpty { oldestAnswer = clock() }
             answered += finished
         }
-        try store.database.immediateTransaction {
-            try store.purgeIdempotencyKeys(olderThan: clock().adding(seconds: -Limits.idempotencyRetentionSeconds))
-            try store.recordPass(startedAt: started, finishedAt: clock(), claimed: summary.claimed, completed: summary.completed,
-                                 failed: summary.failed, retried: summary.retried)
+        do {
+            try store.write {
+                try store.purgeIdempotencyKeys(olderThan: clock().adding(seconds: -Limits.idempotencyRetentionSeconds))
+                try store.recordPass(startedAt: started, finishedAt: clock(), claimed: summary.claimed, completed: summary.completed,
+                                     failed: summary.failed, retried: summary.retried)
+            }
+        } catch let error as DatabaseError where error.isBusy {
+            // Every outcome is recorded; only the bookkeeping waits for the next pass.
+            log.write(.warning, "database_busy", ["message": .string("\(error)"), "skipped": .string("pass record and key purge")])
         }
         log.write(.info, "pass", [
             "claimed": .integer(Int64(summary.claimed)), "completed": .integer(Int64(summary.completed)),
@@ -112,13 +127,39 @@ public final class ProcessorPass {
         return summary
     }
 
+    /// After a step found the database busy: drops the answers whose lease has run out (the
+    /// withdrawal may be claimed by another processor by now, exactly as after a lost lease;
+    /// the next holder asks the bank again with the same key) and logs the wait. Returns
+    /// whether the pass should try again: while answers are kept or calls are in flight.
+    private func keepAnswers(_ answered: inout [(Payout, BankTransport)], after error: DatabaseError,
+                             into summary: inout PassSummary) -> Bool {
+        let now = clock()
+        var lines = Log.Lines()
+        answered.removeAll { payout, transport in
+            guard payout.leaseUntil <= now else { return false }
+            lines.append(log.line(.warning, "lease_lost", [
+                "withdrawal": .integer(payout.withdrawalID), "outcome": .string(PayoutOutcome(transport).name),
+                "detail": .string("the database stayed busy until the lease ran out"),
+            ]))
+            summary.leaseLost += 1
+            return true
+        }
+        let retrying = !answered.isEmpty || bank.inFlightCount > 0
+        lines.append(log.line(.warning, "database_busy", [
+            "message": .string("\(error)"), "answers_kept": .integer(Int64(answered.count)),
+            "calls_in_flight": .integer(Int64(bank.inFlightCount)), "retrying": .string(retrying ? "yes" : "no"),
+        ]))
+        lines.flush()
+        return retrying
+    }
+
     /// One transaction: records the finished attempts, then claims up to `claim` due
     /// withdrawals. Returns what the claim took; the audit lines of both are written after
     /// the commit.
     private func step(record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
                       into summary: inout PassSummary) throws -> ProcessorChanges {
         if !finished.isEmpty { beforeRecording(finished) }
-        let (recorded, leaseLost, claimed) = try store.database.immediateTransaction {
+        let (recorded, leaseLost, claimed) = try store.write {
             let now = clock()
             var recorded = ProcessorChanges()
             var leaseLost: [(Payout, PayoutOutcome)] = []

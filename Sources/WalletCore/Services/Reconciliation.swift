@@ -60,14 +60,11 @@ public struct ReconciliationReport: Sendable {
 }
 
 public enum Reconciler {
-    /// Compares our `COMPLETED` withdrawals with the bank's payouts, key by key.
+    /// Compares our `COMPLETED` withdrawals with the bank's payouts, key by key: each
+    /// withdrawal's stored bank key, the `Idempotency-Key` its attempts sent.
     public static func reconcile(store: Store, bankPayouts: [BankPayout]) throws -> ReconciliationReport {
-        let ours = try store.database.query(
-            """
-            SELECT t.id, w.uuid, t.amount, t.status FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.type = 'WITHDRAWAL'
-            """) { row -> (key: String, wallet: String, amount: Int64, status: String, id: Int64) in
-            (key: "\(row.text(1)):\(row.integer(0))", wallet: row.text(1), amount: row.integer(2), status: row.text(3), id: row.integer(0))
+        let ours = try store.payouts().map { payout in
+            (key: payout.bankKey, wallet: payout.wallet, amount: payout.amount, status: payout.status, id: payout.withdrawalID)
         }
         var report = ReconciliationReport()
         var byKey: [String: [BankPayout]] = [:]
@@ -77,7 +74,7 @@ public enum Reconciler {
         for withdrawal in ours {
             let paid = byKey[withdrawal.key] ?? []
             known.insert(withdrawal.key)
-            if withdrawal.status == "COMPLETED" {
+            if withdrawal.status == TransactionStatus.completed.rawValue {
                 report.completedHere += 1
                 if paid.isEmpty {
                     report.findings.append(.init(kind: .missingAtBank, key: withdrawal.key,

@@ -35,7 +35,7 @@ public final class SerialWriter: WriteExecutor, @unchecked Sendable {
     public func perform(_ work: @escaping WriteWork) -> Result<WriteOutcome, any Error> {
         lock.withLock {
             Result {
-                try store.database.immediateTransaction {
+                try store.write {
                     let outcome = try work(store)
                     if !outcome.keep { throw Rollback(outcome: outcome) }
                     return outcome

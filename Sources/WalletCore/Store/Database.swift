@@ -24,6 +24,10 @@ public enum SQLValue: Sendable, Equatable {
 
     public init(_ value: Int64?) { self = value.map(SQLValue.integer) ?? .null }
     public init(_ value: String?) { self = value.map(SQLValue.text) ?? .null }
+    /// A status, kind or reason, bound by its raw value: queries never spell them out.
+    public init<Value: RawRepresentable>(_ value: Value?) where Value.RawValue == String {
+        self = value.map { .text($0.rawValue) } ?? .null
+    }
 }
 
 /// How durable a commit is. `full` syncs the WAL on every commit, so a committed deposit
@@ -45,7 +49,8 @@ public final class Database {
     /// the file if needed, unless `create` is false; a `queryOnly` one requires it and
     /// refuses every write (it still opens the file read-write, which WAL needs to share the
     /// `-shm` index).
-    public init(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full) throws {
+    public init(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+                busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds) throws {
         self.path = path
         var pointer: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | (queryOnly || !create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
@@ -58,7 +63,7 @@ public final class Database {
             sqlite3_close_v2(handle)
             throw error
         }
-        sqlite3_busy_timeout(handle, Limits.busyTimeoutMilliseconds)
+        sqlite3_busy_timeout(handle, busyTimeoutMilliseconds)
         try execute("PRAGMA foreign_keys = ON")
         if queryOnly {
             try execute("PRAGMA query_only = ON")
@@ -77,12 +82,21 @@ public final class Database {
 
     /// Runs SQL without results or parameters (pragmas, schema, transaction control).
     public func execute(_ sql: String) throws {
-        var message: UnsafeMutablePointer<CChar>?
-        let status = sqlite3_exec(handle, sql, nil, nil, &message)
-        if status != SQLITE_OK {
-            let text = message.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(handle))
-            sqlite3_free(message)
-            throw DatabaseError(code: status, message: text)
+        try check(sqlite3_exec(handle, sql, nil, nil, nil))
+    }
+
+    /// Checks an SQLite result code: the one place every call's result goes through. The
+    /// codes that only a mistake in this program can cause (misuse of the API, a parameter
+    /// index out of range) stop the program; every other failure is thrown with SQLite's
+    /// extended code and message.
+    func check(_ status: Int32) throws {
+        switch status {
+        case SQLITE_OK, SQLITE_ROW, SQLITE_DONE:
+            return
+        case SQLITE_MISUSE, SQLITE_RANGE:
+            preconditionFailure("SQLite API misused (\(status)): \(String(cString: sqlite3_errmsg(handle)))")
+        default:
+            throw DatabaseError(code: sqlite3_extended_errcode(handle), message: String(cString: sqlite3_errmsg(handle)))
         }
     }
 
@@ -128,29 +142,63 @@ public final class Database {
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction: the write lock is taken at the start,
     /// so the transaction never fails half-way for want of it. Rolls back on any error.
-    public func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
+    func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
+        try transaction("BEGIN IMMEDIATE", body)
+    }
+
+    /// Runs `body` in a read transaction: one consistent snapshot of the database, while
+    /// writers go on (WAL).
+    func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        try transaction("BEGIN", body)
+    }
+
+    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
+        precondition(isAutocommit, "transactions do not nest; a savepoint does")
+        try execute(begin)
+        let result: T
         do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
+            result = try body()
         } catch {
-            try? execute("ROLLBACK")
+            rollBack(after: error)
             throw error
+        }
+        do {
+            try execute("COMMIT")
+        } catch {
+            rollBack(after: error)
+            throw error
+        }
+        return result
+    }
+
+    /// Undoes the open transaction after `error`. SQLite may already have rolled it back on
+    /// its own (after an I/O error or a full disk): then there is nothing left to undo. A
+    /// ROLLBACK that fails leaves the connection in a state nobody can know, holding the
+    /// write lock perhaps, so the program stops rather than carry on with it.
+    private func rollBack(after error: any Error) {
+        guard !isAutocommit else { return }
+        do {
+            try execute("ROLLBACK")
+        } catch let rollbackError {
+            preconditionFailure("ROLLBACK failed (\(rollbackError)) after \(error)")
         }
     }
 
-    /// Runs `body` in a savepoint inside the current transaction; on error only its own
-    /// changes are undone.
-    public func savepoint<T>(_ body: () throws -> T) throws -> T {
-        try execute("SAVEPOINT request")
+    /// Runs `body` in a savepoint inside the current transaction. Its changes are released
+    /// into the transaction when it returns true, undone when it returns false or throws.
+    func savepoint<T>(_ body: () throws -> (value: T, keep: Bool)) throws -> T {
+        // After an I/O error SQLite may have rolled the whole transaction back; a SAVEPOINT
+        // now would start a transaction of its own and commit on RELEASE.
+        guard !isAutocommit else { throw DatabaseError(code: SQLITE_ABORT, message: "the transaction was rolled back") }
+        try execute("SAVEPOINT work")
         do {
-            let result = try body()
-            try execute("RELEASE request")
-            return result
+            let (value, keep) = try body()
+            if !keep { try execute("ROLLBACK TO work") }
+            try execute("RELEASE work")
+            return value
         } catch {
-            try execute("ROLLBACK TO request")
-            try execute("RELEASE request")
+            try execute("ROLLBACK TO work")
+            try execute("RELEASE work")
             throw error
         }
     }
@@ -166,7 +214,8 @@ public final class Database {
         close(descriptor)
         let target = try Database(path: path)
         guard let backup = sqlite3_backup_init(target.handle, "main", handle, "main") else {
-            throw DatabaseError(code: sqlite3_errcode(target.handle), message: String(cString: sqlite3_errmsg(target.handle)))
+            try target.check(sqlite3_errcode(target.handle))
+            preconditionFailure("sqlite3_backup_init failed without an error")
         }
         var status: Int32
         repeat {
@@ -174,9 +223,7 @@ public final class Database {
             if status == SQLITE_BUSY || status == SQLITE_LOCKED { sqlite3_sleep(20) }
         } while status == SQLITE_OK || status == SQLITE_BUSY || status == SQLITE_LOCKED
         sqlite3_backup_finish(backup)
-        guard status == SQLITE_DONE else {
-            throw DatabaseError(code: status, message: String(cString: sqlite3_errstr(status)))
-        }
+        if status != SQLITE_DONE { try target.check(status) }
         _ = try target.scalarText("PRAGMA journal_mode = DELETE")
     }
 
@@ -186,8 +233,8 @@ public final class Database {
             statement = cached
         } else {
             var pointer: OpaquePointer?
-            let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil)
-            guard status == SQLITE_OK, let pointer else { throw error(status) }
+            try check(sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil))
+            guard let pointer else { preconditionFailure("an empty statement: \(sql)") }
             statement = Statement(pointer: pointer, database: self)
             statements[sql] = statement
         }
@@ -195,9 +242,7 @@ public final class Database {
         return statement
     }
 
-    fileprivate func error(_ status: Int32) -> DatabaseError {
-        DatabaseError(code: sqlite3_extended_errcode(handle), message: String(cString: sqlite3_errmsg(handle)))
-    }
+
 }
 
 /// A prepared statement: bound, stepped, then reset for its next use.
@@ -227,28 +272,55 @@ final class Statement {
                 status = bytes.withUnsafeBytes { sqlite3_bind_blob(pointer, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
             case .null: status = sqlite3_bind_null(pointer, index)
             }
-            guard status == SQLITE_OK else { throw database.error(status) }
+            try database.check(status)
         }
     }
 
     /// Advances to the next row; false when the statement is done.
     func step() throws -> Bool {
-        switch sqlite3_step(pointer) {
-        case SQLITE_ROW: return true
-        case SQLITE_DONE: return false
-        case let status:
-            let error = database.error(status)
+        let status = sqlite3_step(pointer)
+        do {
+            try database.check(status)
+        } catch {
             sqlite3_reset(pointer)
             throw error
         }
+        return status == SQLITE_ROW
     }
 
     func reset() { sqlite3_reset(pointer) }
+
+    /// Result column names to indexes, read once per prepared statement (statements are
+    /// cached for the connection's life, so this is paid once per query text).
+    private lazy var columns: [String: Int32] = {
+        var columns: [String: Int32] = [:]
+        for index in 0..<sqlite3_column_count(pointer) {
+            guard let name = sqlite3_column_name(pointer, index) else { continue }
+            // A name that appears twice (a join) keeps its first column.
+            let key = String(cString: name)
+            if columns[key] == nil { columns[key] = index }
+        }
+        return columns
+    }()
+
+    func columnIndex(_ name: String) -> Int32? { columns[name] }
 }
 
-/// The current row of a query, read by column index.
+/// The current row of a query, read by column name or index.
 public struct Row {
     fileprivate let statement: Statement
+
+    /// The index of the result column called `name`; asking for a column the query does not
+    /// have is a bug in this program.
+    private func index(_ name: String) -> Int32 {
+        guard let index = statement.columnIndex(name) else { preconditionFailure("the query has no column \(name)") }
+        return index
+    }
+
+    public func integer(_ name: String) -> Int64 { integer(index(name)) }
+    public func optionalInteger(_ name: String) -> Int64? { optionalInteger(index(name)) }
+    public func text(_ name: String) -> String { text(index(name)) }
+    public func optionalText(_ name: String) -> String? { optionalText(index(name)) }
 
     public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(statement.pointer, column) == SQLITE_NULL }
 

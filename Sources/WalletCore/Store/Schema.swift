@@ -5,7 +5,7 @@
 /// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
 /// append-only.
 public enum Schema {
-    public static let migrations: [String] = [version1]
+    public static let migrations: [String] = [version1, version2]
 
     /// The version this binary writes. A database with a newer version was migrated by a
     /// newer binary, and this one refuses to touch it.
@@ -124,5 +124,29 @@ public enum Schema {
             failed       INTEGER NOT NULL,
             retried      INTEGER NOT NULL
         ) STRICT;
+        """
+
+    /// Every withdrawal gets a random bank key of its own, stored when it is created and sent
+    /// as the bank's `Idempotency-Key` on every attempt. The key of version 1 was
+    /// `<wallet uuid>:<transaction id>`, and a database restored from a backup hands out
+    /// transaction ids again: a new withdrawal could then get the key of an old payout, and
+    /// the bank would answer the old payout's success for it. Existing withdrawals keep the
+    /// key they were paid (or are being paid) with; deposits have none.
+    static let version2 = """
+        ALTER TABLE transactions ADD COLUMN bank_key TEXT CHECK (bank_key IS NULL OR length(bank_key) BETWEEN 1 AND 255);
+        UPDATE transactions SET bank_key = (SELECT uuid FROM wallets WHERE wallets.id = transactions.wallet_id) || ':' || id
+        WHERE type = 'WITHDRAWAL';
+        -- One payout per key, and `walletctl reconcile` finds a bank ledger line's withdrawal by it.
+        CREATE UNIQUE INDEX transactions_by_bank_key ON transactions (bank_key);
+
+        -- A withdrawal has its key from the start and keeps it; a deposit never has one. (A
+        -- column added to a table with rows cannot get a CHECK that the existing rows fail
+        -- until the UPDATE above has run, hence triggers.)
+        CREATE TRIGGER transactions_bank_key_on_insert BEFORE INSERT ON transactions
+        WHEN (NEW.type = 'WITHDRAWAL') <> (NEW.bank_key IS NOT NULL)
+        BEGIN SELECT RAISE(ABORT, 'a withdrawal has a bank key and a deposit has none'); END;
+        CREATE TRIGGER transactions_bank_key_fixed BEFORE UPDATE OF bank_key ON transactions
+        WHEN OLD.bank_key IS NOT NEW.bank_key
+        BEGIN SELECT RAISE(ABORT, 'a bank key never changes'); END;
         """
 }

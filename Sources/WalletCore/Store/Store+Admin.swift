@@ -70,7 +70,8 @@ extension Store {
             "SELECT min(next_attempt_at), count(*) FROM transactions WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
             [.integer(now.microseconds)]) { ($0.optionalInteger(0), $0.integer(1)) } ?? (nil, 0)
         let unknown = try database.scalarInteger(
-            "SELECT count(*) FROM transactions WHERE status = 'PROCESSING' AND failure_reason = 'bank_outcome_unknown'") ?? 0
+            "SELECT count(*) FROM transactions WHERE status = ?1 AND failure_reason = ?2",
+            [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown)]) ?? 0
         let pass = try database.queryFirst(
             "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1") {
             Statistics.Pass(startedAt: Timestamp(microseconds: $0.integer(0)), finishedAt: Timestamp(microseconds: $0.integer(1)),

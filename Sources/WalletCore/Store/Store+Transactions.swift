@@ -124,7 +124,8 @@ extension Store {
         guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
-            scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey, now: now)
+            scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
+            bankKey: BankKey.random(), now: now)
         return .success(Transaction(
             id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
             executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
@@ -138,17 +139,26 @@ extension Store {
         guard transaction.type == .withdrawal, transaction.status == .pending else {
             return .failure(.notCancelable(transaction.status))
         }
-        let changed = try database.run(
+        let changed = try updateStatus(
             """
-            UPDATE transactions SET status = 'CANCELED', failure_reason = 'canceled', next_attempt_at = NULL, updated_at = ?1
-            WHERE id = ?2 AND status = 'PENDING'
-            """,
-            [.integer(now.microseconds), .integer(id)])
+            UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
+            WHERE id = ?4 AND status = ?5
+            """, from: .pending, to: .canceled,
+            [SQLValue(TransactionStatus.canceled), SQLValue(FailureReason.canceled), .integer(now.microseconds), .integer(id),
+             SQLValue(TransactionStatus.pending)])
         precondition(changed == 1, "the withdrawal changed inside our own write transaction")
         var canceled = transaction
         canceled.status = .canceled
         canceled.failureReason = .canceled
         return .success(canceled)
+    }
+
+    /// Runs an update that moves transactions from `from` to `to`, after checking the move
+    /// against the state machine's table (a move the table lacks is a bug in this program).
+    /// Returns the number of rows changed.
+    func updateStatus(_ sql: String, from: TransactionStatus, to: TransactionStatus, _ values: [SQLValue]) throws -> Int {
+        precondition(from.canBecome(to), "\(from.rawValue) → \(to.rawValue) is not a transition of the state machine")
+        return try database.run(sql, values)
     }
 
     /// Counts and exact sums of transactions by type and status, for `/metrics` and
@@ -178,16 +188,16 @@ extension Store {
 
     func insertTransaction(walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
                            scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
-                           idempotencyKey: String?, now: Timestamp) throws -> Int64 {
+                           idempotencyKey: String?, bankKey: String? = nil, now: Timestamp) throws -> Int64 {
         try database.run(
             """
             INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
-                                      next_attempt_at, idempotency_key)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+                                      next_attempt_at, idempotency_key, bank_key)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
             """,
             [.integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
              SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
-             SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey)])
+             SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey)])
         return database.lastInsertRowID
     }
 }
