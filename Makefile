@@ -6,6 +6,7 @@
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
 #   make bench     the benchmark table (scripts/bench.sh)
+#   make verify    check the payout rules' model exhaustively with spin
 #   make install   install the release binaries, systemd units, nginx site and
 #                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
@@ -60,16 +61,16 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd openapi integration schemathesis
+TEST_SUITES := swift bank systemd openapi integration schemathesis verify
 
-.PHONY: all deps deps-bench deps-schemathesis build release run test $(addprefix test-,$(TEST_SUITES)) \
+.PHONY: all deps deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
         bench install clean distclean help
 
 # Plain `make` builds.
 all: build
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
@@ -99,6 +100,18 @@ deps-bench:
 	  echo "==> installing: wrk"; \
 	  $(SUDO) apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
+
+# spin, and a C compiler for the verifier it generates, only for `make verify`.
+deps-verify:
+	@missing=(); \
+	command -v spin >/dev/null || missing+=(spin); \
+	command -v gcc >/dev/null || missing+=(gcc libc6-dev); \
+	if (( $${#missing[@]} )); then \
+	  echo "==> installing: $${missing[*]}"; \
+	  $(SUDO) apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends "$${missing[@]}"; \
+	fi
 
 build:
 	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
@@ -174,6 +187,15 @@ deps-schemathesis:
 	  echo "==> installing: python3-venv"; \
 	  $(SUDO) apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
+
+# The model of the withdrawal protocol (verify/wallet.pml), checked
+# exhaustively by spin against verify/payout-rules.tsv and
+# verify/bank-answers.tsv, and its mutants (docs/VERIFY.md).
+verify: deps-verify
+	$(call require,verify/check.sh)
+	bash verify/check.sh
+
+test-verify: verify
 
 # The benchmarks choose their own build and settings.
 bench: deps deps-bench
@@ -325,7 +347,7 @@ uninstall:
 # Build products and the development run dir (sockets, logs). The
 # development database var/wallet.db is kept: `make distclean` removes it.
 clean:
-	rm -rf .build var/run
+	rm -rf .build var/run verify/build
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
