@@ -16,8 +16,9 @@
  *                   success_body: the key is paid (now or earlier);
  *                   failed_body, failed_body_http_200: the key is not paid
  *                     (a paid key replays success, never failed);
- *                   bare_4xx, status_409, status_425, status_429: this call
- *                     paid nothing (the key may be paid from earlier);
+ *                   bare_4xx, bare_4xx_after_resend, status_409, status_425,
+ *                     status_429: this call paid nothing (the key may be
+ *                     paid from earlier);
  *                   success_body_not_200, bare_5xx, other_body: this call
  *                     may or may not have paid.
  *
@@ -27,13 +28,10 @@
  * once.
  */
 
-/* Whether the call holding key i's lock may be refused with a bare 4xx: not
-   a resend, unless RESEND_REFUSED (see docs/VERIFY.md, "Known gaps"). */
-#ifdef RESEND_REFUSED
-#define MAY_REFUSE(i) true
-#else
-#define MAY_REFUSE(i) (!w[i].resent)
-#endif
+/* A bare 4xx to the call holding key i's lock: bare_4xx for a first request,
+   bare_4xx_after_resend for libcurl's resend (the processor tells them apart:
+   its pre-request callback ran twice). */
+#define REFUSE(i, a) if :: !w[i].resent -> a = bare_4xx :: w[i].resent -> a = bare_4xx_after_resend fi
 
 /* A processor's call reaches the network (phase CLAIMED -> CALLING or ANSWERED). */
 inline send(p) {
@@ -99,7 +97,7 @@ inline bank_answers(i, a) {
      if
      :: a = failed_body
      :: a = failed_body_http_200
-     :: MAY_REFUSE(i) -> a = bare_4xx
+     :: REFUSE(i, a)
      :: a = status_409
      :: a = status_425
      :: a = status_429
@@ -111,7 +109,7 @@ inline bank_answers(i, a) {
      if
      :: a = success_body
      :: a = success_body_not_200
-     :: MAY_REFUSE(i) -> a = bare_4xx
+     :: REFUSE(i, a)
      :: a = status_409
      :: a = status_425
      :: a = status_429

@@ -206,20 +206,22 @@ mutant resend-refused-unreachable \
   answers '$1 == "reset_then_resend_refused" { $2 = "unreachable" } 1' \
   safety 'refunded'
 # shellcheck disable=SC2016
+mutant resend-4xx-refused \
+  "a bare 4xx to libcurl's resend counts as this request refused (bare_4xx_after_resend -> refused)" \
+  answers '$1 == "bare_4xx_after_resend" { $2 = "refused" } 1' \
+  safety 'refunded'
+# shellcheck disable=SC2016
 mutant declined-rechecked \
   "the bank's failed body after doubt is asked again forever (declined yes yes -> recheck)" \
   rules '$1 == "declined" && $2 == "yes" && $3 == "yes" { $4 = "recheck"; $5 = "yes"; $6 = "bank_outcome_unknown" } 1' \
   liveness 'acceptance cycle'
 
 # Not mutants: the real rules, each with one behaviour the safety run
-# assumes away (docs/VERIFY.md, "Known gaps"). Kept so that the assumptions
+# assumes away (docs/VERIFY.md, "Known gap"). Kept so that the assumptions
 # stay visible: once the rules or the code cover one, its run goes.
 echo "==> known gaps: the real rules without an assumption (each must still be found)"
-mutant resend-answered-4xx \
-  "libcurl's resend after a lost answer is answered with a bare 4xx" \
-  none '' safety 'refunded' "-DRESEND_REFUSED"
 mutant late-send \
-  "a processor starts its call after its lease ran out" \
+  "a processor starts its call after its lease ran out (the code checks the lease just before sending; a pause between the check and the send is still possible)" \
   none '' safety 'refunded' "-DLATE_SEND"
 
 if (( ${#failures[@]} )); then

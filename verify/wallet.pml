@@ -15,8 +15,7 @@
  *             saturates at LIMIT, where every attempt is the last
  *   LIVENESS  the liveness run: at most DISTURB_MAX crashes and lease
  *             losses of a live holder, and the formula below
- * and, to show the two known gaps of docs/VERIFY.md:
- *   RESEND_REFUSED  libcurl's resend may be answered with a bare 4xx
+ * and, to show the known gap of docs/VERIFY.md:
  *   LATE_SEND       a processor may start its call after its lease expired
  */
 #include "rules.pml"
@@ -256,7 +255,7 @@ end:
 /* A lease expires only once its holder's call has ended: the lease outlasts
    the bank call's time limit. A holder with an answer in hand may still
    lose it (it was slow to record). With LATE_SEND, a holder may also start
-   its call after its lease ran out (docs/VERIFY.md, "Known gaps"). */
+   its call after its lease ran out (docs/VERIFY.md, "Known gap"). */
 #ifdef LATE_SEND
 #define callRunning(p) (pr[p].phase == CALLING)
 #else
