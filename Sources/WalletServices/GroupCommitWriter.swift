@@ -86,10 +86,7 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
                 queue.removeFirst(count)
                 return (batch, stopping && queue.isEmpty)
             }
-            if !batch.isEmpty {
-                commit(batch)
-                onBatch(batch.count)
-            }
+            if !batch.isEmpty { commit(batch) }
             // More may be queued than one batch takes: come round again without waiting.
             if lock.withLock({ !queue.isEmpty }) { wakeup.signal() }
             if finished { return }
@@ -104,6 +101,9 @@ public final class GroupCommitWriter: WriteExecutor, @unchecked Sendable {
             let outcome = try batch[index].work(store)
             return (outcome, outcome.keep)
         }
+        // Counted before anyone is answered, so a client that reads the metrics next sees
+        // its own request's batch.
+        onBatch(batch.count)
         for (job, result) in zip(batch, results) { finish(job, result) }
     }
 

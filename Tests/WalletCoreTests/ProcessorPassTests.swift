@@ -301,19 +301,24 @@ struct ProcessorPassTests {
         try expectLedgerConsistent(fixture.store)
     }
 
-    @Test("withdrawals due together are settled against the balance in due order")
+    @Test("withdrawals due together are settled against the balance in due order, not in id order")
     func fundsRunOut() throws {
         let fixture = try ProcessorFixture(balance: 500)
-        let first = try fixture.t.dueWithdrawal(fixture.wallet, 300)
-        let second = try fixture.t.dueWithdrawal(fixture.wallet, 300)
-        let third = try fixture.t.dueWithdrawal(fixture.wallet, 200)
+        let now = Timestamp.now()
+        func scheduled(_ amount: Int64, inSeconds seconds: Int64) throws -> Int64 {
+            let response = fixture.t.withdraw(fixture.wallet, amount, scheduledFor: now.adding(seconds: seconds).rfc3339)
+            return try #require(response.json["id"]?.integer)
+        }
+        // Ids in one order, due times in another: due second, first, third.
+        let dueSecond = try scheduled(200, inSeconds: 30)
+        let dueFirst = try scheduled(300, inSeconds: 10)
+        let dueThird = try scheduled(300, inSeconds: 35)
         let bank = ScriptedBank(always: .paid)
-        let summary = try runPass(fixture.store, bank)
+        let summary = try runPass(fixture.store, bank, processorSettings(concurrency: 1), clock: { now.adding(seconds: 60) })
         #expect(summary == PassSummary(claimed: 3, completed: 2, failed: 1, retried: 0, leaseLost: 0))
-        #expect(try fixture.t.transaction(first).status == .completed)
-        #expect(try fixture.t.transaction(second).failureReason == .insufficientFunds)
-        #expect(try fixture.t.transaction(third).status == .completed)
-        #expect(Set(bank.calls.map(\.withdrawalID)) == [first, third])
+        // 500: the first due takes 300, the second 200, the third finds nothing left.
+        #expect(bank.calls.map(\.withdrawalID) == [dueFirst, dueSecond])
+        #expect(try fixture.t.transaction(dueThird).failureReason == .insufficientFunds)
         #expect(try fixture.t.wallet(fixture.wallet).balance == .zero)
         try expectLedgerConsistent(fixture.store)
     }
