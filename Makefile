@@ -6,6 +6,7 @@
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
 #   make bench     the benchmark table (scripts/bench.sh)
+#   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
 #   make install   install the release binaries, systemd units, nginx site and
 #                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
@@ -56,15 +57,18 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
 TEST_SUITES := swift bank systemd openapi integration
+# The unit tests under ThreadSanitizer and AddressSanitizer, and each fuzz
+# target for FUZZ_TEST_SECONDS (docs/FUZZING.md).
+TEST_SUITES += sanitizers fuzz
 
 .PHONY: all deps deps-bench build release run test $(addprefix test-,$(TEST_SUITES)) \
-        bench install clean distclean help
+        bench fuzz install clean distclean help
 
 # Plain `make` builds.
 all: build
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
@@ -153,6 +157,37 @@ test-integration:
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
 	echo "$(PYTHON) -m pytest Tests/integration (binaries: $$WALLET_BIN_DIR)"; \
 	$(PYTHON) -m pytest -q -ra -p no:cacheprovider Tests/integration $(PYTEST_ARGS)
+
+# The unit tests under the sanitizers, each build in its own scratch path so
+# that it never invalidates the plain one. TSan: the tests of the code that
+# runs on several threads; ASan (with LeakSanitizer): all of them. Any report
+# fails the run. Swift's backtracer is off: it reads memory the sanitizers
+# guard and would turn a report into a crash of its own. lld: gold prints a
+# warning per ASan symbol. Tests/sanitizers/lsan.supp says why each
+# suppressed leak report is none. Each prints its time.
+SANITIZER_TESTS_THREAD ?= GroupCommitWriterTests|SignalPipeTests|ProcessorPassTests|JitterTests
+SANITIZER_FLAGS := -Xswiftc -use-ld=lld
+test-sanitizers:
+	$(call require,Tests/sanitizers/lsan.supp)
+	@start=$$SECONDS; echo "==> ThreadSanitizer: $(SANITIZER_TESTS_THREAD)"; \
+	SWIFT_BACKTRACE=enable=no $(SWIFT) test $(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=thread \
+	  --scratch-path .build-tsan --filter '$(SANITIZER_TESTS_THREAD)'; \
+	echo "==> ThreadSanitizer: passed in $$((SECONDS - start)) s"
+	@start=$$SECONDS; echo "==> AddressSanitizer: every unit test"; \
+	SWIFT_BACKTRACE=enable=no LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/sanitizers/lsan.supp \
+	  $(SWIFT) test $(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan; \
+	echo "==> AddressSanitizer: passed in $$((SECONDS - start)) s"
+
+# Seconds per fuzz target: `make fuzz` and the `fuzz` suite of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 15
+
+fuzz: deps
+	bash scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+test-fuzz:
+	$(call require,scripts/fuzz.sh)
+	bash scripts/fuzz.sh run $(FUZZ_TEST_SECONDS)
 
 # The benchmarks choose their own build and settings.
 bench: deps deps-bench
@@ -304,7 +339,7 @@ uninstall:
 # Build products and the development run dir (sockets, logs). The
 # development database var/wallet.db is kept: `make distclean` removes it.
 clean:
-	rm -rf .build var/run
+	rm -rf .build .build-fuzz .build-tsan .build-asan var/run
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
