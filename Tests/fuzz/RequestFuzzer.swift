@@ -130,8 +130,30 @@ func check(_ response: Response, _ input: String) {
     }
     if response.status >= 400 {
         checkError(response, input)
-    } else if response.contentType == "application/json", (try? JSONParser.parse(Array(response.body.utf8))) == nil {
-        fatalError("a \(response.status) body is not JSON: \(response.body)\n\(input)")
+    } else if response.contentType == "application/json" {
+        guard let body = try? JSONParser.parse(Array(response.body.utf8)) else {
+            fatalError("a \(response.status) body is not JSON: \(response.body)\n\(input)")
+        }
+        checkTimestamps(in: body, response, input)
+    }
+}
+
+/// Every time a response shows (`created_at`, `scheduled_for`, ...) is RFC 3339 that the
+/// service itself would accept back.
+func checkTimestamps(in value: JSONValue, _ response: Response, _ input: String) {
+    switch value {
+    case .object(let members):
+        for (name, member) in members {
+            if name.hasSuffix("_at") || name == "scheduled_for", case .string(let text) = member,
+               Timestamp(rfc3339: text) == nil {
+                fatalError("\(name) \(text) in a \(response.status) response is not RFC 3339: \(response.body)\n\(input)")
+            }
+            checkTimestamps(in: member, response, input)
+        }
+    case .array(let elements):
+        for element in elements { checkTimestamps(in: element, response, input) }
+    default:
+        break
     }
 }
 
