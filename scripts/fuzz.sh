@@ -65,8 +65,8 @@ stale() {
     return 1
 }
 
-# WalletCore once, as a static library with its module (testable, so the targets
-# can reach the internal parsing types as the unit tests do), then each target.
+# WalletCore once, as a static library with its module, then each target. The
+# targets import it as the executables do: they reach only its public API.
 build() {
     mkdir -p "$build_dir"
     local core_sources=()
@@ -74,7 +74,7 @@ build() {
     local library="$build_dir/libWalletCore.a"
     if stale "$library" "${core_sources[@]}" "${BASH_SOURCE[0]}"; then
         echo "==> fuzz: building WalletCore with -sanitize=fuzzer,address"
-        "$swiftc" -emit-library -static -parse-as-library -module-name WalletCore -enable-testing \
+        "$swiftc" -emit-library -static -parse-as-library -module-name WalletCore \
             -emit-module -emit-module-path "$build_dir/WalletCore.swiftmodule" \
             "${swift_flags[@]}" "${core_sources[@]}" -o "$library"
     fi

@@ -16,7 +16,7 @@
 // HTTP 200 with the bank's success body, a JSON object whose "data" is "success" and
 // whose "status" is 200.
 
-@testable import WalletCore
+import WalletCore
 
 /// The attempt an input stands for, or nil when its first line names none.
 func transport(_ data: [UInt8]) -> BankTransport? {

@@ -26,7 +26,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import WalletCore
+import WalletCore
 
 /// The wallet the database holds; the seed corpus uses its id.
 let knownWallet = "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b"
