@@ -161,21 +161,27 @@ test-integration:
 # The unit tests under the sanitizers, each build in its own scratch path so
 # that it never invalidates the plain one. TSan: the tests of the code that
 # runs on several threads; ASan (with LeakSanitizer): all of them. Any report
-# fails the run. Swift's backtracer is off: it reads memory the sanitizers
-# guard and would turn a report into a crash of its own. lld: gold prints a
-# warning per ASan symbol. Tests/sanitizers/lsan.supp says why each
-# suppressed leak report is none. Each prints its time.
+# fails the run. Only the test bundle is built (SwiftPM names it after the
+# package): the executables and swift-argument-parser would be built for
+# nothing. Swift's backtracer is off: it reads memory the sanitizers guard and
+# would turn a report into a crash of its own. lld: gold prints a warning per
+# ASan symbol. Tests/sanitizers/lsan.supp says why each suppressed leak
+# report is none. Each prints its time.
 SANITIZER_TESTS_THREAD ?= GroupCommitWriterTests|SignalPipeTests|ProcessorPassTests|JitterTests
 SANITIZER_FLAGS := -Xswiftc -use-ld=lld
+SANITIZER_TEST_PRODUCT := walletPackageTests
 test-sanitizers:
 	$(call require,Tests/sanitizers/lsan.supp)
 	@start=$$SECONDS; echo "==> ThreadSanitizer: $(SANITIZER_TESTS_THREAD)"; \
-	SWIFT_BACKTRACE=enable=no $(SWIFT) test $(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=thread \
-	  --scratch-path .build-tsan --filter '$(SANITIZER_TESTS_THREAD)'; \
+	flags=($(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan); \
+	$(SWIFT) build "$${flags[@]}" --product $(SANITIZER_TEST_PRODUCT); \
+	SWIFT_BACKTRACE=enable=no $(SWIFT) test "$${flags[@]}" --skip-build --filter '$(SANITIZER_TESTS_THREAD)'; \
 	echo "==> ThreadSanitizer: passed in $$((SECONDS - start)) s"
 	@start=$$SECONDS; echo "==> AddressSanitizer: every unit test"; \
+	flags=($(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan); \
+	$(SWIFT) build "$${flags[@]}" --product $(SANITIZER_TEST_PRODUCT); \
 	SWIFT_BACKTRACE=enable=no LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/sanitizers/lsan.supp \
-	  $(SWIFT) test $(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan; \
+	  $(SWIFT) test "$${flags[@]}" --skip-build; \
 	echo "==> AddressSanitizer: passed in $$((SECONDS - start)) s"
 
 # Seconds per fuzz target: `make fuzz` and the `fuzz` suite of `make test`.
