@@ -125,12 +125,12 @@ run_target() {
         "$(find "Tests/fuzz/corpus/$target" -type f | wc -l)"
     if (( status != 0 )); then
         echo "==> fuzz: $target FAILED (exit $status); the end of $log:" >&2
-        grep -v -E '^#[0-9]+ |Uses: ' "$log" | tail -n 40 >&2
+        grep -v -E '^#[0-9]+[[:space:]]|Uses: ' "$log" | tail -n 40 >&2
         local artifact
         artifact="$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)"
         if [[ -n "$artifact" ]]; then
             echo "==> fuzz: the input is $artifact" >&2
-            echo "    reproduce: $build_dir/$target $artifact" >&2
+            echo "    reproduce: SWIFT_BACKTRACE=enable=no $build_dir/$target $artifact" >&2
             echo "    once fixed, keep it: cp $artifact Tests/fuzz/corpus/$target/<what-it-tests>" >&2
         fi
         status=1
