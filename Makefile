@@ -7,6 +7,7 @@
 #   make test      build, then run every test suite, with a summary
 #   make bench     the benchmark table (scripts/bench.sh)
 #   make verify    check the payout rules' model exhaustively with spin
+#   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
 #   make install   install the release binaries, systemd units, nginx site and
 #                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
@@ -62,9 +63,12 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
 TEST_SUITES := swift bank systemd openapi integration schemathesis verify
+# The unit tests under ThreadSanitizer and AddressSanitizer, and each fuzz
+# target for FUZZ_TEST_SECONDS (docs/FUZZING.md).
+TEST_SUITES += sanitizers fuzz
 
 .PHONY: all deps deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
-        bench install clean distclean help
+        bench fuzz install clean distclean help
 
 # Plain `make` builds.
 all: build
@@ -196,6 +200,43 @@ verify: deps-verify
 	bash verify/check.sh
 
 test-verify: verify
+
+# The unit tests under the sanitizers, each build in its own scratch path so
+# that it never invalidates the plain one. TSan: the tests of the code that
+# runs on several threads; ASan (with LeakSanitizer): all of them. Any report
+# fails the run. Only the test bundle is built (SwiftPM names it after the
+# package): the executables and swift-argument-parser would be built for
+# nothing. Swift's backtracer is off: it reads memory the sanitizers guard and
+# would turn a report into a crash of its own. lld: gold prints a warning per
+# ASan symbol. Tests/sanitizers/lsan.supp says why each suppressed leak
+# report is none. Each prints its time.
+SANITIZER_TESTS_THREAD ?= GroupCommitWriterTests|SignalPipeTests|ProcessorPassTests|JitterTests
+SANITIZER_FLAGS := -Xswiftc -use-ld=lld
+SANITIZER_TEST_PRODUCT := walletPackageTests
+test-sanitizers:
+	$(call require,Tests/sanitizers/lsan.supp)
+	@start=$$SECONDS; echo "==> ThreadSanitizer: $(SANITIZER_TESTS_THREAD)"; \
+	flags=($(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan); \
+	$(SWIFT) build "$${flags[@]}" --product $(SANITIZER_TEST_PRODUCT); \
+	SWIFT_BACKTRACE=enable=no $(SWIFT) test "$${flags[@]}" --skip-build --filter '$(SANITIZER_TESTS_THREAD)'; \
+	echo "==> ThreadSanitizer: passed in $$((SECONDS - start)) s"
+	@start=$$SECONDS; echo "==> AddressSanitizer: every unit test"; \
+	flags=($(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan); \
+	$(SWIFT) build "$${flags[@]}" --product $(SANITIZER_TEST_PRODUCT); \
+	SWIFT_BACKTRACE=enable=no LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/sanitizers/lsan.supp \
+	  $(SWIFT) test "$${flags[@]}" --skip-build; \
+	echo "==> AddressSanitizer: passed in $$((SECONDS - start)) s"
+
+# Seconds per fuzz target: `make fuzz` and the `fuzz` suite of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 15
+
+fuzz: deps
+	bash scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+test-fuzz:
+	$(call require,scripts/fuzz.sh)
+	bash scripts/fuzz.sh run $(FUZZ_TEST_SECONDS)
 
 # The benchmarks choose their own build and settings.
 bench: deps deps-bench
@@ -348,6 +389,8 @@ uninstall:
 # development database var/wallet.db is kept: `make distclean` removes it.
 clean:
 	rm -rf .build var/run verify/build
+
+	rm -rf .build .build-fuzz .build-tsan .build-asan var/run
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

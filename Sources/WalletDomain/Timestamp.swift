@@ -96,8 +96,17 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         guard scanner.atEnd else { return nil }
         let days = Timestamp.days(fromCivil: year, month, day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
-        self.microseconds = seconds * 1_000_000 + micros
+        let microseconds = seconds * 1_000_000 + micros
+        // An offset can carry a time named in year 0001 or 9999 into year 0 or 10000 in UTC,
+        // which `rfc3339` cannot write as four digits: a response would show a time that no
+        // RFC 3339 parser, this one included, reads back.
+        guard Timestamp.rfc3339Range.contains(microseconds) else { return nil }
+        self.microseconds = microseconds
     }
+
+    /// The instants whose UTC form has a four-digit year: 0001-01-01T00:00:00Z to
+    /// 9999-12-31T23:59:59.999999Z.
+    static let rfc3339Range: ClosedRange<Int64> = -62_135_596_800_000_000...253_402_300_799_999_999
 
     // MARK: - Calendar arithmetic (proleptic Gregorian, after Howard Hinnant's algorithms)
 

@@ -194,14 +194,15 @@ final class Worker: @unchecked Sendable {
 
     private func serveOne() -> Served {
         let started = Timestamp.now()
-        let requestID = parameter("REQUEST_ID") ?? "-"
-        let method = parameter("REQUEST_METHOD") ?? "GET"
+        let received = FastCGIRequest(parameter: parameter)
+        let requestID = received.requestID
+        let method = received.method
         let handled: WalletAPI.Handled
-        switch readRequest(method: method, requestID: requestID) {
+        switch readRequest(received) {
         case .success(let request):
             handled = context.api.handle(request, reader: reader)
         case .failure(let error):
-            handled = WalletAPI.Handled(response: error.response, route: Route(path: parameter("DOCUMENT_URI") ?? "")?.template ?? Route.unmatchedTemplate, ledgerEntries: [])
+            handled = WalletAPI.Handled(response: error.response, route: received.routeTemplate, ledgerEntries: [])
         }
         writeResponse(handled.response)
         let seconds = Double(Timestamp.now().microseconds - started.microseconds) / 1_000_000
@@ -237,33 +238,28 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Copies every parameter out of libfcgi (its pointers die at `FCGX_Finish_r`) and reads
-    /// the body, refusing one over the limit before reading it.
-    private func readRequest(method: String, requestID: String) -> Result<Request, APIError> {
-        let lengthText = parameter("CONTENT_LENGTH") ?? ""
-        let length = lengthText.isEmpty ? 0 : Int(lengthText) ?? -1
-        guard length >= 0 else {
-            return .failure(APIError(status: 400, code: "bad_request", message: "invalid Content-Length"))
+    /// Reads the body that the parameters announce, refusing one over the limit before
+    /// reading it; `FastCGIRequest` decides everything else.
+    private func readRequest(_ received: FastCGIRequest) -> Result<Request, APIError> {
+        let length: Int
+        switch received.bodyLength() {
+        case .success(let value): length = value
+        case .failure(let error): return .failure(error)
         }
-        guard length <= Limits.requestBodyBytesMax else { return .failure(.payloadTooLarge) }
         var body = [UInt8](repeating: 0, count: length)
-        var received = 0
-        while received < length {
-            let count = body.withUnsafeMutableBufferPointer { buffer in
+        var count = 0
+        while count < length {
+            let read = body.withUnsafeMutableBufferPointer { buffer in
                 buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: length) {
-                    FCGX_GetStr($0 + received, Int32(length - received), request.in)
+                    FCGX_GetStr($0 + count, Int32(length - count), request.in)
                 }
             }
-            guard count > 0 else { break }
-            received += Int(count)
+            guard read > 0 else { break }
+            count += Int(read)
         }
-        guard received == length else {
-            return .failure(APIError(status: 400, code: "bad_request", message: "the request body ended early"))
-        }
-        return .success(Request(
-            method: method, path: parameter("DOCUMENT_URI") ?? "/", query: parameter("QUERY_STRING") ?? "",
-            contentType: parameter("CONTENT_TYPE").flatMap { $0.isEmpty ? nil : $0 },
-            idempotencyKey: parameter("HTTP_IDEMPOTENCY_KEY"), body: body, requestID: requestID))
+        // A stream that ended early gives fewer bytes, which `request(body:)` refuses.
+        body.removeLast(length - count)
+        return received.request(body: body)
     }
 
     private func parameter(_ name: String) -> String? {

@@ -131,6 +131,25 @@ struct TimestampTests {
         #expect(Timestamp(rfc3339: time.rfc3339) == time)
     }
 
+    @Test("an offset that moves the instant out of years 0001 to 9999 is refused: its UTC form would not be RFC 3339", arguments: [
+        "9999-12-31T23:59:59-00:01",      // 10000-01-01T00:00:59Z
+        "9999-12-31T23:59:59.999999-23:59",
+        "0001-01-01T00:00:00+00:01",      // 0000-12-31T23:59:00Z
+        "0001-01-01T23:58:59.5+23:59",
+    ])
+    func refusedOutsideUTCYears(text: String) {
+        #expect(Timestamp(rfc3339: text) == nil)
+    }
+
+    @Test("the first and last instants of years 0001 to 9999 parse, whatever the offset that names them", arguments: [
+        ("0001-01-01T00:00:00Z", -62_135_596_800_000_000), ("0001-01-01T00:01:00+00:01", -62_135_596_800_000_000),
+        ("9999-12-31T23:59:59.999999Z", 253_402_300_799_999_999),
+        ("9999-12-31T23:58:59.999999-00:01", 253_402_300_799_999_999),
+    ] as [(String, Int64)])
+    func edgesOfUTCYears(text: String, microseconds: Int64) {
+        #expect(Timestamp(rfc3339: text)?.microseconds == microseconds)
+    }
+
     @Test("days from civil and back agree on every day of 1899 to 2101")
     func calendarArithmetic() {
         var expected = Timestamp.days(fromCivil: 1899, 1, 1)
