@@ -46,11 +46,9 @@ final class RollbackWriter: WriteExecutor, @unchecked Sendable {
     }
 
     func perform(_ work: @escaping WriteWork) -> Result<WriteOutcome, any Error> {
-        Result {
-            try store.database.execute("BEGIN IMMEDIATE")
-            defer { try? store.database.execute("ROLLBACK") }
-            return try work(store)
-        }
+        // One write in a savepoint that is never kept: its answer comes back, its changes
+        // are undone.
+        store.writeBatch(1) { _ in (try work(store), false) }[0]
     }
 }
 
@@ -66,7 +64,7 @@ final class Fixture {
         Fixture.remove(path)
         do {
             let writer = try Store.open(path: path, synchronous: .normal)
-            try writer.database.immediateTransaction {
+            try writer.write {
                 let now = Timestamp.now()
                 guard let id = WalletID(knownWallet), let amount = Amount(minorUnits: 5_000) else {
                     fatalError("the fixture's wallet id and amount are valid")
