@@ -5,6 +5,7 @@
 #   make release   swift build -c release
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
+#   make lint      swift format lint and shellcheck (make format rewrites)
 #   make bench     the benchmark table (scripts/bench.sh)
 #   make verify    check the payout rules' model exhaustively with spin
 #   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
@@ -62,13 +63,13 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd openapi integration schemathesis verify
+TEST_SUITES := lint swift bank systemd openapi integration schemathesis verify
 # The unit tests under ThreadSanitizer and AddressSanitizer, and each fuzz
 # target for FUZZ_TEST_SECONDS (docs/FUZZING.md).
 TEST_SUITES += sanitizers fuzz
 
 .PHONY: all deps deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
-        bench fuzz install clean distclean help
+        bench fuzz lint format install clean distclean help
 
 # Plain `make` builds.
 all: build
@@ -148,6 +149,21 @@ test: deps build
 define require
 @test -e $(1) || { echo "missing $(1)"; exit 1; }
 endef
+
+# The Swift sources as the toolchain's formatter writes them (the checked-in
+# .swift-format), and every shell script clean under shellcheck.
+SWIFT_FORMAT_PATHS := Package.swift Sources Tests/WalletCoreTests Tests/fuzz
+SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run bank/bank.cgi 2>/dev/null)
+lint:
+	$(SWIFT) format lint --strict --recursive $(SWIFT_FORMAT_PATHS)
+	shellcheck $(SHELL_SCRIPTS)
+	@echo "lint: swift format and shellcheck clean"
+
+test-lint: lint
+
+# Rewrites the Swift sources as the formatter wants them.
+format:
+	$(SWIFT) format format --in-place --recursive $(SWIFT_FORMAT_PATHS)
 
 # The Swift unit tests (Tests/WalletCoreTests).
 test-swift:

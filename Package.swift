@@ -9,7 +9,7 @@ let package = Package(
         .executable(name: "walletctl", targets: ["walletctl"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
         // C libraries from Debian's -dev packages, each behind a small module map.
@@ -38,20 +38,28 @@ let package = Package(
         // the audit and the reconciliation.
         .target(name: "WalletServices", dependencies: ["WalletDomain", "WalletJSON", "WalletPlatform", "WalletStore", "WalletHTTP"]),
 
-        .executableTarget(name: "wallet-fcgi", dependencies: [
-            "WalletServices", "WalletHTTP", "WalletStore", "WalletPlatform", "WalletDomain", "WalletJSON", "CFastCGI",
-        ]),
-        .executableTarget(name: "wallet-processor", dependencies: [
-            "WalletServices", "WalletStore", "WalletPlatform", "WalletDomain", "CCurl", "CMalloc",
-        ]),
-        .executableTarget(name: "walletctl", dependencies: [
-            "WalletServices", "WalletHTTP", "WalletStore", "WalletPlatform", "WalletDomain", "WalletJSON",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .executableTarget(
+            name: "wallet-fcgi",
+            dependencies: [
+                "WalletServices", "WalletHTTP", "WalletStore", "WalletPlatform", "WalletDomain", "WalletJSON", "CFastCGI",
+            ]),
+        .executableTarget(
+            name: "wallet-processor",
+            dependencies: [
+                "WalletServices", "WalletStore", "WalletPlatform", "WalletDomain", "CCurl", "CMalloc",
+            ]),
+        .executableTarget(
+            name: "walletctl",
+            dependencies: [
+                "WalletServices", "WalletHTTP", "WalletStore", "WalletPlatform", "WalletDomain", "WalletJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
 
-        .testTarget(name: "WalletCoreTests", dependencies: [
-            "WalletJSON", "WalletDomain", "WalletPlatform", "WalletStore", "WalletHTTP", "WalletServices",
-        ]),
+        .testTarget(
+            name: "WalletCoreTests",
+            dependencies: [
+                "WalletJSON", "WalletDomain", "WalletPlatform", "WalletStore", "WalletHTTP", "WalletServices",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -39,7 +39,8 @@ public struct Amount: Hashable, Sendable {
 
     public init?(minorUnits: Int64) {
         guard minorUnits >= 1, minorUnits <= Limits.amountMinorUnitsMax,
-              let money = Money(minorUnits: minorUnits) else { return nil }
+            let money = Money(minorUnits: minorUnits)
+        else { return nil }
         self.money = money
     }
 }

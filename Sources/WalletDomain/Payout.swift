@@ -18,8 +18,10 @@ public struct Payout: Sendable, Equatable {
     /// could race another processor's attempt, so it is dropped instead.
     public var leaseUntil: Timestamp
 
-    public init(withdrawalID: Int64, wallet: WalletID, amount: Amount, bankKey: String, attempt: Int64, bankMayHavePaid: Bool,
-                leaseUntil: Timestamp) {
+    public init(
+        withdrawalID: Int64, wallet: WalletID, amount: Amount, bankKey: String, attempt: Int64, bankMayHavePaid: Bool,
+        leaseUntil: Timestamp
+    ) {
         self.withdrawalID = withdrawalID
         self.wallet = wallet
         self.amount = amount
@@ -134,7 +136,8 @@ public enum PayoutOutcome: Sendable, Equatable {
     /// duplicated member) is not the bank's word.
     private static func bankBody(_ body: [UInt8]) -> BankBody? {
         guard case .object(let members)? = try? JSONParser.parse(body, depthMax: Limits.jsonDepthMax), members.count == 2,
-              case .string(let data)? = members["data"], let status = members["status"]?.integer else { return nil }
+            case .string(let data)? = members["data"], let status = members["status"]?.integer
+        else { return nil }
         switch (data, status) {
         case ("success", 200): return .success
         case ("failed", 503): return .failed

@@ -47,16 +47,27 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
             var divisor: Int64 = 1
             for _ in 1..<width { divisor *= 10 }
             var rest = value
-            if rest >= divisor * 10 { bytes.append(contentsOf: String(rest / (divisor * 10)).utf8); rest %= divisor * 10 }
+            if rest >= divisor * 10 {
+                bytes.append(contentsOf: String(rest / (divisor * 10)).utf8)
+                rest %= divisor * 10
+            }
             while divisor > 0 {
                 bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor))
                 rest %= divisor
                 divisor /= 10
             }
         }
-        digits(year, 4); bytes.append(UInt8(ascii: "-")); digits(month, 2); bytes.append(UInt8(ascii: "-")); digits(day, 2)
-        bytes.append(UInt8(ascii: "T")); digits(secondOfDay / 3600, 2); bytes.append(UInt8(ascii: ":"))
-        digits(secondOfDay / 60 % 60, 2); bytes.append(UInt8(ascii: ":")); digits(secondOfDay % 60, 2)
+        digits(year, 4)
+        bytes.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        bytes.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        bytes.append(UInt8(ascii: "T"))
+        digits(secondOfDay / 3600, 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(secondOfDay / 60 % 60, 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(secondOfDay % 60, 2)
         if micros != 0 {
             bytes.append(UInt8(ascii: "."))
             digits(micros, 6)
@@ -71,12 +82,12 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
     public init?(rfc3339 text: String) {
         var scanner = DigitScanner(Array(text.utf8))
         guard let year = scanner.number(4), year >= 1, scanner.take(UInt8(ascii: "-")),
-              let month = scanner.number(2), (1...12).contains(month), scanner.take(UInt8(ascii: "-")),
-              let day = scanner.number(2), day >= 1, day <= Timestamp.daysIn(month: month, year: year),
-              scanner.take(UInt8(ascii: "T")) || scanner.take(UInt8(ascii: "t")),
-              let hour = scanner.number(2), hour < 24, scanner.take(UInt8(ascii: ":")),
-              let minute = scanner.number(2), minute < 60, scanner.take(UInt8(ascii: ":")),
-              let second = scanner.number(2), second < 60
+            let month = scanner.number(2), (1...12).contains(month), scanner.take(UInt8(ascii: "-")),
+            let day = scanner.number(2), day >= 1, day <= Timestamp.daysIn(month: month, year: year),
+            scanner.take(UInt8(ascii: "T")) || scanner.take(UInt8(ascii: "t")),
+            let hour = scanner.number(2), hour < 24, scanner.take(UInt8(ascii: ":")),
+            let minute = scanner.number(2), minute < 60, scanner.take(UInt8(ascii: ":")),
+            let second = scanner.number(2), second < 60
         else { return nil }
         var micros: Int64 = 0
         if scanner.take(UInt8(ascii: ".")) {
@@ -88,7 +99,8 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
             offsetSeconds = 0
         } else if let sign = scanner.takeSign() {
             guard let offsetHours = scanner.number(2), offsetHours < 24, scanner.take(UInt8(ascii: ":")),
-                  let offsetMinutes = scanner.number(2), offsetMinutes < 60 else { return nil }
+                let offsetMinutes = scanner.number(2), offsetMinutes < 60
+            else { return nil }
             offsetSeconds = sign * (offsetHours * 3600 + offsetMinutes * 60)
         } else {
             return nil

@@ -79,7 +79,10 @@ public struct Transaction: Sendable, Equatable {
     public var failureReason: FailureReason?
     public var idempotencyKey: String?
 
-    public init(id: Int64, wallet: WalletID, type: TransactionType, amount: Amount, status: TransactionStatus, scheduledFor: Timestamp? = nil, executedAt: Timestamp? = nil, createdAt: Timestamp, attempts: Int64, failureReason: FailureReason? = nil, idempotencyKey: String? = nil) {
+    public init(
+        id: Int64, wallet: WalletID, type: TransactionType, amount: Amount, status: TransactionStatus, scheduledFor: Timestamp? = nil,
+        executedAt: Timestamp? = nil, createdAt: Timestamp, attempts: Int64, failureReason: FailureReason? = nil, idempotencyKey: String? = nil
+    ) {
         self.id = id
         self.wallet = wallet
         self.type = type

@@ -36,8 +36,9 @@ public struct APIError: Error, Equatable, Sendable {
     public static let transactionNotFound = APIError(status: 404, code: "not_found", message: "no transaction with this id in this wallet")
 
     public static func methodNotAllowed(allow: [String]) -> APIError {
-        APIError(status: 405, code: "method_not_allowed", message: "this path accepts \(allow.joined(separator: ", "))",
-                 allow: allow.joined(separator: ", "))
+        APIError(
+            status: 405, code: "method_not_allowed", message: "this path accepts \(allow.joined(separator: ", "))",
+            allow: allow.joined(separator: ", "))
     }
 
     public static let unsupportedMediaType = APIError(

@@ -51,8 +51,10 @@ public struct FastCGIRequest: Sendable {
         guard body.count == length else {
             return .failure(APIError(status: 400, code: "bad_request", message: "the request body ended early"))
         }
-        return .success(Request(method: method, path: path, query: query, contentType: contentType,
-                                idempotencyKey: idempotencyKey, body: body, requestID: requestID))
+        return .success(
+            Request(
+                method: method, path: path, query: query, contentType: contentType,
+                idempotencyKey: idempotencyKey, body: body, requestID: requestID))
     }
 
     /// The route template for logs and metrics when the request could not be read.

@@ -15,8 +15,10 @@ public struct Request: Sendable {
     /// nginx's `$request_id`, which ties the access log, our log lines and the client together.
     public var requestID: String
 
-    public init(method: String, path: String, query: String = "", contentType: String? = nil,
-                idempotencyKey: String? = nil, body: [UInt8] = [], requestID: String = "-") {
+    public init(
+        method: String, path: String, query: String = "", contentType: String? = nil,
+        idempotencyKey: String? = nil, body: [UInt8] = [], requestID: String = "-"
+    ) {
         self.method = method
         self.path = path
         self.query = query
@@ -48,7 +50,8 @@ public struct Request: Sendable {
         while index < input.count {
             let byte = input[index]
             if byte == UInt8(ascii: "%"), index + 2 < input.count,
-               let high = hexValue(input[index + 1]), let low = hexValue(input[index + 2]) {
+                let high = hexValue(input[index + 1]), let low = hexValue(input[index + 2])
+            {
                 bytes.append(high << 4 | low)
                 index += 3
                 continue
@@ -79,8 +82,10 @@ public struct Response: Sendable, Equatable {
     /// the body, but the body itself is not sent.
     public var omitsBody: Bool
 
-    public init(status: Int, body: String, contentType: String = "application/json", headers: [(name: String, value: String)] = [],
-                omitsBody: Bool = false) {
+    public init(
+        status: Int, body: String, contentType: String = "application/json", headers: [(name: String, value: String)] = [],
+        omitsBody: Bool = false
+    ) {
         self.status = status
         self.body = body
         self.contentType = contentType

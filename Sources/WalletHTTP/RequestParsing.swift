@@ -12,7 +12,8 @@ public struct IdempotencyKey: Sendable {
         guard let header else { return nil }
         let bytes = header.utf8
         guard (1...Limits.idempotencyKeyBytesMax).contains(bytes.count),
-              bytes.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) else { throw APIError.invalidIdempotencyKey }
+            bytes.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E })
+        else { throw APIError.invalidIdempotencyKey }
         text = header
     }
 
@@ -102,7 +103,8 @@ public struct TransactionQuery {
     public init(_ items: [String: String]) throws(APIError) {
         if let status = items["status"] {
             guard let parsed = TransactionStatus(rawValue: status.asciiUppercased) else {
-                throw APIError.invalidQuery(field: "status", "status must be one of \(TransactionStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw APIError.invalidQuery(
+                    field: "status", "status must be one of \(TransactionStatus.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             filter.status = parsed
         }

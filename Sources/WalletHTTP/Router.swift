@@ -87,7 +87,8 @@ public enum Route: Equatable, Sendable {
     /// A transaction id is a positive decimal integer without sign or leading zeros.
     static func transactionID(_ text: Substring) -> Int64? {
         guard let first = text.utf8.first, first != UInt8(ascii: "0"),
-              text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+            text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else { return nil }
         return Int64(text)
     }
 }

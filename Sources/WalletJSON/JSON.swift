@@ -12,7 +12,8 @@ public enum JSONValue: Equatable, Sendable {
     /// (optional minus sign and digits) that fits; nil otherwise.
     public var integer: Int64? {
         guard case .number(let text) = self,
-              !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) else { return nil }
+            !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" })
+        else { return nil }
         return Int64(text)
     }
 
@@ -59,9 +60,15 @@ public struct JSONParser {
         case UInt8(ascii: "{"): return try parseObject(depth: depth)
         case UInt8(ascii: "["): return try parseArray(depth: depth)
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expectLiteral("null"); return .null
+        case UInt8(ascii: "t"):
+            try expectLiteral("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try expectLiteral("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try expectLiteral("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try parseNumber())
         default: throw JSONParseError(message: "unexpected character in JSON")
         }
@@ -155,7 +162,8 @@ public struct JSONParser {
                 }
                 let low = try parseHex4()
                 guard (0xDC00...0xDFFF).contains(low),
-                      let scalar = Unicode.Scalar(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)) else {
+                    let scalar = Unicode.Scalar(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                else {
                     throw JSONParseError(message: "unpaired surrogate in a string")
                 }
                 return scalar
@@ -255,11 +263,21 @@ public enum JSONWriter {
         }
         for byte in value.utf8 {
             switch byte {
-            case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-            case UInt8(ascii: "\\"): bytes.append(byte); bytes.append(byte)
-            case UInt8(ascii: "\n"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
-            case UInt8(ascii: "\r"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
-            case UInt8(ascii: "\t"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
+            case UInt8(ascii: "\""):
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(byte)
+            case UInt8(ascii: "\\"):
+                bytes.append(byte)
+                bytes.append(byte)
+            case UInt8(ascii: "\n"):
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"):
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"):
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(UInt8(ascii: "t"))
             case 0..<0x20:
                 bytes.append(contentsOf: "\\u00".utf8)
                 bytes.append(hexDigit(byte >> 4))
@@ -301,7 +319,10 @@ public struct JSONObject {
     }
 
     private mutating func key(_ name: String) {
-        if !empty { bytes.append(UInt8(ascii: ",")); bytes.append(UInt8(ascii: " ")) }
+        if !empty {
+            bytes.append(UInt8(ascii: ","))
+            bytes.append(UInt8(ascii: " "))
+        }
         empty = false
         JSONWriter.appendQuoted(name, to: &bytes)
         bytes.append(UInt8(ascii: ":"))

@@ -104,13 +104,15 @@ public struct Log: Sendable {
 
     /// The audit line of one balance change, to write with others.
     public func auditLine(_ entry: LedgerEntry, requestID: String? = nil) -> [UInt8] {
-        line(.info, "ledger", [
-            "wallet": .string(entry.wallet.text),
-            "transaction": .integer(entry.transactionID),
-            "kind": .string(entry.kind.rawValue),
-            "amount": .integer(entry.delta),
-            "balance_after": .integer(entry.balanceAfter.minorUnits),
-            "request_id": .string(requestID),
-        ])
+        line(
+            .info, "ledger",
+            [
+                "wallet": .string(entry.wallet.text),
+                "transaction": .integer(entry.transactionID),
+                "kind": .string(entry.kind.rawValue),
+                "amount": .integer(entry.delta),
+                "balance_after": .integer(entry.balanceAfter.minorUnits),
+                "request_id": .string(requestID),
+            ])
     }
 }

@@ -30,8 +30,9 @@ public enum SHA256 {
         let result = key.withUnsafeBufferPointer { keyBytes in
             message.withUnsafeBufferPointer { input in
                 digest.withUnsafeMutableBufferPointer { output in
-                    HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), input.baseAddress, input.count,
-                         output.baseAddress, &length)
+                    HMAC(
+                        EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), input.baseAddress, input.count,
+                        output.baseAddress, &length)
                 }
             }
         }

@@ -50,7 +50,8 @@ public struct Settings: Sendable, Equatable {
         retryBaseSeconds = try Settings.integer(environment, "WALLET_RETRY_BASE_SECONDS", default: retryBaseSeconds, range: 0...86_400)
         bankTimeoutMilliseconds = try Settings.integer(environment, "WALLET_BANK_TIMEOUT_MS", default: bankTimeoutMilliseconds, range: 1...600_000)
         bankConcurrency = try Settings.integer(environment, "WALLET_BANK_CONCURRENCY", default: bankConcurrency, range: 1...1_024)
-        unknownRecheckSeconds = try Settings.integer(environment, "WALLET_UNKNOWN_RECHECK_SECONDS", default: unknownRecheckSeconds, range: 0...604_800)
+        unknownRecheckSeconds = try Settings.integer(
+            environment, "WALLET_UNKNOWN_RECHECK_SECONDS", default: unknownRecheckSeconds, range: 0...604_800)
         leaseGraceSeconds = try Settings.integer(environment, "WALLET_LEASE_GRACE_SECONDS", default: leaseGraceSeconds, range: 1...3_600)
         if let mode = environment["WALLET_SYNCHRONOUS"] {
             guard let parsed = Synchronous(rawValue: mode.uppercased()) else {
@@ -60,7 +61,9 @@ public struct Settings: Sendable, Equatable {
         }
     }
 
-    private static func integer(_ environment: [String: String], _ name: String, default value: Int64, range: ClosedRange<Int64>) throws(Invalid) -> Int64 {
+    private static func integer(_ environment: [String: String], _ name: String, default value: Int64, range: ClosedRange<Int64>) throws(Invalid)
+        -> Int64
+    {
         guard let text = environment[name] else { return value }
         guard let parsed = Int64(text), range.contains(parsed) else {
             throw Invalid(description: "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"")
@@ -109,8 +112,9 @@ public struct Settings: Sendable, Equatable {
 extension RetryPolicy {
     /// The payout rules' numbers from the settings.
     public init(_ settings: Settings) {
-        self.init(maxRetries: settings.maxRetries, baseSeconds: settings.retryBaseSeconds,
-                  unknownRecheckSeconds: settings.unknownRecheckSeconds)
+        self.init(
+            maxRetries: settings.maxRetries, baseSeconds: settings.retryBaseSeconds,
+            unknownRecheckSeconds: settings.unknownRecheckSeconds)
     }
 }
 

@@ -87,22 +87,29 @@ public struct Auditor {
         for row in try store.ledgerRows() {
             report.ledgerRows += 1
             if row.id != expectedID {
-                report.discrepancies.append(Discrepancy(kind: .ledgerGap, subject: "ledger \(row.id)",
-                                                        detail: "expected row \(expectedID) next: rows were removed or renumbered"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .ledgerGap, subject: "ledger \(row.id)",
+                        detail: "expected row \(expectedID) next: rows were removed or renumbered"))
             }
             expectedID = row.id + 1
-            let input = Store.ledgerHashInput(previousHash: previousHash, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
-                                              kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
+            let input = Store.ledgerHashInput(
+                previousHash: previousHash, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
+                kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
             if SHA256.hex(Array(input.utf8)) != row.hash {
-                report.discrepancies.append(Discrepancy(kind: .brokenHashChain, subject: "ledger \(row.id)",
-                                                        detail: "the hash does not match the row's content and the previous row's hash"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .brokenHashChain, subject: "ledger \(row.id)",
+                        detail: "the hash does not match the row's content and the previous row's hash"))
             }
             previousHash = row.hash
             let (sum, overflow) = sums[row.walletRowID, default: 0].addingReportingOverflow(row.delta)
             sums[row.walletRowID] = sum
             if overflow || sum != row.balanceAfter {
-                report.discrepancies.append(Discrepancy(kind: .balanceAfterMismatch, subject: "ledger \(row.id)",
-                                                        detail: "balance_after \(row.balanceAfter) but the wallet's rows sum to \(sum)"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .balanceAfterMismatch, subject: "ledger \(row.id)",
+                        detail: "balance_after \(row.balanceAfter) but the wallet's rows sum to \(sum)"))
             }
             entries[row.transactionID, default: []].append(LedgerLine(wallet: row.walletRowID, kind: row.kind, delta: row.delta))
         }
@@ -118,12 +125,16 @@ public struct Auditor {
             }
             let sum = sums[wallet.rowID, default: 0]
             if sum != wallet.balance {
-                report.discrepancies.append(Discrepancy(kind: .balanceMismatch, subject: subject,
-                                                        detail: "balance \(wallet.balance) but its ledger rows sum to \(sum)"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .balanceMismatch, subject: subject,
+                        detail: "balance \(wallet.balance) but its ledger rows sum to \(sum)"))
             }
             if wallet.held != wallet.processing {
-                report.discrepancies.append(Discrepancy(kind: .heldMismatch, subject: subject,
-                                                        detail: "held \(wallet.held) but its PROCESSING withdrawals total \(wallet.processing)"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .heldMismatch, subject: subject,
+                        detail: "held \(wallet.held) but its PROCESSING withdrawals total \(wallet.processing)"))
             }
         }
     }
@@ -133,16 +144,21 @@ public struct Auditor {
             report.transactions += 1
             let rows = entries[transaction.id] ?? []
             if rows.contains(where: { $0.wallet != transaction.walletRowID }) {
-                report.discrepancies.append(Discrepancy(kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
-                                                        detail: "a ledger row of this transaction belongs to another wallet"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
+                        detail: "a ledger row of this transaction belongs to another wallet"))
             }
             let found = rows.map { "\($0.kind) \($0.delta)" }
             let expected = Auditor.expectedLedger(transaction)
             if !expected.contains(found) {
                 let described = expected.map { $0.isEmpty ? "no rows" : $0.joined(separator: ", ") }.joined(separator: " or ")
-                report.discrepancies.append(Discrepancy(
-                    kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
-                    detail: "\(transaction.type) \(transaction.status) should have \(described); has \(found.isEmpty ? "no rows" : found.joined(separator: ", "))"))
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
+                        detail:
+                            "\(transaction.type) \(transaction.status) should have \(described); has \(found.isEmpty ? "no rows" : found.joined(separator: ", "))"
+                    ))
             }
         }
     }
@@ -150,8 +166,10 @@ public struct Auditor {
     /// The ledger rows a transaction may have, as `KIND delta` in order.
     static func expectedLedger(_ transaction: StoredTransactionShape) -> [[String]] {
         guard let type = TransactionType(rawValue: transaction.type), let status = TransactionStatus(rawValue: transaction.status),
-              let shape = LedgerShape.expected(type: type, status: status,
-                                               failureReason: transaction.failureReason.flatMap(FailureReason.init(rawValue:))) else {
+            let shape = LedgerShape.expected(
+                type: type, status: status,
+                failureReason: transaction.failureReason.flatMap(FailureReason.init(rawValue:)))
+        else {
             return [["(a valid type and status)"]]
         }
         return [shape.map { kind in "\(kind.rawValue) \(kind == .debit ? -transaction.amount : transaction.amount)" }]

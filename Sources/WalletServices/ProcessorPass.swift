@@ -54,8 +54,10 @@ public final class ProcessorPass {
     /// is handed to the bank: where a stalled processor would lose its leases.
     public var afterClaim: ([Payout]) -> Void = { _ in }
 
-    public init(store: Store, bank: any BankClient, settings: Settings, log: Log, owner: String,
-                random: @escaping () -> Double = ProcessorPass.jitterSource(), clock: @escaping () -> Timestamp = Timestamp.now) {
+    public init(
+        store: Store, bank: any BankClient, settings: Settings, log: Log, owner: String,
+        random: @escaping () -> Double = ProcessorPass.jitterSource(), clock: @escaping () -> Timestamp = Timestamp.now
+    ) {
         self.store = store
         self.bank = bank
         self.policy = RetryPolicy(settings)
@@ -88,8 +90,10 @@ public final class ProcessorPass {
             // nothing else is in flight, or when the oldest has waited long enough. Until then
             // they are only in memory; a crash loses them, and the next pass asks the bank
             // again with the same keys.
-            let recordDue = !answered.isEmpty && (answered.count * 2 >= concurrency || bank.inFlightCount == 0
-                || clock().microseconds - oldestAnswer.microseconds >= ProcessorPass.recordDelayMicroseconds)
+            let recordDue =
+                !answered.isEmpty
+                && (answered.count * 2 >= concurrency || bank.inFlightCount == 0
+                    || clock().microseconds - oldestAnswer.microseconds >= ProcessorPass.recordDelayMicroseconds)
             if claimDue || recordDue {
                 // One transaction (one sync) records every answer in hand and claims for
                 // every free slot.
@@ -121,19 +125,22 @@ public final class ProcessorPass {
         do {
             try store.write {
                 try store.purgeIdempotencyKeys(olderThan: clock().adding(seconds: -Limits.idempotencyRetentionSeconds))
-                try store.recordPass(startedAt: started, finishedAt: clock(), claimed: summary.claimed, completed: summary.completed,
-                                     failed: summary.failed, retried: summary.retried)
+                try store.recordPass(
+                    startedAt: started, finishedAt: clock(), claimed: summary.claimed, completed: summary.completed,
+                    failed: summary.failed, retried: summary.retried)
             }
         } catch let error as DatabaseError where error.isBusy {
             // Every outcome is recorded; only the bookkeeping waits for the next pass.
             log.write(.warning, "database_busy", ["message": .string("\(error)"), "skipped": .string("pass record and key purge")])
         }
-        log.write(.info, "pass", [
-            "claimed": .integer(Int64(summary.claimed)), "completed": .integer(Int64(summary.completed)),
-            "failed": .integer(Int64(summary.failed)), "retried": .integer(Int64(summary.retried)),
-            "lease_lost": .integer(Int64(summary.leaseLost)),
-            "duration_ms": .number(Double(clock().microseconds - started.microseconds) / 1000),
-        ])
+        log.write(
+            .info, "pass",
+            [
+                "claimed": .integer(Int64(summary.claimed)), "completed": .integer(Int64(summary.completed)),
+                "failed": .integer(Int64(summary.failed)), "retried": .integer(Int64(summary.retried)),
+                "lease_lost": .integer(Int64(summary.leaseLost)),
+                "duration_ms": .number(Double(clock().microseconds - started.microseconds) / 1000),
+            ])
         return summary
     }
 
@@ -141,24 +148,32 @@ public final class ProcessorPass {
     /// withdrawal may be claimed by another processor by now, exactly as after a lost lease;
     /// the next holder asks the bank again with the same key) and logs the wait. Returns
     /// whether the pass should try again: while answers are kept or calls are in flight.
-    private func keepAnswers(_ answered: inout [(Payout, BankTransport)], after error: DatabaseError,
-                             into summary: inout PassSummary) -> Bool {
+    private func keepAnswers(
+        _ answered: inout [(Payout, BankTransport)], after error: DatabaseError,
+        into summary: inout PassSummary
+    ) -> Bool {
         let now = clock()
         var lines = Log.Lines()
         answered.removeAll { payout, transport in
             guard payout.leaseUntil <= now else { return false }
-            lines.append(log.line(.warning, "lease_lost", [
-                "withdrawal": .integer(payout.withdrawalID), "outcome": .string(PayoutOutcome(transport).name),
-                "detail": .string("the database stayed busy until the lease ran out"),
-            ]))
+            lines.append(
+                log.line(
+                    .warning, "lease_lost",
+                    [
+                        "withdrawal": .integer(payout.withdrawalID), "outcome": .string(PayoutOutcome(transport).name),
+                        "detail": .string("the database stayed busy until the lease ran out"),
+                    ]))
             summary.leaseLost += 1
             return true
         }
         let retrying = !answered.isEmpty || bank.inFlightCount > 0
-        lines.append(log.line(.warning, "database_busy", [
-            "message": .string("\(error)"), "answers_kept": .integer(Int64(answered.count)),
-            "calls_in_flight": .integer(Int64(bank.inFlightCount)), "retrying": .string(retrying ? "yes" : "no"),
-        ]))
+        lines.append(
+            log.line(
+                .warning, "database_busy",
+                [
+                    "message": .string("\(error)"), "answers_kept": .integer(Int64(answered.count)),
+                    "calls_in_flight": .integer(Int64(bank.inFlightCount)), "retrying": .string(retrying ? "yes" : "no"),
+                ]))
         lines.flush()
         return retrying
     }
@@ -166,8 +181,10 @@ public final class ProcessorPass {
     /// One transaction: records the finished attempts, then claims up to `claim` due
     /// withdrawals. Returns what the claim took; the audit lines of both are written after
     /// the commit.
-    private func step(record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
-                      into summary: inout PassSummary) throws -> ProcessorChanges {
+    private func step(
+        record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
+        into summary: inout PassSummary
+    ) throws -> ProcessorChanges {
         if !finished.isEmpty { beforeRecording(finished) }
         let (recorded, leaseLost, claimed) = try store.write {
             let now = clock()
@@ -180,7 +197,8 @@ public final class ProcessorPass {
                     leaseLost.append((payout, outcome))
                 }
             }
-            let claimed = limit > 0
+            let claimed =
+                limit > 0
                 ? try store.claimDue(owner: owner, dueBy: dueBy, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds), limit: limit)
                 : ProcessorChanges()
             return (recorded, leaseLost, claimed)
@@ -209,13 +227,16 @@ public final class ProcessorPass {
     private func report(_ changes: ProcessorChanges, to lines: inout Log.Lines) {
         for entry in changes.ledgerEntries { lines.append(log.auditLine(entry)) }
         for event in changes.events {
-            lines.append(log.line(event.status == .failed ? .warning : .info, "withdrawal", [
-                "withdrawal": .integer(event.withdrawalID), "wallet": .string(event.wallet.text),
-                "amount": .integer(event.amount.minorUnits), "status": .string(event.status.rawValue),
-                "attempt": .integer(event.attempt), "failure_reason": .string(event.failureReason?.rawValue),
-                "outcome": .string(event.outcome), "detail": .string(event.detail),
-                "next_attempt_at": .string(event.nextAttemptAt?.rfc3339),
-            ]))
+            lines.append(
+                log.line(
+                    event.status == .failed ? .warning : .info, "withdrawal",
+                    [
+                        "withdrawal": .integer(event.withdrawalID), "wallet": .string(event.wallet.text),
+                        "amount": .integer(event.amount.minorUnits), "status": .string(event.status.rawValue),
+                        "attempt": .integer(event.attempt), "failure_reason": .string(event.failureReason?.rawValue),
+                        "outcome": .string(event.outcome), "detail": .string(event.detail),
+                        "next_attempt_at": .string(event.nextAttemptAt?.rfc3339),
+                    ]))
         }
     }
 }

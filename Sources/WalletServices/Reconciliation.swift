@@ -83,25 +83,39 @@ public enum Reconciler {
             if withdrawal.status == TransactionStatus.completed.rawValue {
                 report.completedHere += 1
                 if paid.isEmpty {
-                    report.findings.append(.init(kind: .missingAtBank, key: withdrawal.key,
-                                                 detail: "withdrawal \(withdrawal.id) of \(withdrawal.amount) is COMPLETED but the bank has no payout"))
+                    report.findings.append(
+                        .init(
+                            kind: .missingAtBank, key: withdrawal.key,
+                            detail: "withdrawal \(withdrawal.id) of \(withdrawal.amount) is COMPLETED but the bank has no payout"))
                 }
             } else if !paid.isEmpty {
-                report.findings.append(.init(kind: .missingHere, key: withdrawal.key,
-                                             detail: "the bank paid withdrawal \(withdrawal.id) but it is \(withdrawal.status) here"))
+                report.findings.append(
+                    .init(
+                        kind: .missingHere, key: withdrawal.key,
+                        detail: "the bank paid withdrawal \(withdrawal.id) but it is \(withdrawal.status) here"))
             }
             if paid.count > 1 {
-                report.findings.append(.init(kind: .paidTwice, key: withdrawal.key,
-                                             detail: "paid \(paid.count) times (bank ledger lines \(paid.map { String($0.line) }.joined(separator: ", ")))"))
+                report.findings.append(
+                    .init(
+                        kind: .paidTwice, key: withdrawal.key,
+                        detail: "paid \(paid.count) times (bank ledger lines \(paid.map { String($0.line) }.joined(separator: ", ")))"))
             }
             for payout in paid where payout.amount != withdrawal.amount || payout.wallet != withdrawal.wallet {
-                report.findings.append(.init(kind: .mismatch, key: withdrawal.key,
-                                             detail: "bank line \(payout.line) paid \(payout.amount) to \(payout.wallet); ours is \(withdrawal.amount) from \(withdrawal.wallet)"))
+                report.findings.append(
+                    .init(
+                        kind: .mismatch, key: withdrawal.key,
+                        detail:
+                            "bank line \(payout.line) paid \(payout.amount) to \(payout.wallet); ours is \(withdrawal.amount) from \(withdrawal.wallet)"
+                    ))
             }
         }
         for (key, paid) in byKey.sorted(by: { $0.key < $1.key }) where !known.contains(key) {
-            report.findings.append(.init(kind: .missingHere, key: key,
-                                         detail: "the bank paid \(paid.map { String($0.amount) }.joined(separator: ", ")) (line \(paid.map { String($0.line) }.joined(separator: ", "))) for a withdrawal we do not know"))
+            report.findings.append(
+                .init(
+                    kind: .missingHere, key: key,
+                    detail:
+                        "the bank paid \(paid.map { String($0.amount) }.joined(separator: ", ")) (line \(paid.map { String($0.line) }.joined(separator: ", "))) for a withdrawal we do not know"
+                ))
             if paid.count > 1 {
                 report.findings.append(.init(kind: .paidTwice, key: key, detail: "paid \(paid.count) times"))
             }

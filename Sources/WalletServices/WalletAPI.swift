@@ -50,8 +50,9 @@ public struct WalletAPI: Sendable {
             return Handled(response: APIError.notFound.response, route: Route.unmatchedTemplate, ledgerEntries: [])
         }
         guard route.allowedMethods.contains(request.method) else {
-            return Handled(response: APIError.methodNotAllowed(allow: route.allowedMethods).response,
-                           route: route.template, ledgerEntries: [])
+            return Handled(
+                response: APIError.methodNotAllowed(allow: route.allowedMethods).response,
+                route: route.template, ledgerEntries: [])
         }
         let outcome: WriteOutcome
         var failure: String?
@@ -144,8 +145,10 @@ public struct WalletAPI: Sendable {
             if let requested, requested <= now {
                 throw APIError.invalidScheduledFor("scheduled_for must be in the future")
             }
-            return try store.scheduleWithdrawal(from: id, amount: amount, scheduledFor: requested ?? now,
-                                                idempotencyKey: key?.text, now: now).map { transaction in
+            return try store.scheduleWithdrawal(
+                from: id, amount: amount, scheduledFor: requested ?? now,
+                idempotencyKey: key?.text, now: now
+            ).map { transaction in
                 (Response(status: 201, body: transaction.json), [])
             }
         }
@@ -161,8 +164,10 @@ public struct WalletAPI: Sendable {
     /// answer for the key is replayed (same request) or refused (different request) before
     /// anything else, in particular before any check that depends on the time; a successful
     /// answer is stored with its effect, in the same transaction; a refused one stores nothing.
-    private func write(_ request: Request?, key: IdempotencyKey?,
-                       _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>) throws -> WriteOutcome {
+    private func write(
+        _ request: Request?, key: IdempotencyKey?,
+        _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>
+    ) throws -> WriteOutcome {
         let fingerprint = request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
             if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text) {
@@ -174,8 +179,9 @@ public struct WalletAPI: Sendable {
                 switch try body(store, now) {
                 case .success(let (response, entries)):
                     if let key, let fingerprint {
-                        try store.store(StoredResponse(fingerprint: fingerprint, status: response.status, body: response.body),
-                                        forKey: key.text, now: now)
+                        try store.store(
+                            StoredResponse(fingerprint: fingerprint, status: response.status, body: response.body),
+                            forKey: key.text, now: now)
                     }
                     return WriteOutcome(response: response, keep: true, ledgerEntries: entries)
                 case .failure(let error):

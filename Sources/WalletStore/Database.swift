@@ -38,7 +38,6 @@ public enum SQLValue: Sendable, Equatable {
     }
 }
 
-
 /// One SQLite connection. It is not thread-safe (opened `NOMUTEX`): each thread owns its
 /// own. Prepared statements are cached by their SQL text for the connection's life.
 public final class Database {
@@ -50,8 +49,10 @@ public final class Database {
     /// the file if needed, unless `create` is false; a `queryOnly` one requires it and
     /// refuses every write (it still opens the file read-write, which WAL needs to share the
     /// `-shm` index).
-    public init(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
-                busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds) throws {
+    public init(
+        path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+        busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds
+    ) throws {
         self.path = path
         var pointer: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | (queryOnly || !create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
@@ -243,7 +244,6 @@ public final class Database {
         return statement
     }
 
-
 }
 
 /// A prepared statement: bound, stepped, then reset for its next use.
@@ -268,7 +268,10 @@ final class Statement {
             case .text(let text):
                 // An explicit length: with -1 SQLite would stop at an embedded NUL.
                 var text = text
-                status = text.withUTF8 { sqlite3_bind_text(pointer, index, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), Int32($0.count), csqlite_transient()) }
+                status = text.withUTF8 {
+                    sqlite3_bind_text(
+                        pointer, index, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), Int32($0.count), csqlite_transient())
+                }
             case .blob(let bytes):
                 status = bytes.withUnsafeBytes { sqlite3_bind_blob(pointer, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
             case .null: status = sqlite3_bind_null(pointer, index)

@@ -11,8 +11,10 @@ public struct AdminTransactionFilter: Sendable {
     public var createdBefore: Timestamp?
     public var limit: Int
 
-    public init(wallet: WalletID? = nil, status: TransactionStatus? = nil, type: TransactionType? = nil,
-                createdFrom: Timestamp? = nil, createdBefore: Timestamp? = nil, limit: Int = 100) {
+    public init(
+        wallet: WalletID? = nil, status: TransactionStatus? = nil, type: TransactionType? = nil,
+        createdFrom: Timestamp? = nil, createdBefore: Timestamp? = nil, limit: Int = 100
+    ) {
         self.wallet = wallet
         self.status = status
         self.type = type
@@ -54,8 +56,10 @@ extension Store {
               AND (?4 IS NULL OR t.created_at >= ?4) AND (?5 IS NULL OR t.created_at < ?5)
             ORDER BY t.id DESC LIMIT ?6
             """,
-            [SQLValue(filter.wallet?.text), SQLValue(filter.status?.rawValue), SQLValue(filter.type?.rawValue),
-             SQLValue(filter.createdFrom?.microseconds), SQLValue(filter.createdBefore?.microseconds), .integer(Int64(filter.limit))],
+            [
+                SQLValue(filter.wallet?.text), SQLValue(filter.status?.rawValue), SQLValue(filter.type?.rawValue),
+                SQLValue(filter.createdFrom?.microseconds), SQLValue(filter.createdBefore?.microseconds), .integer(Int64(filter.limit)),
+            ],
             Store.transaction)
     }
 
@@ -66,23 +70,30 @@ extension Store {
     }
 
     public func statistics(now: Timestamp) throws -> Statistics {
-        let totals = try database.queryFirst("SELECT count(*), \(Store.exactSum("balance")), \(Store.exactSum("held")) FROM wallets") {
-            ($0.integer(0), Store.exactSum($0, from: 1), Store.exactSum($0, from: 3))
-        } ?? (0, 0, 0)
+        let totals =
+            try database.queryFirst("SELECT count(*), \(Store.exactSum("balance")), \(Store.exactSum("held")) FROM wallets") {
+                ($0.integer(0), Store.exactSum($0, from: 1), Store.exactSum($0, from: 3))
+            } ?? (0, 0, 0)
         let groups = try transactionCounts()
-        let due = try database.queryFirst(
-            "SELECT min(next_attempt_at), count(*) FROM transactions WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
-            [.integer(now.microseconds)]) { ($0.optionalInteger(0), $0.integer(1)) } ?? (nil, 0)
-        let unknown = try database.scalarInteger(
-            "SELECT count(*) FROM transactions WHERE status = ?1 AND failure_reason = ?2",
-            [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown)]) ?? 0
+        let due =
+            try database.queryFirst(
+                "SELECT min(next_attempt_at), count(*) FROM transactions WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
+                [.integer(now.microseconds)]
+            ) { ($0.optionalInteger(0), $0.integer(1)) } ?? (nil, 0)
+        let unknown =
+            try database.scalarInteger(
+                "SELECT count(*) FROM transactions WHERE status = ?1 AND failure_reason = ?2",
+                [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown)]) ?? 0
         let pass = try database.queryFirst(
-            "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1") {
-            Statistics.Pass(startedAt: Timestamp(microseconds: $0.integer(0)), finishedAt: Timestamp(microseconds: $0.integer(1)),
-                            claimed: $0.integer(2), completed: $0.integer(3), failed: $0.integer(4), retried: $0.integer(5))
+            "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1"
+        ) {
+            Statistics.Pass(
+                startedAt: Timestamp(microseconds: $0.integer(0)), finishedAt: Timestamp(microseconds: $0.integer(1)),
+                claimed: $0.integer(2), completed: $0.integer(3), failed: $0.integer(4), retried: $0.integer(5))
         }
-        return Statistics(wallets: totals.0, totalBalance: totals.1, totalHeld: totals.2, groups: groups,
-                          oldestDue: due.0.map(Timestamp.init(microseconds:)), dueCount: due.1,
-                          outcomeUnknownCount: unknown, lastPass: pass)
+        return Statistics(
+            wallets: totals.0, totalBalance: totals.1, totalHeld: totals.2, groups: groups,
+            oldestDue: due.0.map(Timestamp.init(microseconds:)), dueCount: due.1,
+            outcomeUnknownCount: unknown, lastPass: pass)
     }
 }

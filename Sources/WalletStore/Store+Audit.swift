@@ -48,10 +48,12 @@ extension Store {
     /// Every ledger row in id order.
     public func ledgerRows() throws -> [StoredLedgerRow] {
         try database.query(
-            "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id") { row in
-            StoredLedgerRow(id: row.integer("id"), walletRowID: row.integer("wallet_id"), transactionID: row.integer("transaction_id"),
-                            kind: row.text("kind"), delta: row.integer("delta"), balanceAfter: row.integer("balance_after"),
-                            createdAt: row.integer("created_at"), hash: row.text("hash"))
+            "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id"
+        ) { row in
+            StoredLedgerRow(
+                id: row.integer("id"), walletRowID: row.integer("wallet_id"), transactionID: row.integer("transaction_id"),
+                kind: row.text("kind"), delta: row.integer("delta"), balanceAfter: row.integer("balance_after"),
+                createdAt: row.integer("created_at"), hash: row.text("hash"))
         }
     }
 
@@ -62,18 +64,21 @@ extension Store {
             SELECT w.id, w.uuid, w.balance, w.held, \(Store.exactSum("t.amount"))
             FROM wallets w LEFT JOIN transactions t ON t.wallet_id = w.id AND t.status = ?1
             GROUP BY w.id ORDER BY w.id
-            """, [SQLValue(TransactionStatus.processing)]) { row in
-            StoredWalletTotals(rowID: row.integer("id"), uuid: row.text("uuid"), balance: row.integer("balance"),
-                               held: Int128(row.integer("held")), processing: Store.exactSum(row, from: 4))
+            """, [SQLValue(TransactionStatus.processing)]
+        ) { row in
+            StoredWalletTotals(
+                rowID: row.integer("id"), uuid: row.text("uuid"), balance: row.integer("balance"),
+                held: Int128(row.integer("held")), processing: Store.exactSum(row, from: 4))
         }
     }
 
     /// Every transaction's type, status, amount and failure reason, in id order.
     public func transactionShapes() throws -> [StoredTransactionShape] {
         try database.query("SELECT id, wallet_id, type, status, amount, failure_reason FROM transactions ORDER BY id") { row in
-            StoredTransactionShape(id: row.integer("id"), walletRowID: row.integer("wallet_id"), type: row.text("type"),
-                                   status: row.text("status"), amount: row.integer("amount"),
-                                   failureReason: row.optionalText("failure_reason"))
+            StoredTransactionShape(
+                id: row.integer("id"), walletRowID: row.integer("wallet_id"), type: row.text("type"),
+                status: row.text("status"), amount: row.integer("amount"),
+                failureReason: row.optionalText("failure_reason"))
         }
     }
 
@@ -83,9 +88,11 @@ extension Store {
             """
             SELECT t.id, w.uuid, t.amount, t.status, t.bank_key FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.type = ?1 ORDER BY t.id
-            """, [SQLValue(TransactionType.withdrawal)]) { row in
-            StoredPayout(withdrawalID: row.integer("id"), wallet: row.text("uuid"), amount: row.integer("amount"),
-                         status: row.text("status"), bankKey: row.text("bank_key"))
+            """, [SQLValue(TransactionType.withdrawal)]
+        ) { row in
+            StoredPayout(
+                withdrawalID: row.integer("id"), wallet: row.text("uuid"), amount: row.integer("amount"),
+                status: row.text("status"), bankKey: row.text("bank_key"))
         }
     }
 }

@@ -26,9 +26,12 @@ extension Store {
     /// for, so a key is never stored without its effect, nor the effect without its key.
     public func store(_ response: StoredResponse, forKey key: String, now: Timestamp) throws {
         requireTransaction()
-        try database.run("INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?)",
-                         [.text(key), .text(response.fingerprint), .integer(Int64(response.status)),
-                          .text(response.body), .integer(now.microseconds)])
+        try database.run(
+            "INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            [
+                .text(key), .text(response.fingerprint), .integer(Int64(response.status)),
+                .text(response.body), .integer(now.microseconds),
+            ])
     }
 
     /// Forgets answers older than the retention period. Returns how many were removed.

@@ -14,7 +14,10 @@ public struct WithdrawalEvent: Sendable, Equatable {
     public var detail: String?
     public var nextAttemptAt: Timestamp?
 
-    public init(withdrawalID: Int64, wallet: WalletID, amount: Amount, status: TransactionStatus, attempt: Int64, failureReason: FailureReason? = nil, outcome: String? = nil, detail: String? = nil, nextAttemptAt: Timestamp? = nil) {
+    public init(
+        withdrawalID: Int64, wallet: WalletID, amount: Amount, status: TransactionStatus, attempt: Int64, failureReason: FailureReason? = nil,
+        outcome: String? = nil, detail: String? = nil, nextAttemptAt: Timestamp? = nil
+    ) {
         self.withdrawalID = withdrawalID
         self.wallet = wallet
         self.amount = amount
@@ -59,8 +62,9 @@ extension Store {
             [.integer(dueBy.microseconds), .integer(now.microseconds), .integer(Int64(limit))]
         ) { row -> (Int64, WalletID, Amount, TransactionStatus, Int64, Bool, Bool, Int64, String) in
             guard let wallet = WalletID(row.text(1)), let amount = Amount(minorUnits: row.integer(2)),
-                  let status = TransactionStatus(rawValue: row.text(3)), status == .pending || status == .processing,
-                  let bankKey = row.optionalText(8) else {
+                let status = TransactionStatus(rawValue: row.text(3)), status == .pending || status == .processing,
+                let bankKey = row.optionalText(8)
+            else {
                 throw DatabaseError(code: 0, message: "corrupt due withdrawal \(row.integer(0))")
             }
             return (row.integer(0), wallet, amount, status, row.integer(4), row.integer(5) != 0, row.integer(6) != 0, row.integer(7), bankKey)
@@ -68,8 +72,9 @@ extension Store {
         var changes = ProcessorChanges()
         for (id, wallet, amount, status, attempts, callOpen, mayHavePaid, walletRowID, bankKey) in rows {
             if status == .pending {
-                try settlePending(id: id, wallet: wallet, walletRowID: walletRowID, amount: amount, bankKey: bankKey, owner: owner,
-                                  now: now, leaseUntil: leaseUntil, into: &changes)
+                try settlePending(
+                    id: id, wallet: wallet, walletRowID: walletRowID, amount: amount, bankKey: bankKey, owner: owner,
+                    now: now, leaseUntil: leaseUntil, into: &changes)
             } else {
                 // A call found still open belongs to a processor that died mid-call: the bank
                 // may have paid it.
@@ -80,26 +85,33 @@ extension Store {
                         lease_owner = ?2, lease_until = ?3, next_attempt_at = ?3, updated_at = ?4
                     WHERE id = ?5 AND status = ?6
                     """, from: .processing, to: .processing,
-                    [.integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
-                     SQLValue(TransactionStatus.processing)])
-                changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: attempts + 1,
-                                              bankMayHavePaid: doubt, leaseUntil: leaseUntil))
+                    [
+                        .integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
+                        SQLValue(TransactionStatus.processing),
+                    ])
+                changes.payouts.append(
+                    Payout(
+                        withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: attempts + 1,
+                        bankMayHavePaid: doubt, leaseUntil: leaseUntil))
             }
         }
         return changes
     }
 
-    private func settlePending(id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, bankKey: String, owner: String,
-                               now: Timestamp, leaseUntil: Timestamp, into changes: inout ProcessorChanges) throws {
+    private func settlePending(
+        id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, bankKey: String, owner: String,
+        now: Timestamp, leaseUntil: Timestamp, into changes: inout ProcessorChanges
+    ) throws {
         // The conditional debit: one statement whose change count says whether there were
         // funds. (Not RETURNING: it builds a temporary table per statement, which costs more
         // than the lookup below, in the same transaction.)
-        let debited = try database.run(
-            """
-            UPDATE wallets SET balance = balance - ?1, held = held + ?1, updated_at = ?2
-            WHERE id = ?3 AND balance >= ?1
-            """,
-            [.integer(amount.minorUnits), .integer(now.microseconds), .integer(walletRowID)]) == 1
+        let debited =
+            try database.run(
+                """
+                UPDATE wallets SET balance = balance - ?1, held = held + ?1, updated_at = ?2
+                WHERE id = ?3 AND balance >= ?1
+                """,
+                [.integer(amount.minorUnits), .integer(now.microseconds), .integer(walletRowID)]) == 1
         let balance = debited ? try database.queryFirst("SELECT balance FROM wallets WHERE id = ?1", [.integer(walletRowID)]) { $0.integer(0) } : nil
         guard let balance, let balanceAfter = Money(minorUnits: balance) else {
             try updateStatus(
@@ -107,10 +119,14 @@ extension Store {
                 UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
                 WHERE id = ?4 AND status = ?5
                 """, from: .pending, to: .failed,
-                [SQLValue(TransactionStatus.failed), SQLValue(FailureReason.insufficientFunds), .integer(now.microseconds), .integer(id),
-                 SQLValue(TransactionStatus.pending)])
-            changes.events.append(WithdrawalEvent(withdrawalID: id, wallet: wallet, amount: amount, status: .failed, attempt: 0,
-                                                  failureReason: .insufficientFunds, outcome: nil, detail: "balance below the amount when due"))
+                [
+                    SQLValue(TransactionStatus.failed), SQLValue(FailureReason.insufficientFunds), .integer(now.microseconds), .integer(id),
+                    SQLValue(TransactionStatus.pending),
+                ])
+            changes.events.append(
+                WithdrawalEvent(
+                    withdrawalID: id, wallet: wallet, amount: amount, status: .failed, attempt: 0,
+                    failureReason: .insufficientFunds, outcome: nil, detail: "balance below the amount when due"))
             return
         }
         let changed = try updateStatus(
@@ -119,61 +135,79 @@ extension Store {
                 next_attempt_at = ?2, updated_at = ?3
             WHERE id = ?4 AND status = ?6
             """, from: .pending, to: .processing,
-            [.text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
-             SQLValue(TransactionStatus.processing), SQLValue(TransactionStatus.pending)])
+            [
+                .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
+                SQLValue(TransactionStatus.processing), SQLValue(TransactionStatus.pending),
+            ])
         precondition(changed == 1, "a due PENDING withdrawal changed inside our own write transaction")
-        changes.ledgerEntries.append(try appendLedger(walletRowID: walletRowID, wallet: wallet, transactionID: id, kind: .debit,
-                                                      delta: -amount.minorUnits, balanceAfter: balanceAfter, now: now))
-        changes.events.append(WithdrawalEvent(withdrawalID: id, wallet: wallet, amount: amount, status: .processing, attempt: 1,
-                                              failureReason: nil, outcome: nil, detail: "debited; calling the bank"))
-        changes.payouts.append(Payout(withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: 1,
-                                      bankMayHavePaid: false, leaseUntil: leaseUntil))
+        changes.ledgerEntries.append(
+            try appendLedger(
+                walletRowID: walletRowID, wallet: wallet, transactionID: id, kind: .debit,
+                delta: -amount.minorUnits, balanceAfter: balanceAfter, now: now))
+        changes.events.append(
+            WithdrawalEvent(
+                withdrawalID: id, wallet: wallet, amount: amount, status: .processing, attempt: 1,
+                failureReason: nil, outcome: nil, detail: "debited; calling the bank"))
+        changes.payouts.append(
+            Payout(
+                withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: 1,
+                bankMayHavePaid: false, leaseUntil: leaseUntil))
     }
 
     /// Records the outcome of one attempt, if `owner` still holds the withdrawal's lease (a
     /// processor that lost its lease records nothing: the new holder asks the bank again
     /// with the same key). Returns false when nothing was recorded.
     @discardableResult
-    public func record(_ payout: Payout, outcome: PayoutOutcome, decision: PayoutDecision, owner: String, now: Timestamp,
-                       into changes: inout ProcessorChanges) throws -> Bool {
+    public func record(
+        _ payout: Payout, outcome: PayoutOutcome, decision: PayoutDecision, owner: String, now: Timestamp,
+        into changes: inout ProcessorChanges
+    ) throws -> Bool {
         requireTransaction()
         // ?1 the withdrawal, ?2 its lease holder, ?3 the status it must still have.
         let holder: [SQLValue] = [.integer(payout.withdrawalID), .text(owner), SQLValue(TransactionStatus.processing)]
-        var event = WithdrawalEvent(withdrawalID: payout.withdrawalID, wallet: payout.wallet, amount: payout.amount, status: .processing,
-                                    attempt: payout.attempt, failureReason: nil, outcome: outcome.name, detail: outcome.detail)
+        var event = WithdrawalEvent(
+            withdrawalID: payout.withdrawalID, wallet: payout.wallet, amount: payout.amount, status: .processing,
+            attempt: payout.attempt, failureReason: nil, outcome: outcome.name, detail: outcome.detail)
         switch decision {
         case .complete:
-            guard try updateStatus(
-                """
-                UPDATE transactions SET status = ?5, executed_at = ?4, failure_reason = NULL, next_attempt_at = NULL,
-                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?4
-                WHERE id = ?1 AND lease_owner = ?2 AND status = ?3
-                """, from: .processing, to: .completed,
-                holder + [.integer(now.microseconds), SQLValue(TransactionStatus.completed)]) == 1 else { return false }
+            guard
+                try updateStatus(
+                    """
+                    UPDATE transactions SET status = ?5, executed_at = ?4, failure_reason = NULL, next_attempt_at = NULL,
+                        lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?4
+                    WHERE id = ?1 AND lease_owner = ?2 AND status = ?3
+                    """, from: .processing, to: .completed,
+                    holder + [.integer(now.microseconds), SQLValue(TransactionStatus.completed)]) == 1
+            else { return false }
             try releaseHeld(payout, refund: false, now: now, into: &changes)
             event.status = .completed
         case .fail(let reason):
             precondition(reason != .bankOutcomeUnknown, "an unknown outcome is never a failure")
-            guard try updateStatus(
-                """
-                UPDATE transactions SET status = ?7, failure_reason = ?4, next_attempt_at = NULL,
-                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, bank_may_have_paid = 0, updated_at = ?5
-                WHERE id = ?1 AND lease_owner = ?2 AND status = ?3 AND (bank_may_have_paid = 0 OR ?6)
-                """, from: .processing, to: .failed,
-                holder + [SQLValue(reason), .integer(now.microseconds), .integer(outcome.isBanksWord ? 1 : 0),
-                          SQLValue(TransactionStatus.failed)]) == 1 else { return false }
+            guard
+                try updateStatus(
+                    """
+                    UPDATE transactions SET status = ?7, failure_reason = ?4, next_attempt_at = NULL,
+                        lease_owner = NULL, lease_until = NULL, bank_call_open = 0, bank_may_have_paid = 0, updated_at = ?5
+                    WHERE id = ?1 AND lease_owner = ?2 AND status = ?3 AND (bank_may_have_paid = 0 OR ?6)
+                    """, from: .processing, to: .failed,
+                    holder + [
+                        SQLValue(reason), .integer(now.microseconds), .integer(outcome.isBanksWord ? 1 : 0),
+                        SQLValue(TransactionStatus.failed),
+                    ]) == 1
+            else { return false }
             try releaseHeld(payout, refund: true, now: now, into: &changes)
             event.status = .failed
             event.failureReason = reason
         case .retry(let delay, let doubt, let reason):
             let next = now.adding(microseconds: max(delay, 1))
-            guard try updateStatus(
-                """
-                UPDATE transactions SET next_attempt_at = ?4, bank_may_have_paid = ?5, failure_reason = ?6,
-                    lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?7
-                WHERE id = ?1 AND lease_owner = ?2 AND status = ?3
-                """, from: .processing, to: .processing,
-                holder + [.integer(next.microseconds), .integer(doubt ? 1 : 0), SQLValue(reason), .integer(now.microseconds)]) == 1
+            guard
+                try updateStatus(
+                    """
+                    UPDATE transactions SET next_attempt_at = ?4, bank_may_have_paid = ?5, failure_reason = ?6,
+                        lease_owner = NULL, lease_until = NULL, bank_call_open = 0, updated_at = ?7
+                    WHERE id = ?1 AND lease_owner = ?2 AND status = ?3
+                    """, from: .processing, to: .processing,
+                    holder + [.integer(next.microseconds), .integer(doubt ? 1 : 0), SQLValue(reason), .integer(now.microseconds)]) == 1
             else { return false }
             event.failureReason = reason
             event.nextAttemptAt = next
@@ -200,8 +234,10 @@ extension Store {
         guard let (walletRowID, balance) = refunded, let balanceAfter = Money(minorUnits: balance) else {
             preconditionFailure("wallet \(payout.wallet.text) vanished inside our own write transaction")
         }
-        changes.ledgerEntries.append(try appendLedger(walletRowID: walletRowID, wallet: payout.wallet, transactionID: payout.withdrawalID,
-                                                      kind: .refund, delta: amount, balanceAfter: balanceAfter, now: now))
+        changes.ledgerEntries.append(
+            try appendLedger(
+                walletRowID: walletRowID, wallet: payout.wallet, transactionID: payout.withdrawalID,
+                kind: .refund, delta: amount, balanceAfter: balanceAfter, now: now))
     }
 
     /// Notes a finished pass for `walletctl stats`.
@@ -209,7 +245,9 @@ extension Store {
         requireTransaction()
         try database.run(
             "INSERT INTO processor_passes (started_at, finished_at, claimed, completed, failed, retried) VALUES (?, ?, ?, ?, ?, ?)",
-            [.integer(startedAt.microseconds), .integer(finishedAt.microseconds), .integer(Int64(claimed)),
-             .integer(Int64(completed)), .integer(Int64(failed)), .integer(Int64(retried))])
+            [
+                .integer(startedAt.microseconds), .integer(finishedAt.microseconds), .integer(Int64(claimed)),
+                .integer(Int64(completed)), .integer(Int64(failed)), .integer(Int64(retried)),
+            ])
     }
 }

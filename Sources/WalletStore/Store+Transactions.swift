@@ -17,9 +17,10 @@ extension Store {
 
     static func transaction(from row: Row) throws -> Transaction {
         guard let wallet = WalletID(row.text(1)),
-              let type = TransactionType(rawValue: row.text(2)),
-              let amount = Amount(minorUnits: row.integer(3)),
-              let status = TransactionStatus(rawValue: row.text(4)) else {
+            let type = TransactionType(rawValue: row.text(2)),
+            let amount = Amount(minorUnits: row.integer(3)),
+            let status = TransactionStatus(rawValue: row.text(4))
+        else {
             throw DatabaseError(code: 0, message: "corrupt transaction row \(row.integer(0))")
         }
         let reason = try row.optionalText(9).map { text in
@@ -58,8 +59,10 @@ extension Store {
             WHERE t.wallet_id = ?1 AND t.id < ?2 AND (?3 IS NULL OR t.status = ?3) AND (?4 IS NULL OR t.type = ?4)
             ORDER BY t.id DESC LIMIT ?5
             """,
-            [.integer(wallet.rowID), .integer(before ?? Int64.max), SQLValue(filter.status?.rawValue),
-             SQLValue(filter.type?.rawValue), .integer(Int64(limit) + 1)],
+            [
+                .integer(wallet.rowID), .integer(before ?? Int64.max), SQLValue(filter.status?.rawValue),
+                SQLValue(filter.type?.rawValue), .integer(Int64(limit) + 1),
+            ],
             Store.transaction)
         var next: Int64?
         if rows.count > limit {
@@ -75,7 +78,8 @@ extension Store {
         requireTransaction()
         guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
         guard let newBalance = wallet.balance.adding(amount.money),
-              newBalance.adding(wallet.held) != nil else { return .failure(.balanceOverflow) }
+            newBalance.adding(wallet.held) != nil
+        else { return .failure(.balanceOverflow) }
         let changed = try database.run(
             "UPDATE wallets SET balance = ?1, updated_at = ?2 WHERE id = ?3 AND balance = ?4",
             [.integer(newBalance.minorUnits), .integer(now.microseconds), .integer(wallet.rowID), .integer(wallet.balance.minorUnits)])
@@ -83,8 +87,9 @@ extension Store {
         let transactionID = try insertTransaction(
             walletRowID: wallet.rowID, type: .deposit, status: .completed, amount: amount,
             scheduledFor: nil, executedAt: now, nextAttemptAt: nil, idempotencyKey: idempotencyKey, now: now)
-        let entry = try appendLedger(walletRowID: wallet.rowID, wallet: walletID, transactionID: transactionID,
-                                     kind: .deposit, delta: amount.minorUnits, balanceAfter: newBalance, now: now)
+        let entry = try appendLedger(
+            walletRowID: wallet.rowID, wallet: walletID, transactionID: transactionID,
+            kind: .deposit, delta: amount.minorUnits, balanceAfter: newBalance, now: now)
         var updated = wallet
         updated.balance = newBalance
         updated.updatedAt = now
@@ -96,16 +101,19 @@ extension Store {
 
     /// Records a `PENDING` withdrawal, due at `scheduledFor`. The balance is not checked
     /// here: the processor checks it when the withdrawal is due.
-    public func scheduleWithdrawal(from walletID: WalletID, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp) throws -> Result<Transaction, DomainError> {
+    public func scheduleWithdrawal(from walletID: WalletID, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp) throws
+        -> Result<Transaction, DomainError>
+    {
         requireTransaction()
         guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
             scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
             bankKey: BankKey.random(), now: now)
-        return .success(Transaction(
-            id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
-            executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
+        return .success(
+            Transaction(
+                id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
+                executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
     }
 
     /// Cancels a withdrawal that is still `PENDING`. The processor debits and leaves
@@ -121,8 +129,10 @@ extension Store {
             UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
             WHERE id = ?4 AND status = ?5
             """, from: .pending, to: .canceled,
-            [SQLValue(TransactionStatus.canceled), SQLValue(FailureReason.canceled), .integer(now.microseconds), .integer(id),
-             SQLValue(TransactionStatus.pending)])
+            [
+                SQLValue(TransactionStatus.canceled), SQLValue(FailureReason.canceled), .integer(now.microseconds), .integer(id),
+                SQLValue(TransactionStatus.pending),
+            ])
         precondition(changed == 1, "the withdrawal changed inside our own write transaction")
         var canceled = transaction
         canceled.status = .canceled
@@ -133,6 +143,7 @@ extension Store {
     /// Runs an update that moves transactions from `from` to `to`, after checking the move
     /// against the state machine's table (a move the table lacks is a bug in this program).
     /// Returns the number of rows changed.
+    @discardableResult
     func updateStatus(_ sql: String, from: TransactionStatus, to: TransactionStatus, _ values: [SQLValue]) throws -> Int {
         precondition(from.canBecome(to), "\(from.rawValue) → \(to.rawValue) is not a transition of the state machine")
         return try database.run(sql, values)
@@ -163,18 +174,22 @@ extension Store {
         Int128(row.integer(column)) * 1_000_000_000 + Int128(row.integer(column + 1))
     }
 
-    func insertTransaction(walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
-                           scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
-                           idempotencyKey: String?, bankKey: String? = nil, now: Timestamp) throws -> Int64 {
+    func insertTransaction(
+        walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
+        scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
+        idempotencyKey: String?, bankKey: String? = nil, now: Timestamp
+    ) throws -> Int64 {
         try database.run(
             """
             INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
                                       next_attempt_at, idempotency_key, bank_key)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
             """,
-            [.integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
-             SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
-             SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey)])
+            [
+                .integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
+                SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
+                SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey),
+            ])
         return database.lastInsertRowID
     }
 }

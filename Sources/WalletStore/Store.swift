@@ -53,10 +53,13 @@ public final class Store {
 
     /// Opens the database and, unless query-only, migrates it to the latest schema.
     /// A query-only store still refuses a schema newer than this binary.
-    public static func open(path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
-                            busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds) throws -> Store {
-        let database = try Database(path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
-                                    busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+    public static func open(
+        path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+        busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds
+    ) throws -> Store {
+        let database = try Database(
+            path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
+            busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         if queryOnly {
             let version = try database.scalarInteger("PRAGMA user_version") ?? 0
             guard version <= Schema.latestVersion else { throw Schema.TooNewError(found: version) }
@@ -76,11 +79,13 @@ public final class Store {
 
     static func wallet(from row: Row) throws -> Wallet {
         guard let id = WalletID(row.text(1)), let balance = Money(minorUnits: row.integer(2)),
-              let held = Money(minorUnits: row.integer(3)) else {
+            let held = Money(minorUnits: row.integer(3))
+        else {
             throw DatabaseError(code: 0, message: "corrupt wallet row \(row.integer(0))")
         }
-        return Wallet(rowID: row.integer(0), id: id, balance: balance, held: held,
-                      createdAt: Timestamp(microseconds: row.integer(4)), updatedAt: Timestamp(microseconds: row.integer(5)))
+        return Wallet(
+            rowID: row.integer(0), id: id, balance: balance, held: held,
+            createdAt: Timestamp(microseconds: row.integer(4)), updatedAt: Timestamp(microseconds: row.integer(5)))
     }
 
     public func wallet(_ id: WalletID) throws -> Wallet? {
@@ -98,7 +103,8 @@ public final class Store {
 
     /// Wallets in creation order, for the admin CLI.
     public func wallets(afterRowID: Int64 = 0, limit: Int = 1000) throws -> [Wallet] {
-        try database.query("SELECT \(Store.walletColumns) FROM wallets WHERE id > ? ORDER BY id LIMIT ?",
-                           [.integer(afterRowID), .integer(Int64(limit))], Store.wallet)
+        try database.query(
+            "SELECT \(Store.walletColumns) FROM wallets WHERE id > ? ORDER BY id LIMIT ?",
+            [.integer(afterRowID), .integer(Int64(limit))], Store.wallet)
     }
 }

@@ -96,7 +96,9 @@ final class ServerContext: Sendable {
         }
         if reader == nil {
             let threads = Int64(taken + 1)
-            log.write(threads == maxThreads ? .warning : .info, "accept_threads", ["threads": .integer(threads), "max_threads": .integer(Int64(maxThreads))])
+            log.write(
+                threads == maxThreads ? .warning : .info, "accept_threads",
+                ["threads": .integer(threads), "max_threads": .integer(Int64(maxThreads))])
         }
         return true
     }
@@ -135,7 +137,8 @@ final class Worker: @unchecked Sendable {
                 }
             }
             let status = FCGX_Accept_r(&request)
-            let othersAccepting = fresh
+            let othersAccepting =
+                fresh
                 ? context.accepting.subtract(1, ordering: .acquiringAndReleasing).newValue
                 : context.accepting.load(ordering: .acquiring)
             guard status == 0 else {
@@ -173,8 +176,10 @@ final class Worker: @unchecked Sendable {
     /// server stops. A request that has already arrived is served even when stopping.
     private func awaitKeptConnection() -> KeptConnection {
         // A tuple on the stack, not an array: this runs for every request.
-        var fds = (pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: context.stopSignal.readFD, events: Int16(POLLIN), revents: 0))
+        var fds = (
+            pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: context.stopSignal.readFD, events: Int16(POLLIN), revents: 0)
+        )
         while withUnsafeMutableBytes(of: &fds, { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, -1) }) < 0 {
             guard errno == EINTR else { return .closed }
         }
@@ -218,14 +223,17 @@ final class Worker: @unchecked Sendable {
         let handled = served.handled
         var lines = Log.Lines()
         for entry in handled.ledgerEntries { lines.append(context.log.auditLine(entry, requestID: served.requestID)) }
-        lines.append(context.log.line(handled.response.status >= 500 ? .error : .info, "request", [
-            "request_id": .string(served.requestID),
-            "method": .string(served.method),
-            "route": .string(handled.route),
-            "status": .integer(Int64(handled.response.status)),
-            "duration_ms": .number(served.seconds * 1000),
-            "error": .string(handled.failure),
-        ]))
+        lines.append(
+            context.log.line(
+                handled.response.status >= 500 ? .error : .info, "request",
+                [
+                    "request_id": .string(served.requestID),
+                    "method": .string(served.method),
+                    "route": .string(handled.route),
+                    "status": .integer(Int64(handled.response.status)),
+                    "duration_ms": .number(served.seconds * 1000),
+                    "error": .string(handled.failure),
+                ]))
         lines.flush()
     }
 
@@ -288,4 +296,3 @@ final class Worker: @unchecked Sendable {
         }
     }
 }
-

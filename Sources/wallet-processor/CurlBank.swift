@@ -247,7 +247,8 @@ final class CurlTransfers: @unchecked Sendable {
         var remaining: Int32 = 0
         while let message = curl_multi_info_read(multi, &remaining) {
             guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle,
-                  let transfer = transfers.removeValue(forKey: handle) else { continue }
+                let transfer = transfers.removeValue(forKey: handle)
+            else { continue }
             finished.append((transfer.payout, transport(of: transfer, result: message.pointee.data.result)))
             curl_multi_remove_handle(multi, handle)
             curl_slist_free_all(transfer.headers)
@@ -311,8 +312,10 @@ private func receive(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count:
 }
 
 /// libcurl's pre-request callback: a plain function, so it is a C function pointer.
-private func requestMayLeave(_ context: UnsafeMutableRawPointer?, _ primaryIP: UnsafeMutablePointer<CChar>?,
-                             _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32) -> Int32 {
+private func requestMayLeave(
+    _ context: UnsafeMutableRawPointer?, _ primaryIP: UnsafeMutablePointer<CChar>?,
+    _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32
+) -> Int32 {
     if let context { CurlTransfers.noteRequestMayLeave(context) }
     return CURL_PREREQFUNC_OK
 }

@@ -24,8 +24,9 @@ func run() -> Int32 {
     keepFreedMemory()
     do {
         let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
-        let bank = try CurlBank(url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
-                                concurrency: settings.bankConcurrency)
+        let bank = try CurlBank(
+            url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
+            concurrency: settings.bankConcurrency)
         let pass = ProcessorPass(store: store, bank: bank, settings: settings, log: log, owner: ownerName())
         if let fault = getenv("WALLET_FAULT_POINT").map({ String(cString: $0) }) {
             installFault(fault, on: pass, log: log)

@@ -63,14 +63,22 @@ struct AuditTests {
         #expect(report.headHash == (try ledgerRows(world.store).last?.hash))
     }
 
-    @Test("each kind of tampering is named", arguments: [
-        ("UPDATE ledger SET delta = delta + 1 WHERE id = 1", [Discrepancy.Kind.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch]),
-        ("DELETE FROM ledger WHERE id = 3", [.ledgerGap, .brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch]),
-        ("UPDATE ledger SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE id = 2", [.brokenHashChain, .brokenHashChain]),
-        ("UPDATE wallets SET balance = balance + 5 WHERE id = 1", [.balanceMismatch]),
-        ("UPDATE wallets SET held = 0 WHERE id = 2", [.heldMismatch]),
-        ("UPDATE transactions SET status = 'COMPLETED', next_attempt_at = NULL WHERE type = 'WITHDRAWAL' AND status = 'CANCELED'", [.ledgerMismatch]),
-    ] as [(String, [Discrepancy.Kind])])
+    @Test(
+        "each kind of tampering is named",
+        arguments: [
+            (
+                "UPDATE ledger SET delta = delta + 1 WHERE id = 1",
+                [Discrepancy.Kind.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch]
+            ),
+            ("DELETE FROM ledger WHERE id = 3", [.ledgerGap, .brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch]),
+            ("UPDATE ledger SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE id = 2", [.brokenHashChain, .brokenHashChain]),
+            ("UPDATE wallets SET balance = balance + 5 WHERE id = 1", [.balanceMismatch]),
+            ("UPDATE wallets SET held = 0 WHERE id = 2", [.heldMismatch]),
+            (
+                "UPDATE transactions SET status = 'COMPLETED', next_attempt_at = NULL WHERE type = 'WITHDRAWAL' AND status = 'CANCELED'",
+                [.ledgerMismatch]
+            ),
+        ] as [(String, [Discrepancy.Kind])])
     func tamperingIsFound(sql: String, expected: [Discrepancy.Kind]) throws {
         let world = try AuditWorld()
         try world.tamper(sql)

@@ -55,9 +55,11 @@ struct FastCGIRequestTests {
         #expect(try received(["CONTENT_LENGTH": length]).bodyLength().get() == Int(length))
     }
 
-    @Test("a Content-Length that is no length is 400 before any byte is read", arguments: [
-        "-1", "abc", "1.5", " 1", "0x10", "99999999999999999999",
-    ])
+    @Test(
+        "a Content-Length that is no length is 400 before any byte is read",
+        arguments: [
+            "-1", "abc", "1.5", " 1", "0x10", "99999999999999999999",
+        ])
     func lengthInvalid(length: String) {
         let result = received(["CONTENT_LENGTH": length]).bodyLength()
         #expect(result.failure?.status == 400)

@@ -71,8 +71,10 @@ final class Fixture {
                 }
                 _ = try writer.createWallet(id: id, now: now)
                 _ = try writer.deposit(to: id, amount: amount, idempotencyKey: "fixture-deposit", now: now).get()
-                _ = try writer.scheduleWithdrawal(from: id, amount: amount, scheduledFor: now.adding(seconds: 86_400),
-                                                  idempotencyKey: nil, now: now).get()
+                _ = try writer.scheduleWithdrawal(
+                    from: id, amount: amount, scheduledFor: now.adding(seconds: 86_400),
+                    idempotencyKey: nil, now: now
+                ).get()
             }
             reader = try Store.open(path: path, queryOnly: true)
             api = WalletAPI(writer: RollbackWriter(store: writer))
@@ -112,11 +114,13 @@ func split(_ data: [UInt8]) -> (parameters: [String: String], stream: [UInt8]) {
 /// An error body as the contract shows it: `{"error": {"code": snake_case, "message": text}}`.
 func checkError(_ response: Response, _ input: String) {
     guard case .object(let outer)? = try? JSONParser.parse(Array(response.body.utf8)),
-          case .object(let error)? = outer["error"], case .string(let code)? = error["code"],
-          case .string? = error["message"] else {
+        case .object(let error)? = outer["error"], case .string(let code)? = error["code"],
+        case .string? = error["message"]
+    else {
         fatalError("error response \(response.status) is not in the contract's shape: \(response.body)\n\(input)")
     }
-    let snakeCase = !code.isEmpty && code.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F }
+    let snakeCase =
+        !code.isEmpty && code.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F }
         && code.utf8.first != 0x5F && code.utf8.last != 0x5F
     guard snakeCase else { fatalError("error code \"\(code)\" is not snake_case\n\(input)") }
     if response.status == 405, !response.headers.contains(where: { $0.name == "Allow" }) {
@@ -148,7 +152,8 @@ func checkTimestamps(in value: JSONValue, _ response: Response, _ input: String)
     case .object(let members):
         for (name, member) in members {
             if name.hasSuffix("_at") || name == "scheduled_for", case .string(let text) = member,
-               Timestamp(rfc3339: text) == nil {
+                Timestamp(rfc3339: text) == nil
+            {
                 fatalError("\(name) \(text) in a \(response.status) response is not RFC 3339: \(response.body)\n\(input)")
             }
             checkTimestamps(in: member, response, input)
