@@ -9,6 +9,7 @@
 #   make bench     the benchmark table (scripts/bench.sh)
 #   make verify    check the payout rules' model exhaustively with spin
 #   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
+#   make chaos     the seeded fault-injection run (SEED=N DURATION=SECONDS)
 #   make install   install the release binaries, systemd units, nginx site and
 #                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
@@ -75,7 +76,7 @@ TEST_SUITES += sanitizers fuzz
 all: build
 
 help:
-	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
