@@ -130,7 +130,7 @@ release:
 # build put the binaries (unless already set).
 run: deps build
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
-	exec bash scripts/stack.sh
+	exec bash scripts/stack.sh --follow
 
 # Runs every suite even when one fails, then prints a summary and fails if
 # any suite failed. A missing suite counts as a failure.
