@@ -4,12 +4,9 @@ health and metrics."""
 import concurrent.futures
 import datetime as dt
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 
 # --- Wallets -----------------------------------------------------------------------

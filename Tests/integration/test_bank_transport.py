@@ -11,15 +11,12 @@ connection when a reused one closes without a byte of answer; if that new connec
 refused, the first request may still have reached the bank, which may have paid.
 """
 
-import os
 import socket
-import sys
 import threading
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 SUCCESS = b'{"data": "success", "status": 200}'
 

@@ -4,12 +4,9 @@ and that nothing leaks or changes."""
 import concurrent.futures
 import datetime as dt
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 JSON = {"Content-Type": "application/json"}
 
@@ -111,7 +108,7 @@ def test_balance_overflow_is_422_and_changes_nothing(stack):
     assert total == {200: deposits}, total
     balance = deposits * h.AMOUNT_MAX
     assert h.get_wallet(stack, w["uuid"])["balance"] == balance
-    tx_count = stack.sqlite(f"SELECT COUNT(*) FROM transactions")[0][0]
+    tx_count = stack.sqlite("SELECT COUNT(*) FROM transactions")[0][0]
     ledger_count = stack.sqlite("SELECT COUNT(*) FROM ledger")[0][0]
     before = h.get_wallet(stack, w["uuid"])
 

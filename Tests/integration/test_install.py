@@ -17,12 +17,10 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 REPO = Path(__file__).resolve().parents[2]
 EXECUTABLES = ("wallet-fcgi", "wallet-processor", "walletctl")

@@ -11,14 +11,12 @@ calls the bank at most once per withdrawal: every test runs passes one by one an
 import json
 import os
 import signal
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
-from conftest import free_port, wait_until  # noqa: E402
+from . import helpers as h
+from .conftest import free_port, wait_until
 
 # Retries due at once; unknown outcomes rechecked at once (when a test wants it).
 FAST_RETRIES = {"WALLET_RETRY_BASE_SECONDS": "0"}

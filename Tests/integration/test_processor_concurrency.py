@@ -5,14 +5,11 @@ exactly once and nothing else, and the books balance (README, "Withdrawals" and
 
 import collections
 import concurrent.futures
-import os
 import random
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 WALLETS = 20
 WITHDRAWALS = 1_000
