@@ -88,8 +88,9 @@ extension Store {
             "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1"
         ) {
             Statistics.Pass(
-                startedAt: Timestamp(microseconds: $0.integer(0)), finishedAt: Timestamp(microseconds: $0.integer(1)),
-                claimed: $0.integer(2), completed: $0.integer(3), failed: $0.integer(4), retried: $0.integer(5))
+                startedAt: Timestamp(microseconds: $0.integer("started_at")), finishedAt: Timestamp(microseconds: $0.integer("finished_at")),
+                claimed: $0.integer("claimed"), completed: $0.integer("completed"), failed: $0.integer("failed"),
+                retried: $0.integer("retried"))
         }
         return Statistics(
             wallets: totals.0, totalBalance: totals.1, totalHeld: totals.2, groups: groups,

@@ -18,7 +18,7 @@ public struct StoredResponse: Sendable, Equatable {
 extension Store {
     public func storedResponse(forKey key: String) throws -> StoredResponse? {
         try database.queryFirst("SELECT fingerprint, status, body FROM idempotency WHERE key = ?", [.text(key)]) {
-            StoredResponse(fingerprint: $0.text(0), status: Int($0.integer(1)), body: $0.text(2))
+            StoredResponse(fingerprint: $0.text("fingerprint"), status: Int($0.integer("status")), body: $0.text("body"))
         }
     }
 

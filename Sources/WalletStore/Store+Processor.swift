@@ -43,6 +43,20 @@ public struct ProcessorChanges: Sendable {
     }
 }
 
+/// A withdrawal the processor found due, as its row says.
+struct DueWithdrawal {
+    var id: Int64
+    var wallet: WalletID
+    var amount: Amount
+    var status: TransactionStatus
+    var attempts: Int64
+    /// A call was still open: the processor that made it died mid-call.
+    var callOpen: Bool
+    var mayHavePaid: Bool
+    var walletRowID: Int64
+    var bankKey: String
+}
+
 extension Store {
     /// Claims up to `limit` withdrawals due by `dueBy` that no live processor holds, in the
     /// caller's transaction. A due `PENDING` one is settled against the balance now: with
@@ -60,25 +74,28 @@ extension Store {
             ORDER BY t.next_attempt_at LIMIT ?3
             """,
             [.integer(dueBy.microseconds), .integer(now.microseconds), .integer(Int64(limit))]
-        ) { row -> (Int64, WalletID, Amount, TransactionStatus, Int64, Bool, Bool, Int64, String) in
-            guard let wallet = WalletID(row.text(1)), let amount = Amount(minorUnits: row.integer(2)),
-                let status = TransactionStatus(rawValue: row.text(3)), status == .pending || status == .processing,
-                let bankKey = row.optionalText(8)
+        ) { row -> DueWithdrawal in
+            guard let wallet = WalletID(row.text("uuid")), let amount = Amount(minorUnits: row.integer("amount")),
+                let status = TransactionStatus(rawValue: row.text("status")), status == .pending || status == .processing,
+                let bankKey = row.optionalText("bank_key")
             else {
-                throw DatabaseError(code: 0, message: "corrupt due withdrawal \(row.integer(0))")
+                throw DatabaseError(code: 0, message: "corrupt due withdrawal \(row.integer("id"))")
             }
-            return (row.integer(0), wallet, amount, status, row.integer(4), row.integer(5) != 0, row.integer(6) != 0, row.integer(7), bankKey)
+            return DueWithdrawal(
+                id: row.integer("id"), wallet: wallet, amount: amount, status: status, attempts: row.integer("attempts"),
+                callOpen: row.integer("bank_call_open") != 0, mayHavePaid: row.integer("bank_may_have_paid") != 0,
+                walletRowID: row.integer("wallet_id"), bankKey: bankKey)
         }
         var changes = ProcessorChanges()
-        for (id, wallet, amount, status, attempts, callOpen, mayHavePaid, walletRowID, bankKey) in rows {
-            if status == .pending {
+        for due in rows {
+            if due.status == .pending {
                 try settlePending(
-                    id: id, wallet: wallet, walletRowID: walletRowID, amount: amount, bankKey: bankKey, owner: owner,
+                    id: due.id, wallet: due.wallet, walletRowID: due.walletRowID, amount: due.amount, bankKey: due.bankKey, owner: owner,
                     now: now, leaseUntil: leaseUntil, into: &changes)
             } else {
                 // A call found still open belongs to a processor that died mid-call: the bank
                 // may have paid it.
-                let doubt = mayHavePaid || callOpen
+                let doubt = due.mayHavePaid || due.callOpen
                 try updateStatus(
                     """
                     UPDATE transactions SET attempts = attempts + 1, bank_call_open = 1, bank_may_have_paid = ?1,
@@ -86,12 +103,12 @@ extension Store {
                     WHERE id = ?5 AND status = ?6
                     """, from: .processing, to: .processing,
                     [
-                        .integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
+                        .integer(doubt ? 1 : 0), .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(due.id),
                         SQLValue(TransactionStatus.processing),
                     ])
                 changes.payouts.append(
                     Payout(
-                        withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: attempts + 1,
+                        withdrawalID: due.id, wallet: due.wallet, amount: due.amount, bankKey: due.bankKey, attempt: due.attempts + 1,
                         bankMayHavePaid: doubt, leaseUntil: leaseUntil))
             }
         }

@@ -16,25 +16,25 @@ extension Store {
         """
 
     static func transaction(from row: Row) throws -> Transaction {
-        guard let wallet = WalletID(row.text(1)),
-            let type = TransactionType(rawValue: row.text(2)),
-            let amount = Amount(minorUnits: row.integer(3)),
-            let status = TransactionStatus(rawValue: row.text(4))
+        guard let wallet = WalletID(row.text("uuid")),
+            let type = TransactionType(rawValue: row.text("type")),
+            let amount = Amount(minorUnits: row.integer("amount")),
+            let status = TransactionStatus(rawValue: row.text("status"))
         else {
-            throw DatabaseError(code: 0, message: "corrupt transaction row \(row.integer(0))")
+            throw DatabaseError(code: 0, message: "corrupt transaction row \(row.integer("id"))")
         }
-        let reason = try row.optionalText(9).map { text in
+        let reason = try row.optionalText("failure_reason").map { text in
             guard let reason = FailureReason(rawValue: text) else {
-                throw DatabaseError(code: 0, message: "corrupt failure reason in transaction \(row.integer(0))")
+                throw DatabaseError(code: 0, message: "corrupt failure reason in transaction \(row.integer("id"))")
             }
             return reason
         }
         return Transaction(
-            id: row.integer(0), wallet: wallet, type: type, amount: amount, status: status,
-            scheduledFor: row.optionalInteger(5).map(Timestamp.init(microseconds:)),
-            executedAt: row.optionalInteger(6).map(Timestamp.init(microseconds:)),
-            createdAt: Timestamp(microseconds: row.integer(7)),
-            attempts: row.integer(8), failureReason: reason, idempotencyKey: row.optionalText(10))
+            id: row.integer("id"), wallet: wallet, type: type, amount: amount, status: status,
+            scheduledFor: row.optionalInteger("scheduled_for").map(Timestamp.init(microseconds:)),
+            executedAt: row.optionalInteger("executed_at").map(Timestamp.init(microseconds:)),
+            createdAt: Timestamp(microseconds: row.integer("created_at")),
+            attempts: row.integer("attempts"), failureReason: reason, idempotencyKey: row.optionalText("idempotency_key"))
     }
 
     /// The transaction with this id, if it belongs to this wallet.
@@ -153,12 +153,12 @@ extension Store {
     /// `walletctl stats`.
     public func transactionCounts() throws -> [TransactionGroup] {
         try database.query(
-            "SELECT type, status, count(*), \(Store.exactSum("amount")) FROM transactions GROUP BY type, status"
+            "SELECT type, status, count(*) AS count, \(Store.exactSum("amount")) FROM transactions GROUP BY type, status"
         ) { row in
-            guard let type = TransactionType(rawValue: row.text(0)), let status = TransactionStatus(rawValue: row.text(1)) else {
+            guard let type = TransactionType(rawValue: row.text("type")), let status = TransactionStatus(rawValue: row.text("status")) else {
                 throw DatabaseError(code: 0, message: "corrupt transaction type or status")
             }
-            return TransactionGroup(type: type, status: status, count: row.integer(2), amount: Store.exactSum(row, from: 3))
+            return TransactionGroup(type: type, status: status, count: row.integer("count"), amount: Store.exactSum(row, from: 3))
         }
     }
 

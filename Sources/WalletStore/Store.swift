@@ -78,14 +78,14 @@ public final class Store {
     static let walletColumns = "id, uuid, balance, held, created_at, updated_at"
 
     static func wallet(from row: Row) throws -> Wallet {
-        guard let id = WalletID(row.text(1)), let balance = Money(minorUnits: row.integer(2)),
-            let held = Money(minorUnits: row.integer(3))
+        guard let id = WalletID(row.text("uuid")), let balance = Money(minorUnits: row.integer("balance")),
+            let held = Money(minorUnits: row.integer("held"))
         else {
-            throw DatabaseError(code: 0, message: "corrupt wallet row \(row.integer(0))")
+            throw DatabaseError(code: 0, message: "corrupt wallet row \(row.integer("id"))")
         }
         return Wallet(
-            rowID: row.integer(0), id: id, balance: balance, held: held,
-            createdAt: Timestamp(microseconds: row.integer(4)), updatedAt: Timestamp(microseconds: row.integer(5)))
+            rowID: row.integer("id"), id: id, balance: balance, held: held,
+            createdAt: Timestamp(microseconds: row.integer("created_at")), updatedAt: Timestamp(microseconds: row.integer("updated_at")))
     }
 
     public func wallet(_ id: WalletID) throws -> Wallet? {
