@@ -5,16 +5,19 @@
 #   make release   swift build -c release
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
+#   make lint      swift format lint and shellcheck (make format rewrites)
 #   make bench     the benchmark table (scripts/bench.sh)
-#   make chaos     a seeded fault-injection run (SEED=N DURATION=SECONDS)
+#   make verify    check the payout rules' model exhaustively with spin
+#   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
+#   make chaos     the seeded fault-injection run (SEED=N DURATION=SECONDS)
 #   make install   install the release binaries, systemd units, nginx site and
 #                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
 #   make clean     remove build products and the development run dir
 #
 # Settings for `make run` come from the environment (WALLET_HTTP_PORT,
-# WALLET_DB, WALLET_BANK_MODE, ...; see docs/INTERFACES.md, defaults as in
-# API.md), e.g.  WALLET_HTTP_PORT=9000 make run
+# WALLET_DB, WALLET_BANK_MODE, ...; see docs/INTERFACES.md, defaults in the
+# README, "Configuration"), e.g.  WALLET_HTTP_PORT=9000 make run
 
 # Recipes use bash features (arrays, pipefail); every recipe line fails on
 # the first error.
@@ -32,8 +35,11 @@ DESTDIR ?=
 SWIFT ?= swift
 # Extra flags for every swift build/test (e.g. -j 2, --scratch-path .build-x).
 SWIFT_BUILD_FLAGS ?=
+# A module that imports one it does not declare as a dependency is an error, not a
+# build that happens to work: the module graph is the architecture (README).
+override SWIFT_BUILD_FLAGS += --explicit-target-dependency-import-check=error
 # Extra flags for the release build. Static Swift runtime: the deployed
-# binaries then need only Debian's system libraries (PLATFORM.md pitfall 5).
+# binaries then need only Debian's system libraries (the toolchain's runtime is not installed there).
 SWIFT_RELEASE_FLAGS ?= --static-swift-stdlib
 # The Python that runs pytest: python3 from PATH if it has pytest, else
 # Debian's /usr/bin/python3 (with python3-pytest, which `make deps` installs).
@@ -58,16 +64,19 @@ RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
-TEST_SUITES := swift bank systemd openapi integration chaos schemathesis
+TEST_SUITES := lint swift bank systemd openapi integration chaos schemathesis verify
+# The unit tests under ThreadSanitizer and AddressSanitizer, and each fuzz
+# target for FUZZ_TEST_SECONDS (docs/FUZZING.md).
+TEST_SUITES += sanitizers fuzz
 
-.PHONY: all deps deps-bench deps-schemathesis build release run test $(addprefix test-,$(TEST_SUITES)) \
-        bench chaos install clean distclean help
+.PHONY: all deps deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
+        bench chaos fuzz lint format install clean distclean help
 
 # Plain `make` builds.
 all: build
 
 help:
-	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
@@ -98,6 +107,18 @@ deps-bench:
 	  $(SUDO) apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 
+# spin, and a C compiler for the verifier it generates, only for `make verify`.
+deps-verify:
+	@missing=(); \
+	command -v spin >/dev/null || missing+=(spin); \
+	command -v gcc >/dev/null || missing+=(gcc libc6-dev); \
+	if (( $${#missing[@]} )); then \
+	  echo "==> installing: $${missing[*]}"; \
+	  $(SUDO) apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends "$${missing[@]}"; \
+	fi
+
 build:
 	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
 
@@ -109,7 +130,7 @@ release:
 # build put the binaries (unless already set).
 run: deps build
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
-	exec bash scripts/stack.sh
+	exec bash scripts/stack.sh --follow
 
 # Runs every suite even when one fails, then prints a summary and fails if
 # any suite failed. A missing suite counts as a failure.
@@ -129,6 +150,21 @@ test: deps build
 define require
 @test -e $(1) || { echo "missing $(1)"; exit 1; }
 endef
+
+# The Swift sources as the toolchain's formatter writes them (the checked-in
+# .swift-format), and every shell script clean under shellcheck.
+SWIFT_FORMAT_PATHS := Package.swift Sources Tests/WalletCoreTests Tests/fuzz
+SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run bank/bank.cgi 2>/dev/null)
+lint:
+	$(SWIFT) format lint --strict --recursive $(SWIFT_FORMAT_PATHS)
+	shellcheck $(SHELL_SCRIPTS)
+	@echo "lint: swift format and shellcheck clean"
+
+test-lint: lint
+
+# Rewrites the Swift sources as the formatter wants them.
+format:
+	$(SWIFT) format format --in-place --recursive $(SWIFT_FORMAT_PATHS)
 
 # The Swift unit tests (Tests/WalletCoreTests).
 test-swift:
@@ -190,6 +226,52 @@ deps-schemathesis:
 	  echo "==> installing: python3-venv"; \
 	  $(SUDO) apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
+
+# The model of the withdrawal protocol (verify/wallet.pml), checked
+# exhaustively by spin against verify/payout-rules.tsv and
+# verify/bank-answers.tsv, and its mutants (docs/VERIFY.md).
+verify: deps-verify
+	$(call require,verify/check.sh)
+	bash verify/check.sh
+
+test-verify: verify
+
+# The unit tests under the sanitizers, each build in its own scratch path so
+# that it never invalidates the plain one. TSan: the tests of the code that
+# runs on several threads; ASan (with LeakSanitizer): all of them. Any report
+# fails the run. Only the test bundle is built (SwiftPM names it after the
+# package): the executables and swift-argument-parser would be built for
+# nothing. Swift's backtracer is off: it reads memory the sanitizers guard and
+# would turn a report into a crash of its own. lld: gold prints a warning per
+# ASan symbol. Tests/sanitizers/lsan.supp says why each suppressed leak
+# report is none. Each prints its time.
+SANITIZER_TESTS_THREAD ?= GroupCommitWriterTests|SignalPipeTests|ProcessorPassTests|JitterTests
+SANITIZER_FLAGS := -Xswiftc -use-ld=lld
+SANITIZER_TEST_PRODUCT := walletPackageTests
+test-sanitizers:
+	$(call require,Tests/sanitizers/lsan.supp)
+	@start=$$SECONDS; echo "==> ThreadSanitizer: $(SANITIZER_TESTS_THREAD)"; \
+	flags=($(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan); \
+	$(SWIFT) build "$${flags[@]}" --product $(SANITIZER_TEST_PRODUCT); \
+	SWIFT_BACKTRACE=enable=no $(SWIFT) test "$${flags[@]}" --skip-build --filter '$(SANITIZER_TESTS_THREAD)'; \
+	echo "==> ThreadSanitizer: passed in $$((SECONDS - start)) s"
+	@start=$$SECONDS; echo "==> AddressSanitizer: every unit test"; \
+	flags=($(SWIFT_BUILD_FLAGS) $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan); \
+	$(SWIFT) build "$${flags[@]}" --product $(SANITIZER_TEST_PRODUCT); \
+	SWIFT_BACKTRACE=enable=no LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/sanitizers/lsan.supp \
+	  $(SWIFT) test "$${flags[@]}" --skip-build; \
+	echo "==> AddressSanitizer: passed in $$((SECONDS - start)) s"
+
+# Seconds per fuzz target: `make fuzz` and the `fuzz` suite of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 15
+
+fuzz: deps
+	bash scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+test-fuzz:
+	$(call require,scripts/fuzz.sh)
+	bash scripts/fuzz.sh run $(FUZZ_TEST_SECONDS)
 
 # The benchmarks choose their own build and settings.
 bench: deps deps-bench
@@ -341,7 +423,9 @@ uninstall:
 # Build products and the development run dir (sockets, logs). The
 # development database var/wallet.db is kept: `make distclean` removes it.
 clean:
-	rm -rf .build var/run
+	rm -rf .build var/run verify/build
+
+	rm -rf .build .build-fuzz .build-tsan .build-asan var/run
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

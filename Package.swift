@@ -9,7 +9,7 @@ let package = Package(
         .executable(name: "walletctl", targets: ["walletctl"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
         // C libraries from Debian's -dev packages, each behind a small module map.
@@ -20,16 +20,46 @@ let package = Package(
         // glibc's malloc tuning (part of libc6-dev, nothing to link).
         .systemLibrary(name: "CMalloc"),
 
-        // The domain, the store, the services and the HTTP layer: no sockets, no threads of its own.
-        .target(name: "WalletCore", dependencies: ["CSQLite", "CCrypto"]),
+        // The core, in layers; each module may import only those below it, and the compiler
+        // holds every arrow (README, "Architecture").
+        //
+        // The strict JSON codec: values, parser, writer. Imports nothing.
+        .target(name: "WalletJSON"),
+        // Money, ids, time, statuses and their transitions, the payout rules. No I/O.
+        .target(name: "WalletDomain", dependencies: ["WalletJSON"]),
+        // What every program needs of the system: settings, logs, locks, threads, pipes,
+        // SHA-256 and HMAC (libcrypto).
+        .target(name: "WalletPlatform", dependencies: ["WalletDomain", "WalletJSON", "CCrypto"]),
+        // The only door to the database, and the only code that imports SQLite.
+        .target(name: "WalletStore", dependencies: ["WalletDomain", "WalletPlatform", "CSQLite"]),
+        // Requests, responses, routes, validation, errors, metrics: no database, no socket.
+        .target(name: "WalletHTTP", dependencies: ["WalletDomain", "WalletJSON", "WalletPlatform"]),
+        // What composes them: the API over the store, group commit, the processor's pass,
+        // the audit and the reconciliation.
+        .target(name: "WalletServices", dependencies: ["WalletDomain", "WalletJSON", "WalletPlatform", "WalletStore", "WalletHTTP"]),
 
-        .executableTarget(name: "wallet-fcgi", dependencies: ["WalletCore", "CFastCGI"]),
-        .executableTarget(name: "wallet-processor", dependencies: ["WalletCore", "CCurl", "CMalloc"]),
-        .executableTarget(name: "walletctl", dependencies: [
-            "WalletCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .executableTarget(
+            name: "wallet-fcgi",
+            dependencies: [
+                "WalletServices", "WalletHTTP", "WalletStore", "WalletPlatform", "WalletDomain", "WalletJSON", "CFastCGI",
+            ]),
+        .executableTarget(
+            name: "wallet-processor",
+            dependencies: [
+                "WalletServices", "WalletStore", "WalletPlatform", "WalletDomain", "CCurl", "CMalloc",
+            ]),
+        .executableTarget(
+            name: "walletctl",
+            dependencies: [
+                "WalletServices", "WalletHTTP", "WalletStore", "WalletPlatform", "WalletDomain", "WalletJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
 
-        .testTarget(name: "WalletCoreTests", dependencies: ["WalletCore"]),
+        .testTarget(
+            name: "WalletCoreTests",
+            dependencies: [
+                "WalletJSON", "WalletDomain", "WalletPlatform", "WalletStore", "WalletHTTP", "WalletServices",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

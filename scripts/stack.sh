@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/stack.sh: run the whole wallet stack on loopback, in the foreground.
 #
-#   scripts/stack.sh [--no-processor]
+#   scripts/stack.sh [--no-processor] [--follow]
 #
 # Starts, in this order, and supervises until SIGINT (Ctrl-C) or SIGTERM:
 #   1. the responder  $WALLET_BIN_DIR/wallet-fcgi --socket RUN_DIR/fcgi.sock
@@ -12,7 +12,10 @@
 #   4. unless --no-processor, a loop running $WALLET_BIN_DIR/wallet-processor
 #      every $WALLET_PROCESS_INTERVAL seconds, as the systemd timer would.
 # Once GET /healthz answers 200 it prints `stack ready http://127.0.0.1:PORT`
-# on stdout (its only line on stdout; progress goes to stderr).
+# on stdout (its only line on stdout; progress goes to stderr). With --follow
+# (what `make run` passes) the responder's and the processor's JSON log lines
+# and the mock bank's calls also go to stderr as they are written, each line
+# prefixed by its program, besides their files in RUN_DIR.
 #
 # On SIGINT/SIGTERM, on an error and on any exit it stops everything it
 # started, by PID, with a bounded deadline and then SIGKILL: no process is
@@ -81,9 +84,11 @@ usage() {
 # --- Arguments --------------------------------------------------------------------
 
 RUN_PROCESSOR=1
+FOLLOW=0
 while (($#)); do
     case $1 in
     --no-processor) RUN_PROCESSOR=0 ;;
+    --follow) FOLLOW=1 ;;
     -h | --help)
         usage
         exit 0
@@ -194,7 +199,7 @@ export NO_PROXY=$no_proxy
 
 # The pids of what we started (kept even after a component exits, to reap
 # it and to find what it left behind).
-FCGI_PID="" FCGIWRAP_PID="" NGINX_PID="" LOOP_PID=""
+FCGI_PID="" FCGIWRAP_PID="" NGINX_PID="" LOOP_PID="" FOLLOW_PID=""
 # Their names, for messages once they are gone.
 declare -A NAME_OF=()
 # nginx's worker pids, noted once nginx is up: if the master ever died
@@ -226,7 +231,7 @@ is_program() {
 
 # Prints the pids of all descendants of the given pids, from one `ps`
 # snapshot. Used to find fcgiwrap's preforked children (SIGTERM to the
-# parent leaves them running, PLATFORM.md pitfall 18), nginx's workers and
+# parent leaves them running), nginx's workers and
 # the processor loop's current child, BEFORE anything is signalled: once a
 # parent is gone its children are re-parented and can no longer be found
 # this way.
@@ -294,7 +299,7 @@ wait_gone() {
 # whatever is left then gets SIGKILL. Safe to call with only some
 # components started. Returns 1 if a process survived even SIGKILL.
 stop_all() {
-    local -a loop_tree=() nginx_tree=() fcgi_pids=() bank_tree=() everything=() found=()
+    local -a loop_tree=() nginx_tree=() fcgi_pids=() bank_tree=() follow_tree=() everything=() found=()
     local pid
     DEADLINE_US=$(($(now_us) + STOP_TIMEOUT * 1000000))
 
@@ -302,6 +307,10 @@ stop_all() {
     if [[ -n $LOOP_PID ]]; then
         mapfile -t found < <(descendants "$LOOP_PID")
         loop_tree=("$LOOP_PID" "${found[@]}")
+    fi
+    if [[ -n $FOLLOW_PID ]]; then
+        mapfile -t found < <(descendants "$FOLLOW_PID")
+        follow_tree=("$FOLLOW_PID" "${found[@]}")
     fi
     if [[ -n $NGINX_PID ]]; then
         mapfile -t found < <(descendants "$NGINX_PID")
@@ -328,7 +337,7 @@ stop_all() {
             [[ " ${bank_tree[*]} " == *" $pid "* ]] || bank_tree+=("$pid")
         done
     fi
-    for pid in "${loop_tree[@]}" "${nginx_tree[@]}" "${fcgi_pids[@]}" "${bank_tree[@]}"; do
+    for pid in "${loop_tree[@]}" "${nginx_tree[@]}" "${fcgi_pids[@]}" "${bank_tree[@]}" "${follow_tree[@]}"; do
         if alive "$pid" && [[ " ${everything[*]} " != *" $pid "* ]]; then everything+=("$pid"); fi
     done
     ((${#everything[@]})) || return 0
@@ -362,6 +371,8 @@ stop_all() {
         done
         signal_pids TERM "${bank_tree[@]:1}"
     fi
+    # Last, the log followers: they have shown everything the others wrote.
+    signal_pids TERM "${follow_tree[@]}"
 
     if ! wait_gone "${everything[@]}"; then
         for pid in "${everything[@]}"; do
@@ -530,6 +541,24 @@ done
 # 1. The responder. It creates its socket itself; 0666 because nginx's workers
 # run as `nobody` here (in production systemd owns the socket, 0660 for nginx's
 # group).
+# --follow: one `tail -F | sed` per log, each line prefixed by its program,
+# to stderr. Started first, from the logs' current ends (a reused run dir
+# keeps earlier runs' lines), so no line of this run is missed.
+follow_logs() {
+    local name file
+    for name in wallet-fcgi:wallet-fcgi.log processor:processor.log bank:bank/calls; do
+        file=$RUN_DIR/${name#*:}
+        tail -n 0 -q -F "$file" 2>/dev/null | sed -u "s/^/${name%%:*} | /" >&2 &
+    done
+    wait
+}
+if ((FOLLOW)); then
+    mkdir -p "$RUN_DIR/bank"
+    touch "$RUN_DIR/wallet-fcgi.log" "$RUN_DIR/processor.log" "$RUN_DIR/bank/calls"
+    follow_logs &
+    FOLLOW_PID=$!
+fi
+
 log "starting wallet-fcgi ($BIN_DIR/wallet-fcgi, database $DB)"
 "$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode 0666 </dev/null >>"$RUN_DIR/wallet-fcgi.log" 2>&1 &
 FCGI_PID=$!

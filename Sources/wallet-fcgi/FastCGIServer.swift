@@ -1,6 +1,11 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 import CFastCGI
 import Synchronization
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +31,7 @@ struct FileIdentity {
 /// upstream `keepalive` pool), and libfcgi serves one connection per thread: a thread whose
 /// connection sits idle in nginx's pool is taken until nginx uses or closes it. A fixed
 /// number of threads could then all be waiting on idle connections while a new one queues
-/// unserved (PLATFORM.md pitfall 15). So the pool grows instead: whenever a thread leaves
+/// unserved (and a stop would wait on a thread that never returns). So the pool grows instead: whenever a thread leaves
 /// `accept()` with a connection and no other thread is left in `accept()`, one more thread
 /// starts, up to `maxThreads`. Threads are never retired; each costs a stack and a read
 /// connection, and a pool that has grown is the size the next burst needs.
@@ -91,7 +96,9 @@ final class ServerContext: Sendable {
         }
         if reader == nil {
             let threads = Int64(taken + 1)
-            log.write(threads == maxThreads ? .warning : .info, "accept_threads", ["threads": .integer(threads), "max_threads": .integer(Int64(maxThreads))])
+            log.write(
+                threads == maxThreads ? .warning : .info, "accept_threads",
+                ["threads": .integer(threads), "max_threads": .integer(Int64(maxThreads))])
         }
         return true
     }
@@ -99,6 +106,9 @@ final class ServerContext: Sendable {
 }
 
 /// One accept thread: its own FastCGI request and its own query-only SQLite connection.
+///
+/// `@unchecked Sendable`: it is handed to its thread once, at start, and from then on only
+/// that thread touches `request` and `reader`; `context` is shared through atomics.
 final class Worker: @unchecked Sendable {
     let context: ServerContext
     let reader: Store
@@ -127,7 +137,8 @@ final class Worker: @unchecked Sendable {
                 }
             }
             let status = FCGX_Accept_r(&request)
-            let othersAccepting = fresh
+            let othersAccepting =
+                fresh
                 ? context.accepting.subtract(1, ordering: .acquiringAndReleasing).newValue
                 : context.accepting.load(ordering: .acquiring)
             guard status == 0 else {
@@ -165,8 +176,10 @@ final class Worker: @unchecked Sendable {
     /// server stops. A request that has already arrived is served even when stopping.
     private func awaitKeptConnection() -> KeptConnection {
         // A tuple on the stack, not an array: this runs for every request.
-        var fds = (pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: context.stopSignal.readFD, events: Int16(POLLIN), revents: 0))
+        var fds = (
+            pollfd(fd: request.ipcFd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: context.stopSignal.readFD, events: Int16(POLLIN), revents: 0)
+        )
         while withUnsafeMutableBytes(of: &fds, { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, -1) }) < 0 {
             guard errno == EINTR else { return .closed }
         }
@@ -186,14 +199,15 @@ final class Worker: @unchecked Sendable {
 
     private func serveOne() -> Served {
         let started = Timestamp.now()
-        let requestID = parameter("REQUEST_ID") ?? "-"
-        let method = parameter("REQUEST_METHOD") ?? "GET"
+        let received = FastCGIRequest(parameter: parameter)
+        let requestID = received.requestID
+        let method = received.method
         let handled: WalletAPI.Handled
-        switch readRequest(method: method, requestID: requestID) {
+        switch readRequest(received) {
         case .success(let request):
             handled = context.api.handle(request, reader: reader)
         case .failure(let error):
-            handled = WalletAPI.Handled(response: error.response, route: Route(path: parameter("DOCUMENT_URI") ?? "")?.template ?? Route.unmatchedTemplate, ledgerEntries: [])
+            handled = WalletAPI.Handled(response: error.response, route: received.routeTemplate, ledgerEntries: [])
         }
         writeResponse(handled.response)
         let seconds = Double(Timestamp.now().microseconds - started.microseconds) / 1_000_000
@@ -209,14 +223,17 @@ final class Worker: @unchecked Sendable {
         let handled = served.handled
         var lines = Log.Lines()
         for entry in handled.ledgerEntries { lines.append(context.log.auditLine(entry, requestID: served.requestID)) }
-        lines.append(context.log.line(handled.response.status >= 500 ? .error : .info, "request", [
-            "request_id": .string(served.requestID),
-            "method": .string(served.method),
-            "route": .string(handled.route),
-            "status": .integer(Int64(handled.response.status)),
-            "duration_ms": .number(served.seconds * 1000),
-            "error": .string(handled.failure),
-        ]))
+        lines.append(
+            context.log.line(
+                handled.response.status >= 500 ? .error : .info, "request",
+                [
+                    "request_id": .string(served.requestID),
+                    "method": .string(served.method),
+                    "route": .string(handled.route),
+                    "status": .integer(Int64(handled.response.status)),
+                    "duration_ms": .number(served.seconds * 1000),
+                    "error": .string(handled.failure),
+                ]))
         lines.flush()
     }
 
@@ -229,33 +246,28 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Copies every parameter out of libfcgi (its pointers die at `FCGX_Finish_r`) and reads
-    /// the body, refusing one over the limit before reading it.
-    private func readRequest(method: String, requestID: String) -> Result<Request, APIError> {
-        let lengthText = parameter("CONTENT_LENGTH") ?? ""
-        let length = lengthText.isEmpty ? 0 : Int(lengthText) ?? -1
-        guard length >= 0 else {
-            return .failure(APIError(status: 400, code: "bad_request", message: "invalid Content-Length"))
+    /// Reads the body that the parameters announce, refusing one over the limit before
+    /// reading it; `FastCGIRequest` decides everything else.
+    private func readRequest(_ received: FastCGIRequest) -> Result<Request, APIError> {
+        let length: Int
+        switch received.bodyLength() {
+        case .success(let value): length = value
+        case .failure(let error): return .failure(error)
         }
-        guard length <= Limits.requestBodyBytesMax else { return .failure(.payloadTooLarge) }
         var body = [UInt8](repeating: 0, count: length)
-        var received = 0
-        while received < length {
-            let count = body.withUnsafeMutableBufferPointer { buffer in
+        var count = 0
+        while count < length {
+            let read = body.withUnsafeMutableBufferPointer { buffer in
                 buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: length) {
-                    FCGX_GetStr($0 + received, Int32(length - received), request.in)
+                    FCGX_GetStr($0 + count, Int32(length - count), request.in)
                 }
             }
-            guard count > 0 else { break }
-            received += Int(count)
+            guard read > 0 else { break }
+            count += Int(read)
         }
-        guard received == length else {
-            return .failure(APIError(status: 400, code: "bad_request", message: "the request body ended early"))
-        }
-        return .success(Request(
-            method: method, path: parameter("DOCUMENT_URI") ?? "/", query: parameter("QUERY_STRING") ?? "",
-            contentType: parameter("CONTENT_TYPE").flatMap { $0.isEmpty ? nil : $0 },
-            idempotencyKey: parameter("HTTP_IDEMPOTENCY_KEY"), body: body, requestID: requestID))
+        // A stream that ended early gives fewer bytes, which `request(body:)` refuses.
+        body.removeLast(length - count)
+        return received.request(body: body)
     }
 
     private func parameter(_ name: String) -> String? {
@@ -284,4 +296,3 @@ final class Worker: @unchecked Sendable {
         }
     }
 }
-

@@ -1,3 +1,9 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 import CFastCGI
 #if canImport(Glibc)
 import Glibc
@@ -40,7 +46,8 @@ enum ListenSocket {
         }
         // systemd's LISTEN_FDS protocol: the first socket is fd 3, if it was meant for us.
         if let pid = environmentValue("LISTEN_PID"), Int32(pid) == getpid(),
-           let count = environmentValue("LISTEN_FDS"), let number = Int(count), number >= 1, isListeningSocket(3) {
+            let count = environmentValue("LISTEN_FDS"), let number = Int(count), number >= 1, isListeningSocket(3)
+        {
             return (.inherited(3), 3)
         }
         guard isListeningSocket(0) else {

@@ -1,7 +1,12 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 #if canImport(Glibc)
 import Glibc
 #endif
-import WalletCore
 
 /// The responder's command line. Settings shared with the other programs come from the
 /// environment (`Settings`); these are only about how this process listens.

@@ -1,5 +1,10 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletHTTP
+import WalletStore
+import WalletServices
 import CFastCGI
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -83,11 +88,13 @@ func run() -> Int32 {
             return 1
         }
     }
-    log.write(.info, "started", [
-        "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
-        "database": .string(settings.databasePath),
-        "socket": .string(source.description), "synchronous": .string(settings.synchronous.rawValue),
-    ])
+    log.write(
+        .info, "started",
+        [
+            "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
+            "database": .string(settings.databasePath),
+            "socket": .string(source.description), "synchronous": .string(settings.synchronous.rawValue),
+        ])
 
     var received: Int32 = 0
     sigwait(&stopSignals, &received)

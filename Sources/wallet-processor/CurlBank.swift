@@ -1,6 +1,9 @@
+import WalletDomain
+import WalletPlatform
+import WalletStore
+import WalletServices
 import CCurl
 import Synchronization
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -103,8 +106,11 @@ private final class NetworkLoop: @unchecked Sendable {
                 return (mailbox.toStart, mailbox.stopping)
             }
             if stopping { return }
-            for payout in toStart { transfers.start(payout) }
-            let finished = transfers.perform()
+            var finished: [(Payout, BankTransport)] = []
+            for payout in toStart {
+                if let unsent = transfers.start(payout) { finished.append((payout, unsent)) }
+            }
+            finished += transfers.perform()
             if !finished.isEmpty {
                 let wasEmpty = mailbox.withLock { mailbox in
                     defer { mailbox.finished += finished }
@@ -117,8 +123,11 @@ private final class NetworkLoop: @unchecked Sendable {
     }
 }
 
-/// libcurl's multi handle and its transfers. One thread at a time uses it: the network
-/// thread while it runs, the pass thread before it starts and after it is joined.
+/// libcurl's multi handle and its transfers.
+///
+/// `@unchecked Sendable`: one thread at a time uses it (the network thread while it runs,
+/// the pass thread before it starts and after it is joined), except `wake`, which libcurl
+/// allows from any thread.
 final class CurlTransfers: @unchecked Sendable {
     /// One attempt's state, alive from `start` until `perform` returns it.
     private final class Transfer {
@@ -126,9 +135,10 @@ final class CurlTransfers: @unchecked Sendable {
         let handle: UnsafeMutableRawPointer
         let headers: UnsafeMutablePointer<curl_slist>?
         var body: [UInt8] = []
-        /// Set once a connection was ready to carry the request (libcurl's pre-request
-        /// callback): from then on the bank may have it.
-        var requestMayHaveLeft = false
+        /// How many times a connection was ready to carry the request (libcurl's pre-request
+        /// callback). From the first, the bank may have it; a second means libcurl resent it
+        /// on a new connection after a reused one died.
+        var requestStarts = 0
 
         init(payout: Payout, handle: UnsafeMutableRawPointer, headers: UnsafeMutablePointer<curl_slist>?) {
             self.payout = payout
@@ -137,7 +147,7 @@ final class CurlTransfers: @unchecked Sendable {
         }
     }
 
-    /// A bank answer larger than this is not an answer API.md knows; it is cut and then
+    /// A bank answer larger than this is not an answer the bank contract knows; it is cut and then
     /// classified as unknown.
     static let responseBytesMax = 64 * 1024
 
@@ -171,7 +181,17 @@ final class CurlTransfers: @unchecked Sendable {
         curl_multi_wakeup(multi)
     }
 
-    func start(_ payout: Payout) {
+    /// Starts the attempt, or returns at once what became of it without starting it. An
+    /// attempt is sent only while its lease outlasts the call's time limit: a processor that
+    /// stalled after its claim (a paused process, a long busy wait) could otherwise send after
+    /// its lease ran out, while another processor holds the withdrawal, and the bank could pay
+    /// a call whose withdrawal the other has already settled. (The check and the send are not
+    /// one atomic step; closing the gap entirely would take the bank refusing stale attempts.)
+    func start(_ payout: Payout) -> BankTransport? {
+        let deadline = Timestamp.now().adding(microseconds: Int64(timeoutMilliseconds) * 1_000)
+        guard deadline <= payout.leaseUntil else {
+            return .notSent("not sent: the lease would run out before the call's time limit")
+        }
         let handle = idleHandles.popLast() ?? newHandle()
         var headers: UnsafeMutablePointer<curl_slist>?
         headers = curl_slist_append(headers, "Content-Type: application/json")
@@ -192,6 +212,7 @@ final class CurlTransfers: @unchecked Sendable {
         transfers[handle] = transfer
         let added = curl_multi_add_handle(multi, handle)
         precondition(added == CURLM_OK, "curl_multi_add_handle failed: \(added.rawValue)")
+        return nil
     }
 
     /// A handle with the options every attempt shares.
@@ -226,7 +247,8 @@ final class CurlTransfers: @unchecked Sendable {
         var remaining: Int32 = 0
         while let message = curl_multi_info_read(multi, &remaining) {
             guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle,
-                  let transfer = transfers.removeValue(forKey: handle) else { continue }
+                let transfer = transfers.removeValue(forKey: handle)
+            else { continue }
             finished.append((transfer.payout, transport(of: transfer, result: message.pointee.data.result)))
             curl_multi_remove_handle(multi, handle)
             curl_slist_free_all(transfer.headers)
@@ -249,12 +271,14 @@ final class CurlTransfers: @unchecked Sendable {
         if result == CURLE_OK {
             var status = 0
             _ = ccurl_getinfo_long(transfer.handle, CURLINFO_RESPONSE_CODE, &status)
-            return .answered(status: status, body: transfer.body)
+            return transfer.requestStarts > 1
+                ? .answeredAfterResend(status: status, body: transfer.body)
+                : .answered(status: status, body: transfer.body)
         }
         let detail = String(cString: curl_easy_strerror(result))
         var requestBytes = 0
         _ = ccurl_getinfo_long(transfer.handle, CURLINFO_REQUEST_SIZE, &requestBytes)
-        let nothingSent = !transfer.requestMayHaveLeft && requestBytes == 0
+        let nothingSent = transfer.requestStarts == 0 && requestBytes == 0
         return nothingSent ? .notSent(detail) : .noAnswer(detail)
     }
 
@@ -264,7 +288,7 @@ final class CurlTransfers: @unchecked Sendable {
     }
 
     fileprivate static func noteRequestMayLeave(_ context: UnsafeMutableRawPointer) {
-        Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().requestMayHaveLeft = true
+        Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().requestStarts += 1
     }
 
     fileprivate static func append(_ data: UnsafeMutablePointer<CChar>, count: Int, to context: UnsafeMutableRawPointer) -> Int {
@@ -288,8 +312,10 @@ private func receive(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count:
 }
 
 /// libcurl's pre-request callback: a plain function, so it is a C function pointer.
-private func requestMayLeave(_ context: UnsafeMutableRawPointer?, _ primaryIP: UnsafeMutablePointer<CChar>?,
-                             _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32) -> Int32 {
+private func requestMayLeave(
+    _ context: UnsafeMutableRawPointer?, _ primaryIP: UnsafeMutablePointer<CChar>?,
+    _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32
+) -> Int32 {
     if let context { CurlTransfers.noteRequestMayLeave(context) }
     return CURL_PREREQFUNC_OK
 }

@@ -1,5 +1,8 @@
+import WalletDomain
+import WalletPlatform
+import WalletStore
+import WalletServices
 import CMalloc
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,8 +24,9 @@ func run() -> Int32 {
     keepFreedMemory()
     do {
         let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
-        let bank = try CurlBank(url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
-                                concurrency: settings.bankConcurrency)
+        let bank = try CurlBank(
+            url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
+            concurrency: settings.bankConcurrency)
         let pass = ProcessorPass(store: store, bank: bank, settings: settings, log: log, owner: ownerName())
         if let fault = getenv("WALLET_FAULT_POINT").map({ String(cString: $0) }) {
             installFault(fault, on: pass, log: log)
@@ -52,17 +56,27 @@ func ownerName() -> String {
     return "\(hostName):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
 }
 
-/// Test runs only: dies with SIGKILL at a named point, to prove a crash there loses nothing
-/// and pays nothing twice. `after-bank-answer`: the bank has answered (and may have paid),
-/// nothing of it is recorded yet.
+/// Test runs only: a fault at a named point, to prove what happens there.
+/// - `after-bank-answer`: dies with SIGKILL once the bank has answered (and may have paid),
+///   before anything of it is recorded: nothing is lost and nothing is paid twice.
+/// - `stall-after-claim`: sleeps `WALLET_FAULT_STALL_MS` (default 3000) after a claim
+///   committed, before the bank is called, as a paused process would: an attempt whose
+///   lease no longer outlasts the call is not sent.
 func installFault(_ point: String, on pass: ProcessorPass, log: Log) {
-    guard point == "after-bank-answer" else {
+    switch point {
+    case "after-bank-answer":
+        pass.beforeRecording = { finished in
+            log.write(.warning, "fault_injected", ["fault_point": .string(point), "answers": .integer(Int64(finished.count))])
+            kill(getpid(), SIGKILL)
+        }
+    case "stall-after-claim":
+        let milliseconds = getenv("WALLET_FAULT_STALL_MS").flatMap { Int32(String(cString: $0)) } ?? 3_000
+        pass.afterClaim = { claimed in
+            log.write(.warning, "fault_injected", ["fault_point": .string(point), "claimed": .integer(Int64(claimed.count))])
+            usleep(UInt32(max(0, milliseconds)) * 1_000)
+        }
+    default:
         log.write(.error, "unknown_fault_point", ["fault_point": .string(point)])
-        return
-    }
-    pass.beforeRecording = { finished in
-        log.write(.warning, "fault_injected", ["fault_point": .string(point), "answers": .integer(Int64(finished.count))])
-        kill(getpid(), SIGKILL)
     }
 }
 

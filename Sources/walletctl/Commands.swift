@@ -1,5 +1,10 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletStore
+import WalletHTTP
+import WalletServices
 import ArgumentParser
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,8 +25,9 @@ struct Wallets: ParsableCommand {
             }
             var table = Table("UUID", "BALANCE", "HELD", "CREATED_AT", "UPDATED_AT")
             for wallet in wallets {
-                table.add(wallet.id.text, String(wallet.balance.minorUnits), String(wallet.held.minorUnits),
-                          wallet.createdAt.rfc3339, wallet.updatedAt.rfc3339)
+                table.add(
+                    wallet.id.text, String(wallet.balance.minorUnits), String(wallet.held.minorUnits),
+                    wallet.createdAt.rfc3339, wallet.updatedAt.rfc3339)
             }
             print(table.rendered)
         }
@@ -96,11 +102,13 @@ struct Withdrawals: ParsableCommand {
             let result = try store.write { try store.cancelWithdrawal(id, now: Timestamp.now()) }
             switch result {
             case .success(let transaction):
-                Log(component: "walletctl").write(.info, "withdrawal", [
-                    "withdrawal": .integer(transaction.id), "wallet": .string(transaction.wallet.text),
-                    "amount": .integer(transaction.amount.minorUnits), "status": .string(transaction.status.rawValue),
-                    "failure_reason": .string(transaction.failureReason?.rawValue), "actor": .string(currentUser()),
-                ])
+                Log(component: "walletctl").write(
+                    .info, "withdrawal",
+                    [
+                        "withdrawal": .integer(transaction.id), "wallet": .string(transaction.wallet.text),
+                        "amount": .integer(transaction.amount.minorUnits), "status": .string(transaction.status.rawValue),
+                        "failure_reason": .string(transaction.failureReason?.rawValue), "actor": .string(currentUser()),
+                    ])
                 print(common.json ? transaction.json : "withdrawal \(id) canceled")
             case .failure(let error):
                 var apiError = APIError(error)
@@ -198,7 +206,9 @@ struct Backup: ParsableCommand {
         let store = try common.store()
         try store.backup(to: path)
         let copy = try Database(path: path, queryOnly: true)
-        guard try copy.scalarText("PRAGMA integrity_check") == "ok" else { throw Failed(description: "the copy at \(path) failed its integrity check") }
+        guard try copy.scalarText("PRAGMA integrity_check") == "ok" else {
+            throw Failed(description: "the copy at \(path) failed its integrity check")
+        }
         print(common.json ? "{\"backup\": \(JSONWriter.quoted(path)), \"integrity\": \"ok\"}" : "backed up to \(path) (integrity ok)")
     }
 }
@@ -214,14 +224,17 @@ struct Stats: ParsableCommand {
             object.add("wallets", stats.wallets)
             object.add("total_balance", stats.totalBalance)
             object.add("total_held", stats.totalHeld)
-            object.add("transactions", json: jsonArray(stats.groups.map { group in
-                var item = JSONObject()
-                item.add("type", group.type.rawValue)
-                item.add("status", group.status.rawValue)
-                item.add("count", group.count)
-                item.add("amount", group.amount)
-                return item.result
-            }))
+            object.add(
+                "transactions",
+                json: jsonArray(
+                    stats.groups.map { group in
+                        var item = JSONObject()
+                        item.add("type", group.type.rawValue)
+                        item.add("status", group.status.rawValue)
+                        item.add("count", group.count)
+                        item.add("amount", group.amount)
+                        return item.result
+                    }))
             object.add("due", stats.dueCount)
             object.add("oldest_due", stats.oldestDue?.rfc3339)
             object.add("outcome_unknown", stats.outcomeUnknownCount)
@@ -247,7 +260,9 @@ struct Stats: ParsableCommand {
         print("\ndue now: \(stats.dueCount)" + (stats.oldestDue.map { ", oldest due since \($0.rfc3339)" } ?? ""))
         print("held with an unknown bank outcome: \(stats.outcomeUnknownCount)")
         if let pass = stats.lastPass {
-            print("last processor pass: \(pass.startedAt.rfc3339) to \(pass.finishedAt.rfc3339), claimed \(pass.claimed), completed \(pass.completed), failed \(pass.failed), retried \(pass.retried)")
+            print(
+                "last processor pass: \(pass.startedAt.rfc3339) to \(pass.finishedAt.rfc3339), claimed \(pass.claimed), completed \(pass.completed), failed \(pass.failed), retried \(pass.retried)"
+            )
         } else {
             print("last processor pass: none yet")
         }

@@ -1,3 +1,9 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletStore
+import WalletServices
+
 /// A plain-text table for terminals: columns padded to their widest cell.
 struct Table {
     let headers: [String]

@@ -1,5 +1,9 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletStore
+import WalletServices
 import ArgumentParser
-import WalletCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -58,8 +62,10 @@ func jsonArray(_ items: [String]) -> String {
 
 extension Transaction {
     var tableRow: [String] {
-        [String(id), wallet.text, type.rawValue, status.rawValue, String(amount.minorUnits), String(attempts),
-         failureReason?.rawValue ?? "", scheduledFor?.rfc3339 ?? "", createdAt.rfc3339]
+        [
+            String(id), wallet.text, type.rawValue, status.rawValue, String(amount.minorUnits), String(attempts),
+            failureReason?.rawValue ?? "", scheduledFor?.rfc3339 ?? "", createdAt.rfc3339,
+        ]
     }
 
     static let tableHeaders = ["ID", "WALLET", "TYPE", "STATUS", "AMOUNT", "ATTEMPTS", "REASON", "SCHEDULED_FOR", "CREATED_AT"]

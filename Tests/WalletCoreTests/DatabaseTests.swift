@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 @Suite("Database")
 struct DatabaseTests {
@@ -43,7 +48,7 @@ struct DatabaseTests {
                     throw Abort()
                 }
             }
-            try raw.savepoint { (try raw.run("INSERT INTO t VALUES (3)"), true) }
+            _ = try raw.savepoint { (try raw.run("INSERT INTO t VALUES (3)"), true) }
             let refused = try raw.savepoint { (try raw.run("INSERT INTO t VALUES (4)"), false) }
             #expect(refused == 1, "a savepoint not kept still returns its value")
         }
@@ -96,9 +101,12 @@ struct DatabaseTests {
         #expect(try raw.scalarInteger("SELECT count(*) FROM u") == 2)
     }
 
-    @Test("busy and locked codes, extended or not, are busy; others are not", arguments: [
-        (5, true), (6, true), (5 | (1 << 8), true), (5 | (2 << 8), true), (6 | (1 << 8), true), (19, false), (1, false), (0, false), (2067, false),
-    ] as [(Int32, Bool)])
+    @Test(
+        "busy and locked codes, extended or not, are busy; others are not",
+        arguments: [
+            (5, true), (6, true), (5 | (1 << 8), true), (5 | (2 << 8), true), (6 | (1 << 8), true), (19, false), (1, false), (0, false),
+            (2067, false),
+        ] as [(Int32, Bool)])
     func busyCodes(code: Int32, busy: Bool) {
         #expect(DatabaseError(code: code, message: "").isBusy == busy)
     }

@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 @Suite("OSThread")
 struct OSThreadTests {

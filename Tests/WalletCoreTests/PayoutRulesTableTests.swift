@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// The payout rules live in two tables under verify/, read by both this code and the model
 /// checker (verify/wallet.pml). These tests hold `RetryPolicy` and `PayoutOutcome` to the
@@ -49,7 +54,8 @@ struct PayoutRulesTableTests {
         for row in try Self.rows("payout-rules.tsv") {
             try #require(row.count == 6, "a row has 6 columns: \(row)")
             let kind = try #require(PayoutOutcome.Kind(rawValue: row[0]), "unknown outcome \(row[0])")
-            let doubt = try Self.flag(row[1]), last = try Self.flag(row[2])
+            let doubt = try Self.flag(row[1])
+            let last = try Self.flag(row[2])
             #expect(seen.insert("\(row[0]) \(row[1]) \(row[2])").inserted, "two rows for \(row[0]) \(row[1]) \(row[2])")
             let attempt: Int64 = last ? policy.maxAttempts : 2
             let jitter = 0.5
@@ -62,12 +68,14 @@ struct PayoutRulesTableTests {
                 expected = .fail(reason)
             case "retry":
                 #expect(row[5] == "-", "a retry writes no reason: \(row)")
-                expected = .retry(afterMicroseconds: policy.backoffMicroseconds(afterAttempt: attempt, jitter: jitter),
-                                  bankMayHavePaid: try Self.flag(row[4]), reason: nil)
+                expected = .retry(
+                    afterMicroseconds: policy.backoffMicroseconds(afterAttempt: attempt, jitter: jitter),
+                    bankMayHavePaid: try Self.flag(row[4]), reason: nil)
             case "recheck":
                 #expect(row[4] == "yes" && row[5] == FailureReason.bankOutcomeUnknown.rawValue, "a recheck is in doubt: \(row)")
-                expected = .retry(afterMicroseconds: policy.recheckMicroseconds(jitter: jitter), bankMayHavePaid: true,
-                                  reason: .bankOutcomeUnknown)
+                expected = .retry(
+                    afterMicroseconds: policy.recheckMicroseconds(jitter: jitter), bankMayHavePaid: true,
+                    reason: .bankOutcomeUnknown)
             default:
                 Issue.record("unknown decision \(row[3])")
                 continue
@@ -86,25 +94,39 @@ struct PayoutRulesTableTests {
     /// Every kind of answer named in bank-answers.tsv, as transports the classifier sees.
     static let answers: [String: [BankTransport]] = [
         "success_body": [.answered(status: 200, body: Array(#"{"data": "success", "status": 200}"#.utf8))],
-        "success_body_not_200": [.answered(status: 201, body: Array(#"{"data": "success", "status": 200}"#.utf8)),
-                                 .answered(status: 404, body: Array(#"{"data": "success", "status": 200}"#.utf8)),
-                                 .answered(status: 500, body: Array(#"{"data": "success", "status": 200}"#.utf8))],
-        "failed_body": [.answered(status: 503, body: Array(#"{"data": "failed", "status": 503}"#.utf8)),
-                        .answered(status: 404, body: Array(#"{"data": "failed", "status": 503}"#.utf8)),
-                        .answered(status: 500, body: Array(#"{"status":503,"data":"failed"}"#.utf8))],
+        "success_body_not_200": [
+            .answered(status: 201, body: Array(#"{"data": "success", "status": 200}"#.utf8)),
+            .answered(status: 404, body: Array(#"{"data": "success", "status": 200}"#.utf8)),
+            .answered(status: 500, body: Array(#"{"data": "success", "status": 200}"#.utf8)),
+        ],
+        "failed_body": [
+            .answered(status: 503, body: Array(#"{"data": "failed", "status": 503}"#.utf8)),
+            .answered(status: 404, body: Array(#"{"data": "failed", "status": 503}"#.utf8)),
+            .answered(status: 500, body: Array(#"{"status":503,"data":"failed"}"#.utf8)),
+        ],
         "failed_body_http_200": [.answered(status: 200, body: Array(#"{"data": "failed", "status": 503}"#.utf8))],
-        "bare_4xx": [.answered(status: 404, body: Array("<html>Not Found</html>".utf8)), .answered(status: 401, body: []),
-                     .answered(status: 422, body: Array(#"{"error": "unprocessable"}"#.utf8)), .answered(status: 400, body: [])],
+        "bare_4xx": [
+            .answered(status: 404, body: Array("<html>Not Found</html>".utf8)), .answered(status: 401, body: []),
+            .answered(status: 422, body: Array(#"{"error": "unprocessable"}"#.utf8)), .answered(status: 400, body: []),
+        ],
         "status_409": [.answered(status: 409, body: [])],
         "status_425": [.answered(status: 425, body: [])],
         "status_429": [.answered(status: 429, body: Array(#"{"error": "slow down"}"#.utf8))],
-        "bare_5xx": [.answered(status: 500, body: []), .answered(status: 502, body: Array("<html>Bad Gateway</html>".utf8)),
-                     .answered(status: 504, body: [])],
-        "other_body": [.answered(status: 200, body: Array(#"{"data": "pending"}"#.utf8)), .answered(status: 200, body: Array("ok".utf8)),
-                       .answered(status: 503, body: Array(#"{"data": "failed", "status": 502}"#.utf8))],
+        "bare_5xx": [
+            .answered(status: 500, body: []), .answered(status: 502, body: Array("<html>Bad Gateway</html>".utf8)),
+            .answered(status: 504, body: []),
+        ],
+        "other_body": [
+            .answered(status: 200, body: Array(#"{"data": "pending"}"#.utf8)), .answered(status: 200, body: Array("ok".utf8)),
+            .answered(status: 503, body: Array(#"{"data": "failed", "status": 502}"#.utf8)),
+        ],
         "timeout_after_send": [.noAnswer("Operation timed out after 5000 milliseconds with 0 bytes received")],
         "reset_after_send": [.noAnswer("Recv failure: Connection reset by peer")],
         "reset_then_resend_refused": [.noAnswer("Couldn't connect to server")],
+        "bare_4xx_after_resend": [
+            .answeredAfterResend(status: 404, body: Array("<html>Not Found</html>".utf8)),
+            .answeredAfterResend(status: 401, body: []),
+        ],
         "refused_connection": [.notSent("Couldn't connect to server")],
         "connect_timeout": [.notSent("Connection timed out after 5000 milliseconds")],
     ]
@@ -122,8 +144,9 @@ struct PayoutRulesTableTests {
             }
         }
         #expect(named == Set(Self.answers.keys), "the test and the table name the same answers")
-        #expect(Set(try Self.rows("bank-answers.tsv").map { $0[1] }) == Set(PayoutOutcome.Kind.allCases.map(\.rawValue)),
-                "every outcome is reached by some answer")
+        #expect(
+            Set(try Self.rows("bank-answers.tsv").map { $0[1] }) == Set(PayoutOutcome.Kind.allCases.map(\.rawValue)),
+            "every outcome is reached by some answer")
     }
 }
 

@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// One row of the withdrawal state machine: a bank script, how many passes run, and where
 /// the withdrawal and the money end up.
@@ -24,34 +29,47 @@ private let http429 = BankTransport.answered(status: 429, body: [])
 
 /// Each wallet starts with 1,000; the policy allows 1 + 3 attempts with no wait between them.
 private let machineScenarios: [MachineScenario] = [
-    MachineScenario(name: "paid at once", answers: [.paid], passes: 2, status: .completed, reason: nil, attempts: 1,
-                    balance: 700, held: 0, kinds: [.deposit, .debit]),
-    MachineScenario(name: "insufficient funds: failed, bank never called", answers: [.paid], amount: 1_001, passes: 2, status: .failed,
-                    reason: .insufficientFunds, attempts: 0, balance: 1_000, held: 0, kinds: [.deposit]),
-    MachineScenario(name: "failed body on every attempt: bank_rejected, refunded", answers: [.failed], passes: 5, status: .failed,
-                    reason: .bankRejected, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
-    MachineScenario(name: "HTTP 400 on every attempt: bank_rejected, refunded", answers: [http400], passes: 5, status: .failed,
-                    reason: .bankRejected, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
-    MachineScenario(name: "failed twice, then paid", answers: [.failed, .failed, .paid], passes: 4, status: .completed, reason: nil,
-                    attempts: 3, balance: 700, held: 0, kinds: [.deposit, .debit]),
-    MachineScenario(name: "429, then paid", answers: [http429, .paid], passes: 3, status: .completed, reason: nil,
-                    attempts: 2, balance: 700, held: 0, kinds: [.deposit, .debit]),
-    MachineScenario(name: "refused on every attempt: bank_unreachable, refunded", answers: [.refused], passes: 5, status: .failed,
-                    reason: .bankUnreachable, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
-    MachineScenario(name: "unknown on every attempt: held with bank_outcome_unknown", answers: [.timedOut], passes: 4, status: .processing,
-                    reason: .bankOutcomeUnknown, attempts: 4, balance: 700, held: 300, kinds: [.deposit, .debit]),
-    MachineScenario(name: "unknown on every attempt, paid on a recheck", answers: [.timedOut, .timedOut, .timedOut, .timedOut, .paid],
-                    passes: 6, status: .completed, reason: nil, attempts: 5, balance: 700, held: 0, kinds: [.deposit, .debit]),
-    MachineScenario(name: "HTTP 500 on every attempt, failed body on a recheck: refunded", answers: [http500, http500, http500, http500, .failed],
-                    passes: 6, status: .failed, reason: .bankRejected, attempts: 5, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
-    MachineScenario(name: "unknown, then refused up to and after the last attempt: never refunded", answers: [.timedOut, .refused],
-                    passes: 7, status: .processing, reason: .bankOutcomeUnknown, attempts: 7, balance: 700, held: 300, kinds: [.deposit, .debit]),
-    MachineScenario(name: "unknown, then a failed body before the last attempt, then refused: still held, never refunded",
-                    answers: [.timedOut, .failed, .refused], passes: 5, status: .processing, reason: .bankOutcomeUnknown, attempts: 5,
-                    balance: 700, held: 300, kinds: [.deposit, .debit]),
-    MachineScenario(name: "unknown, then a failed body on the last attempt: bank_rejected, refunded",
-                    answers: [.timedOut, .timedOut, .timedOut, .failed], passes: 5, status: .failed, reason: .bankRejected, attempts: 4,
-                    balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(
+        name: "paid at once", answers: [.paid], passes: 2, status: .completed, reason: nil, attempts: 1,
+        balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "insufficient funds: failed, bank never called", answers: [.paid], amount: 1_001, passes: 2, status: .failed,
+        reason: .insufficientFunds, attempts: 0, balance: 1_000, held: 0, kinds: [.deposit]),
+    MachineScenario(
+        name: "failed body on every attempt: bank_rejected, refunded", answers: [.failed], passes: 5, status: .failed,
+        reason: .bankRejected, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(
+        name: "HTTP 400 on every attempt: bank_rejected, refunded", answers: [http400], passes: 5, status: .failed,
+        reason: .bankRejected, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(
+        name: "failed twice, then paid", answers: [.failed, .failed, .paid], passes: 4, status: .completed, reason: nil,
+        attempts: 3, balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "429, then paid", answers: [http429, .paid], passes: 3, status: .completed, reason: nil,
+        attempts: 2, balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "refused on every attempt: bank_unreachable, refunded", answers: [.refused], passes: 5, status: .failed,
+        reason: .bankUnreachable, attempts: 4, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(
+        name: "unknown on every attempt: held with bank_outcome_unknown", answers: [.timedOut], passes: 4, status: .processing,
+        reason: .bankOutcomeUnknown, attempts: 4, balance: 700, held: 300, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "unknown on every attempt, paid on a recheck", answers: [.timedOut, .timedOut, .timedOut, .timedOut, .paid],
+        passes: 6, status: .completed, reason: nil, attempts: 5, balance: 700, held: 0, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "HTTP 500 on every attempt, failed body on a recheck: refunded", answers: [http500, http500, http500, http500, .failed],
+        passes: 6, status: .failed, reason: .bankRejected, attempts: 5, balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
+    MachineScenario(
+        name: "unknown, then refused up to and after the last attempt: never refunded", answers: [.timedOut, .refused],
+        passes: 7, status: .processing, reason: .bankOutcomeUnknown, attempts: 7, balance: 700, held: 300, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "unknown, then a failed body before the last attempt, then refused: still held, never refunded",
+        answers: [.timedOut, .failed, .refused], passes: 5, status: .processing, reason: .bankOutcomeUnknown, attempts: 5,
+        balance: 700, held: 300, kinds: [.deposit, .debit]),
+    MachineScenario(
+        name: "unknown, then a failed body on the last attempt: bank_rejected, refunded",
+        answers: [.timedOut, .timedOut, .timedOut, .failed], passes: 5, status: .failed, reason: .bankRejected, attempts: 4,
+        balance: 1_000, held: 0, kinds: [.deposit, .debit, .refund]),
 ]
 
 /// A wallet holding 1,000 on a fresh database, and the processor's own connection.
@@ -116,9 +134,13 @@ struct ProcessorPassTests {
         let summary = try runPass(fixture.store, bank)
         #expect(summary == PassSummary(claimed: 1, completed: 1, failed: 0, retried: 0, leaseLost: 0))
         let call = try #require(bank.calls.first)
-        let key = try #require(try fixture.store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(withdrawal)]) { $0.text(0) })
-        #expect(call == Payout(withdrawalID: withdrawal, wallet: fixture.wallet, amount: Amount(minorUnits: 250)!, bankKey: key, attempt: 1,
-                               bankMayHavePaid: false, leaseUntil: call.leaseUntil))
+        let key = try #require(
+            try fixture.store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(withdrawal)]) { $0.text(0) })
+        #expect(
+            call
+                == Payout(
+                    withdrawalID: withdrawal, wallet: fixture.wallet, amount: Amount(minorUnits: 250)!, bankKey: key, attempt: 1,
+                    bankMayHavePaid: false, leaseUntil: call.leaseUntil))
         #expect(key.hasPrefix(BankKey.prefix))
         let transaction = try fixture.t.transaction(withdrawal)
         #expect(transaction.executedAt.map { $0 >= transaction.createdAt } == true)
@@ -217,8 +239,9 @@ struct ProcessorPassTests {
         let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 300)
         let thief = try fixture.t.database.connection()
         let bank = ScriptedBank(always: .failed)
-        let pass = ProcessorPass(store: fixture.store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
-                                 owner: "slow", random: { 0 })
+        let pass = ProcessorPass(
+            store: fixture.store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
+            owner: "slow", random: { 0 })
         pass.beforeRecording = { _ in
             _ = try? thief.database.run("UPDATE transactions SET lease_owner = 'thief' WHERE id = ?", [.integer(withdrawal)])
         }
@@ -296,19 +319,24 @@ struct ProcessorPassTests {
         try expectLedgerConsistent(fixture.store)
     }
 
-    @Test("withdrawals due together are settled against the balance in due order")
+    @Test("withdrawals due together are settled against the balance in due order, not in id order")
     func fundsRunOut() throws {
         let fixture = try ProcessorFixture(balance: 500)
-        let first = try fixture.t.dueWithdrawal(fixture.wallet, 300)
-        let second = try fixture.t.dueWithdrawal(fixture.wallet, 300)
-        let third = try fixture.t.dueWithdrawal(fixture.wallet, 200)
+        let now = Timestamp.now()
+        func scheduled(_ amount: Int64, inSeconds seconds: Int64) throws -> Int64 {
+            let response = fixture.t.withdraw(fixture.wallet, amount, scheduledFor: now.adding(seconds: seconds).rfc3339)
+            return try #require(response.json["id"]?.integer)
+        }
+        // Ids in one order, due times in another: due second, first, third.
+        let dueSecond = try scheduled(200, inSeconds: 30)
+        let dueFirst = try scheduled(300, inSeconds: 10)
+        let dueThird = try scheduled(300, inSeconds: 35)
         let bank = ScriptedBank(always: .paid)
-        let summary = try runPass(fixture.store, bank)
+        let summary = try runPass(fixture.store, bank, processorSettings(concurrency: 1), clock: { now.adding(seconds: 60) })
         #expect(summary == PassSummary(claimed: 3, completed: 2, failed: 1, retried: 0, leaseLost: 0))
-        #expect(try fixture.t.transaction(first).status == .completed)
-        #expect(try fixture.t.transaction(second).failureReason == .insufficientFunds)
-        #expect(try fixture.t.transaction(third).status == .completed)
-        #expect(Set(bank.calls.map(\.withdrawalID)) == [first, third])
+        // 500: the first due takes 300, the second 200, the third finds nothing left.
+        #expect(bank.calls.map(\.withdrawalID) == [dueFirst, dueSecond])
+        #expect(try fixture.t.transaction(dueThird).failureReason == .insufficientFunds)
         #expect(try fixture.t.wallet(fixture.wallet).balance == .zero)
         try expectLedgerConsistent(fixture.store)
     }
@@ -333,9 +361,10 @@ struct ProcessorPassTests {
         TestThread {
             guard let store = try? Store.open(path: path) else { return }
             while !stop.current {
-                let committed = (try? store.database.immediateTransaction {
-                    _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
-                }) != nil
+                let committed =
+                    (try? store.database.immediateTransaction {
+                        _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
+                    }) != nil
                 if committed { commits.update { $0 += 1 } }
             }
         }
@@ -343,8 +372,10 @@ struct ProcessorPassTests {
 
     /// Takes the write lock on another connection, holds it for `milliseconds` inside one
     /// deposit's transaction, then commits and sets `released`. Returns once the lock is held.
-    private static func holdWriteLock(path: String, wallet: WalletID, milliseconds: Int,
-                                      released: Shared<Bool> = Shared(false)) -> TestThread {
+    private static func holdWriteLock(
+        path: String, wallet: WalletID, milliseconds: Int,
+        released: Shared<Bool> = Shared(false)
+    ) -> TestThread {
         let held = Shared(false)
         let holder = TestThread {
             guard let store = try? Store.open(path: path) else { return }
@@ -359,8 +390,9 @@ struct ProcessorPassTests {
         return holder
     }
 
-    @Test("a step that meets a busy database keeps the answers it holds and records them once it gets the lock",
-          arguments: ["a writer holding the lock", "depositors that never pause"])
+    @Test(
+        "a step that meets a busy database keeps the answers it holds and records them once it gets the lock",
+        arguments: ["a writer holding the lock", "depositors that never pause"])
     func busyStepKeepsItsAnswers(contender: String) throws {
         let fixture = try ProcessorFixture(balance: 10_000)
         let paid = try fixture.t.dueWithdrawal(fixture.wallet, 300)
@@ -370,9 +402,11 @@ struct ProcessorPassTests {
         let path = fixture.t.database.path
         let store = try Store.open(path: path, busyTimeoutMilliseconds: 20)
         let bank = ScriptedBank(byWithdrawal: [paid: [.paid], declined: [.failed]])
-        let pass = ProcessorPass(store: store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
-                                 owner: "busy-test", random: { 0 })
-        let stop = Shared(false), commits = Shared(0)
+        let pass = ProcessorPass(
+            store: store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
+            owner: "busy-test", random: { 0 })
+        let stop = Shared(false)
+        let commits = Shared(0)
         var contenders: [TestThread] = []
         pass.beforeRecording = { _ in
             guard contenders.isEmpty else { return }
@@ -382,10 +416,11 @@ struct ProcessorPassTests {
             } else {
                 contenders.append(Self.startDepositors(path: path, wallet: fixture.wallet, stop: stop, commits: commits))
                 #expect(waitUntil { commits.current > 0 })
-                contenders.append(TestThread {
-                    sleepMilliseconds(600)
-                    stop.update { $0 = true }
-                })
+                contenders.append(
+                    TestThread {
+                        sleepMilliseconds(600)
+                        stop.update { $0 = true }
+                    })
             }
         }
         let summary = try pass.run()
@@ -411,8 +446,9 @@ struct ProcessorPassTests {
         // A clock that jumps past every lease once the first answer is in hand.
         let skew = Shared<Int64>(0)
         let clock = { Timestamp.now().adding(microseconds: skew.current) }
-        let pass = ProcessorPass(store: store, bank: bank, settings: processorSettings(), log: Log(component: "test"),
-                                 owner: "busy-test", random: { 0 }, clock: clock)
+        let pass = ProcessorPass(
+            store: store, bank: bank, settings: processorSettings(), log: Log(component: "test"),
+            owner: "busy-test", random: { 0 }, clock: clock)
         var holder: TestThread?
         pass.beforeRecording = { _ in
             guard holder == nil else { return }

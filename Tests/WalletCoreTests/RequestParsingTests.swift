@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private func request(body: String, contentType: String? = "application/json") -> Request {
     Request(method: "POST", path: "/wallets/", contentType: contentType, body: Array(body.utf8))
@@ -17,10 +22,12 @@ private func query(_ text: String) throws(APIError) -> TransactionQuery {
 struct RequestParsingTests {
     // MARK: Idempotency-Key
 
-    @Test("keys of 1 to 255 printable ASCII characters are accepted", arguments: [
-        "a", "abc-123", "~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./", " ", "with space", String(repeating: "k", count: 255),
-        "550e8400-e29b-41d4-a716-446655440000",
-    ])
+    @Test(
+        "keys of 1 to 255 printable ASCII characters are accepted",
+        arguments: [
+            "a", "abc-123", "~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./", " ", "with space", String(repeating: "k", count: 255),
+            "550e8400-e29b-41d4-a716-446655440000",
+        ])
     func keyAccepted(key: String) throws {
         #expect(try IdempotencyKey(header: key)?.text == key)
     }
@@ -30,10 +37,12 @@ struct RequestParsingTests {
         #expect(try IdempotencyKey(header: nil) == nil)
     }
 
-    @Test("empty, too long, non-printable and non-ASCII keys are refused", arguments: [
-        "", String(repeating: "k", count: 256), String(repeating: "k", count: 10_000), "tab\there", "new\nline", "nul\u{0}",
-        "del\u{7F}", "café", "emoji😀", "\u{A0}",
-    ])
+    @Test(
+        "empty, too long, non-printable and non-ASCII keys are refused",
+        arguments: [
+            "", String(repeating: "k", count: 256), String(repeating: "k", count: 10_000), "tab\there", "new\nline", "nul\u{0}",
+            "del\u{7F}", "café", "emoji😀", "\u{A0}",
+        ])
     func keyRefused(key: String) {
         #expect(throws: APIError.invalidIdempotencyKey) { try IdempotencyKey(header: key) }
     }
@@ -56,19 +65,23 @@ struct RequestParsingTests {
 
     // MARK: Content type and body
 
-    @Test("application/json is accepted with parameters and in any case", arguments: [
-        "application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8", "APPLICATION/JSON",
-        "Application/Json; Charset=utf-8", " application/json ", "application/json\t;x=y",
-    ])
+    @Test(
+        "application/json is accepted with parameters and in any case",
+        arguments: [
+            "application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8", "APPLICATION/JSON",
+            "Application/Json; Charset=utf-8", " application/json ", "application/json\t;x=y",
+        ])
     func jsonContentTypeAccepted(type: String) throws {
         #expect(RequestBody.isJSON(type))
         #expect(try RequestBody(request(body: "{}", contentType: type)).members.isEmpty)
     }
 
-    @Test("other content types are 415", arguments: [
-        "text/plain", "application/jsonp", "application/json-patch+json", "text/json", "application/x-www-form-urlencoded",
-        "", "json", "application/ json", "multipart/form-data; boundary=application/json",
-    ])
+    @Test(
+        "other content types are 415",
+        arguments: [
+            "text/plain", "application/jsonp", "application/json-patch+json", "text/json", "application/x-www-form-urlencoded",
+            "", "json", "application/ json", "multipart/form-data; boundary=application/json",
+        ])
     func otherContentTypeRefused(type: String) {
         #expect(!RequestBody.isJSON(type))
         #expect(throws: APIError.unsupportedMediaType) { try RequestBody(request(body: "{}", contentType: type)) }
@@ -101,19 +114,23 @@ struct RequestParsingTests {
         }
     }
 
-    @Test("amount accepts JSON integers from 1 to 10^15", arguments: [
-        ("1", Int64(1)), ("100", 100), ("1000000000000000", Limits.amountMinorUnitsMax), ("999999999999999", 999_999_999_999_999),
-    ])
+    @Test(
+        "amount accepts JSON integers from 1 to 10^15",
+        arguments: [
+            ("1", Int64(1)), ("100", 100), ("1000000000000000", Limits.amountMinorUnitsMax), ("999999999999999", 999_999_999_999_999),
+        ])
     func amountAccepted(text: String, expected: Int64) throws {
         #expect(try members(#"{"amount": \#(text)}"#).amount().minorUnits == expected)
     }
 
-    @Test("amount refuses everything else with invalid_amount", arguments: [
-        #"{"amount": 0}"#, #"{"amount": -0}"#, #"{"amount": -1}"#, #"{"amount": 1.5}"#, #"{"amount": 1.0}"#, #"{"amount": 1e3}"#,
-        #"{"amount": 1E3}"#, #"{"amount": "100"}"#, #"{"amount": true}"#, #"{"amount": null}"#, #"{"amount": [1]}"#,
-        #"{"amount": {"value": 1}}"#, #"{}"#, #"{"Amount": 100}"#, #"{"amount": 1000000000000001}"#,
-        #"{"amount": 9223372036854775807}"#, #"{"amount": 9223372036854775808}"#, #"{"amount": -9223372036854775808}"#,
-    ])
+    @Test(
+        "amount refuses everything else with invalid_amount",
+        arguments: [
+            #"{"amount": 0}"#, #"{"amount": -0}"#, #"{"amount": -1}"#, #"{"amount": 1.5}"#, #"{"amount": 1.0}"#, #"{"amount": 1e3}"#,
+            #"{"amount": 1E3}"#, #"{"amount": "100"}"#, #"{"amount": true}"#, #"{"amount": null}"#, #"{"amount": [1]}"#,
+            #"{"amount": {"value": 1}}"#, #"{}"#, #"{"Amount": 100}"#, #"{"amount": 1000000000000001}"#,
+            #"{"amount": 9223372036854775807}"#, #"{"amount": 9223372036854775808}"#, #"{"amount": -9223372036854775808}"#,
+        ])
     func amountRefused(body: String) throws {
         let parsed = try members(body)
         #expect(throws: APIError.invalidAmount) { try parsed.amount() }
@@ -126,17 +143,21 @@ struct RequestParsingTests {
         #expect(try members(#"{"amount": 1, "scheduled_for": null}"#).scheduledFor() == nil)
     }
 
-    @Test("scheduled_for accepts RFC 3339 with an offset", arguments: [
-        ("2026-02-15T15:00:00Z", Int64(1_771_167_600_000_000)), ("2026-02-15T18:30:00+03:30", 1_771_167_600_000_000),
-        ("2026-02-15T15:00:00.5z", 1_771_167_600_500_000),
-    ])
+    @Test(
+        "scheduled_for accepts RFC 3339 with an offset",
+        arguments: [
+            ("2026-02-15T15:00:00Z", Int64(1_771_167_600_000_000)), ("2026-02-15T18:30:00+03:30", 1_771_167_600_000_000),
+            ("2026-02-15T15:00:00.5z", 1_771_167_600_500_000),
+        ])
     func scheduledForAccepted(text: String, microseconds: Int64) throws {
         #expect(try members(#"{"scheduled_for": "\#(text)"}"#).scheduledFor()?.microseconds == microseconds)
     }
 
-    @Test("scheduled_for refuses other strings and other types with invalid_scheduled_for", arguments: [
-        #""2026-02-15T15:00:00""#, #""2026-02-30T15:00:00Z""#, #""tomorrow""#, #""""#, "1771167600", "true", "[]", "{}",
-    ])
+    @Test(
+        "scheduled_for refuses other strings and other types with invalid_scheduled_for",
+        arguments: [
+            #""2026-02-15T15:00:00""#, #""2026-02-30T15:00:00Z""#, #""tomorrow""#, #""""#, "1771167600", "true", "[]", "{}",
+        ])
     func scheduledForRefused(value: String) throws {
         let parsed = try members(#"{"scheduled_for": \#(value)}"#)
         do {
@@ -159,23 +180,28 @@ struct RequestParsingTests {
         #expect(parsed.cursor == nil)
     }
 
-    @Test("status and type filters are case-insensitive", arguments: [
-        ("status=pending", TransactionFilter(status: .pending)), ("status=PROCESSING", TransactionFilter(status: .processing)),
-        ("status=Completed", TransactionFilter(status: .completed)), ("status=failed", TransactionFilter(status: .failed)),
-        ("status=canceled", TransactionFilter(status: .canceled)), ("type=deposit", TransactionFilter(type: .deposit)),
-        ("type=WITHDRAWAL", TransactionFilter(type: .withdrawal)), ("type=Withdrawal&status=pending", TransactionFilter(status: .pending, type: .withdrawal)),
-    ])
+    @Test(
+        "status and type filters are case-insensitive",
+        arguments: [
+            ("status=pending", TransactionFilter(status: .pending)), ("status=PROCESSING", TransactionFilter(status: .processing)),
+            ("status=Completed", TransactionFilter(status: .completed)), ("status=failed", TransactionFilter(status: .failed)),
+            ("status=canceled", TransactionFilter(status: .canceled)), ("type=deposit", TransactionFilter(type: .deposit)),
+            ("type=WITHDRAWAL", TransactionFilter(type: .withdrawal)),
+            ("type=Withdrawal&status=pending", TransactionFilter(status: .pending, type: .withdrawal)),
+        ])
     func filtersAccepted(text: String, filter: TransactionFilter) throws {
         #expect(try query(text).filter == filter)
     }
 
-    @Test("bad filter, limit and cursor values are 400 invalid_query naming the field", arguments: [
-        ("status=", "status"), ("status=done", "status"), ("status=cancelled", "status"), ("status=PENDING%20", "status"),
-        ("type=", "type"), ("type=refund", "type"), ("type=deposits", "type"),
-        ("limit=0", "limit"), ("limit=501", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
-        ("limit=%2B5", "limit"), ("limit=1.0", "limit"), ("limit=99999999999999999999", "limit"), ("limit=%205", "limit"),
-        ("cursor=0", "cursor"), ("cursor=-1", "cursor"), ("cursor=abc", "cursor"), ("cursor=", "cursor"), ("cursor=07", "cursor"),
-    ])
+    @Test(
+        "bad filter, limit and cursor values are 400 invalid_query naming the field",
+        arguments: [
+            ("status=", "status"), ("status=done", "status"), ("status=cancelled", "status"), ("status=PENDING%20", "status"),
+            ("type=", "type"), ("type=refund", "type"), ("type=deposits", "type"),
+            ("limit=0", "limit"), ("limit=501", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
+            ("limit=%2B5", "limit"), ("limit=1.0", "limit"), ("limit=99999999999999999999", "limit"), ("limit=%205", "limit"),
+            ("cursor=0", "cursor"), ("cursor=-1", "cursor"), ("cursor=abc", "cursor"), ("cursor=", "cursor"), ("cursor=07", "cursor"),
+        ])
     func queryRefused(text: String, field: String) {
         do {
             _ = try query(text)
@@ -212,11 +238,13 @@ struct RequestParsingTests {
         #expect(Request.percentDecoded("%e2%82%AC") == "€")
     }
 
-    @Test("every status the API answers has its reason phrase", arguments: [
-        (200, "OK"), (201, "Created"), (400, "Bad Request"), (404, "Not Found"), (405, "Method Not Allowed"), (409, "Conflict"),
-        (413, "Content Too Large"), (415, "Unsupported Media Type"), (422, "Unprocessable Content"), (500, "Internal Server Error"),
-        (503, "Service Unavailable"),
-    ])
+    @Test(
+        "every status the API answers has its reason phrase",
+        arguments: [
+            (200, "OK"), (201, "Created"), (400, "Bad Request"), (404, "Not Found"), (405, "Method Not Allowed"), (409, "Conflict"),
+            (413, "Content Too Large"), (415, "Unsupported Media Type"), (422, "Unprocessable Content"), (500, "Internal Server Error"),
+            (503, "Service Unavailable"),
+        ])
     func reasonPhrases(status: Int, reason: String) {
         #expect(Response.reason(for: status) == reason)
     }

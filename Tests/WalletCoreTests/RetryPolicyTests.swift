@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private let policy = RetryPolicy(maxRetries: 3, baseSeconds: 10, unknownRecheckSeconds: 600)
 private let second: Int64 = 1_000_000
@@ -49,17 +54,21 @@ private let decisionTable: [DecisionCase] = [
 
 @Suite("RetryPolicy")
 struct RetryPolicyTests {
-    @Test("backoff is base × 2^(n−1) without jitter", arguments: [
-        (1, 10 * second), (2, 20 * second), (3, 40 * second), (4, 80 * second), (10, 5_120 * second),
-    ] as [(Int64, Int64)])
+    @Test(
+        "backoff is base × 2^(n−1) without jitter",
+        arguments: [
+            (1, 10 * second), (2, 20 * second), (3, 40 * second), (4, 80 * second), (10, 5_120 * second),
+        ] as [(Int64, Int64)])
     func backoffWithoutJitter(attempt: Int64, microseconds: Int64) {
         #expect(policy.backoffMicroseconds(afterAttempt: attempt, jitter: 0) == microseconds)
     }
 
-    @Test("jitter adds up to a quarter more, never a full quarter", arguments: [
-        (1, 0.5, 10 * second + 1_250_000), (1, 0.999, 10 * second + 2_497_500), (2, 0.999, 20 * second + 4_995_000),
-        (3, 0.25, 40 * second + 2_500_000),
-    ] as [(Int64, Double, Int64)])
+    @Test(
+        "jitter adds up to a quarter more, never a full quarter",
+        arguments: [
+            (1, 0.5, 10 * second + 1_250_000), (1, 0.999, 10 * second + 2_497_500), (2, 0.999, 20 * second + 4_995_000),
+            (3, 0.25, 40 * second + 2_500_000),
+        ] as [(Int64, Double, Int64)])
     func backoffWithJitter(attempt: Int64, jitter: Double, microseconds: Int64) {
         let delay = policy.backoffMicroseconds(afterAttempt: attempt, jitter: jitter)
         #expect(delay == microseconds)
@@ -67,10 +76,13 @@ struct RetryPolicyTests {
         #expect(delay >= nominal && delay < nominal + nominal / 4)
     }
 
-    @Test("backoff is capped at a day, plus jitter, even for huge attempts and bases", arguments: [
-        (10, 14, 0.0, 81_920 * second), (10, 15, 0.0, day), (10, 100, 0.0, day), (10, Int64.max, 0.0, day), (86_400, 31, 0.0, day), (86_400, 2, 0.999, day + day * 999 / 4_000),
-        (10, 13, 0.0, 40_960 * second),
-    ] as [(Int64, Int64, Double, Int64)])
+    @Test(
+        "backoff is capped at a day, plus jitter, even for huge attempts and bases",
+        arguments: [
+            (10, 14, 0.0, 81_920 * second), (10, 15, 0.0, day), (10, 100, 0.0, day), (10, Int64.max, 0.0, day), (86_400, 31, 0.0, day),
+            (86_400, 2, 0.999, day + day * 999 / 4_000),
+            (10, 13, 0.0, 40_960 * second),
+        ] as [(Int64, Int64, Double, Int64)])
     func backoffCap(base: Int64, attempt: Int64, jitter: Double, microseconds: Int64) {
         let capped = RetryPolicy(maxRetries: 3, baseSeconds: base, unknownRecheckSeconds: 600)
         #expect(capped.backoffMicroseconds(afterAttempt: attempt, jitter: jitter) == microseconds)
@@ -89,16 +101,19 @@ struct RetryPolicyTests {
         #expect(policy.decide(attempt: attempt, bankMayHavePaid: row.doubt, outcome: row.outcome, jitter: 0) == row.expected)
     }
 
-    @Test("rechecks after the last attempt keep following the table", arguments: [
-        (PayoutOutcome.paid, PayoutDecision.complete), (.declined("failed"), .fail(.bankRejected)),
-        (.unknown("timeout"), recheck), (.unreachable("refused"), recheck),
-    ])
+    @Test(
+        "rechecks after the last attempt keep following the table",
+        arguments: [
+            (PayoutOutcome.paid, PayoutDecision.complete), (.declined("failed"), .fail(.bankRejected)),
+            (.unknown("timeout"), recheck), (.unreachable("refused"), recheck),
+        ])
     func rechecks(outcome: PayoutOutcome, expected: PayoutDecision) {
         #expect(policy.decide(attempt: 9, bankMayHavePaid: true, outcome: outcome, jitter: 0) == expected)
     }
 
-    @Test("after doubt, only the bank's own word settles: a bare 4xx or a refused connection is just another try",
-          arguments: [PayoutOutcome.refused("HTTP 404"), .refused("HTTP 401"), .unreachable("refused"), .unknown("other body")])
+    @Test(
+        "after doubt, only the bank's own word settles: a bare 4xx or a refused connection is just another try",
+        arguments: [PayoutOutcome.refused("HTTP 404"), .refused("HTTP 401"), .unreachable("refused"), .unknown("other body")])
     func onlyTheBanksWordSettlesDoubt(outcome: PayoutOutcome) {
         for attempt in Int64(1)...9 {
             let decision = policy.decide(attempt: attempt, bankMayHavePaid: true, outcome: outcome, jitter: 0.3)
@@ -115,7 +130,8 @@ struct RetryPolicyTests {
     func recheckJitter() {
         #expect(policy.recheckMicroseconds(jitter: 0) == 600 * second)
         #expect(policy.recheckMicroseconds(jitter: 0.5) == 675 * second)
-        #expect(policy.decide(attempt: 4, bankMayHavePaid: false, outcome: .unknown("x"), jitter: 0.999)
+        #expect(
+            policy.decide(attempt: 4, bankMayHavePaid: false, outcome: .unknown("x"), jitter: 0.999)
                 == .retry(afterMicroseconds: 600 * second + 149_850_000, bankMayHavePaid: true, reason: .bankOutcomeUnknown))
         let huge = RetryPolicy(maxRetries: 0, baseSeconds: 1, unknownRecheckSeconds: Int64.max)
         #expect(huge.recheckMicroseconds(jitter: 0.999) > 0)
@@ -127,14 +143,17 @@ struct RetryPolicyTests {
         #expect(custom.maxAttempts == maxRetries + 1)
         #expect(custom.decide(attempt: maxRetries + 1, bankMayHavePaid: false, outcome: .declined("x"), jitter: 0) == .fail(.bankRejected))
         if maxRetries > 0 {
-            #expect(custom.decide(attempt: maxRetries, bankMayHavePaid: false, outcome: .declined("x"), jitter: 0)
-                    == .retry(afterMicroseconds: custom.backoffMicroseconds(afterAttempt: maxRetries, jitter: 0), bankMayHavePaid: false, reason: nil))
+            #expect(
+                custom.decide(attempt: maxRetries, bankMayHavePaid: false, outcome: .declined("x"), jitter: 0)
+                    == .retry(afterMicroseconds: custom.backoffMicroseconds(afterAttempt: maxRetries, jitter: 0), bankMayHavePaid: false, reason: nil)
+            )
         }
     }
 
     @Test("the retry delay carries the jitter")
     func decisionUsesJitter() {
-        #expect(policy.decide(attempt: 1, bankMayHavePaid: false, outcome: .unreachable("x"), jitter: 0.999)
+        #expect(
+            policy.decide(attempt: 1, bankMayHavePaid: false, outcome: .unreachable("x"), jitter: 0.999)
                 == .retry(afterMicroseconds: 10 * second + 2_497_500, bankMayHavePaid: false, reason: nil))
     }
 

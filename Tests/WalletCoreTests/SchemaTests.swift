@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// SQLite's primary result code for a constraint violation (`SQLITE_CONSTRAINT`).
 private let constraintCode: Int32 = 19
@@ -35,11 +40,15 @@ struct SchemaTests {
     func migrateTwiceIsNoOp() throws {
         let database = try TestDatabase()
         let raw = database.store.database
-        let schemaBefore = try raw.query("SELECT type, name, sql FROM sqlite_master ORDER BY name") { "\($0.text(0)) \($0.text(1)) \($0.optionalText(2) ?? "")" }
+        let schemaBefore = try raw.query("SELECT type, name, sql FROM sqlite_master ORDER BY name") {
+            "\($0.text(0)) \($0.text(1)) \($0.optionalText(2) ?? "")"
+        }
         try Schema.migrate(raw)
         _ = try database.connection()
         #expect(try raw.scalarInteger("PRAGMA user_version") == Schema.latestVersion)
-        let schemaAfter = try raw.query("SELECT type, name, sql FROM sqlite_master ORDER BY name") { "\($0.text(0)) \($0.text(1)) \($0.optionalText(2) ?? "")" }
+        let schemaAfter = try raw.query("SELECT type, name, sql FROM sqlite_master ORDER BY name") {
+            "\($0.text(0)) \($0.text(1)) \($0.optionalText(2) ?? "")"
+        }
         #expect(schemaAfter == schemaBefore)
     }
 
@@ -86,15 +95,18 @@ struct SchemaTests {
         #expect(throws: DatabaseError.self) { try raw.run(insert, [.text(WalletID.random().text), .text("ten"), .integer(0)]) }
     }
 
-    @Test("transaction amounts must be 1 to 10^15", arguments: [
-        (1, true), (1_000_000_000_000_000, true), (0, false), (-1, false), (1_000_000_000_000_001, false),
-    ] as [(Int64, Bool)])
+    @Test(
+        "transaction amounts must be 1 to 10^15",
+        arguments: [
+            (1, true), (1_000_000_000_000_000, true), (0, false), (-1, false), (1_000_000_000_000_001, false),
+        ] as [(Int64, Bool)])
     func amountChecks(amount: Int64, accepted: Bool) throws {
         let database = try TestDatabase()
         let raw = database.store.database
         try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
         let insert = {
-            _ = try raw.run("""
+            _ = try raw.run(
+                """
                 INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at)
                 VALUES (1, 'DEPOSIT', 'COMPLETED', ?, 0, 0)
                 """, [.integer(amount)])
@@ -159,7 +171,8 @@ struct SchemaTests {
                 try raw.execute(Schema.migrations[0])
                 try raw.execute("PRAGMA user_version = 1")
                 try raw.run("INSERT INTO wallets (id, uuid, balance, created_at, updated_at) VALUES (7, ?, 100, 0, 0)", [.text(wallet.text)])
-                try raw.run("""
+                try raw.run(
+                    """
                     INSERT INTO transactions (id, wallet_id, type, status, amount, created_at, updated_at, next_attempt_at)
                     VALUES (41, 7, 'DEPOSIT', 'COMPLETED', 100, 0, 0, NULL), (42, 7, 'WITHDRAWAL', 'PROCESSING', 30, 0, 0, 5)
                     """)
@@ -172,7 +185,8 @@ struct SchemaTests {
         #expect(keys.map(\.1) == [nil, "\(wallet.text):42"])
         // New withdrawals get a random key.
         let scheduled = try store.database.immediateTransaction {
-            try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()).get().id
+            try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()).get()
+                .id
         }
         let key = try store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(scheduled)]) { $0.text(0) }
         #expect(key?.hasPrefix(BankKey.prefix) == true)

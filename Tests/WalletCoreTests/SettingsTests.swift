@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private func settings(_ environment: [String: String]) throws(Settings.Invalid) -> Settings {
     try Settings(environment: environment)
@@ -7,7 +12,7 @@ private func settings(_ environment: [String: String]) throws(Settings.Invalid) 
 
 @Suite("Settings")
 struct SettingsTests {
-    @Test("an empty environment gives API.md's defaults")
+    @Test("an empty environment gives the documented defaults")
     func defaults() throws {
         let parsed = try settings([:])
         #expect(parsed == Settings())
@@ -46,12 +51,14 @@ struct SettingsTests {
         #expect(parsed.synchronous == .normal)
     }
 
-    @Test("numbers at the ends of their ranges are accepted", arguments: [
-        ("WALLET_MAX_RETRIES", "0"), ("WALLET_MAX_RETRIES", "100"), ("WALLET_RETRY_BASE_SECONDS", "0"),
-        ("WALLET_RETRY_BASE_SECONDS", "86400"), ("WALLET_BANK_TIMEOUT_MS", "1"), ("WALLET_BANK_TIMEOUT_MS", "600000"),
-        ("WALLET_BANK_CONCURRENCY", "1"), ("WALLET_BANK_CONCURRENCY", "1024"), ("WALLET_UNKNOWN_RECHECK_SECONDS", "0"),
-        ("WALLET_UNKNOWN_RECHECK_SECONDS", "604800"), ("WALLET_LEASE_GRACE_SECONDS", "1"), ("WALLET_LEASE_GRACE_SECONDS", "3600"),
-    ])
+    @Test(
+        "numbers at the ends of their ranges are accepted",
+        arguments: [
+            ("WALLET_MAX_RETRIES", "0"), ("WALLET_MAX_RETRIES", "100"), ("WALLET_RETRY_BASE_SECONDS", "0"),
+            ("WALLET_RETRY_BASE_SECONDS", "86400"), ("WALLET_BANK_TIMEOUT_MS", "1"), ("WALLET_BANK_TIMEOUT_MS", "600000"),
+            ("WALLET_BANK_CONCURRENCY", "1"), ("WALLET_BANK_CONCURRENCY", "1024"), ("WALLET_UNKNOWN_RECHECK_SECONDS", "0"),
+            ("WALLET_UNKNOWN_RECHECK_SECONDS", "604800"), ("WALLET_LEASE_GRACE_SECONDS", "1"), ("WALLET_LEASE_GRACE_SECONDS", "3600"),
+        ])
     func numbersAccepted(name: String, value: String) throws {
         let parsed = try settings([name: value])
         let read: [String: Int64] = [
@@ -62,31 +69,35 @@ struct SettingsTests {
         #expect(read[name] == Int64(value))
     }
 
-    @Test("invalid values are refused with a message naming the variable", arguments: [
-        ("WALLET_MAX_RETRIES", "-1"), ("WALLET_MAX_RETRIES", "101"), ("WALLET_MAX_RETRIES", "three"), ("WALLET_MAX_RETRIES", ""),
-        ("WALLET_MAX_RETRIES", "3.0"), ("WALLET_MAX_RETRIES", " 3"), ("WALLET_MAX_RETRIES", "0x3"),
-        ("WALLET_RETRY_BASE_SECONDS", "-10"), ("WALLET_RETRY_BASE_SECONDS", "86401"), ("WALLET_RETRY_BASE_SECONDS", "10s"),
-        ("WALLET_BANK_TIMEOUT_MS", "0"), ("WALLET_BANK_TIMEOUT_MS", "-5000"), ("WALLET_BANK_TIMEOUT_MS", "600001"),
-        ("WALLET_BANK_TIMEOUT_MS", "99999999999999999999"),
-        ("WALLET_BANK_CONCURRENCY", "0"), ("WALLET_BANK_CONCURRENCY", "1025"), ("WALLET_BANK_CONCURRENCY", "many"),
-        ("WALLET_UNKNOWN_RECHECK_SECONDS", "-1"), ("WALLET_UNKNOWN_RECHECK_SECONDS", "604801"),
-        ("WALLET_LEASE_GRACE_SECONDS", "0"), ("WALLET_LEASE_GRACE_SECONDS", "3601"),
-        ("WALLET_SYNCHRONOUS", "OFF"), ("WALLET_SYNCHRONOUS", ""), ("WALLET_SYNCHRONOUS", "EXTRA"),
-        ("WALLET_DB", ""),
-        ("WALLET_BANK_URL", "ftp://x"), ("WALLET_BANK_URL", "http://"), ("WALLET_BANK_URL", "https://"), ("WALLET_BANK_URL", ""),
-        ("WALLET_BANK_URL", "bank.example/pay"), ("WALLET_BANK_URL", "http:/bank"), ("WALLET_BANK_URL", "http://:8080/pay"),
-        ("WALLET_BANK_URL", "http:///pay"), ("WALLET_BANK_URL", "http://bank example/pay"), ("WALLET_BANK_URL", "http://bank/\npay"),
-        ("WALLET_BANK_URL", "file:///etc/passwd"),
-    ])
+    @Test(
+        "invalid values are refused with a message naming the variable",
+        arguments: [
+            ("WALLET_MAX_RETRIES", "-1"), ("WALLET_MAX_RETRIES", "101"), ("WALLET_MAX_RETRIES", "three"), ("WALLET_MAX_RETRIES", ""),
+            ("WALLET_MAX_RETRIES", "3.0"), ("WALLET_MAX_RETRIES", " 3"), ("WALLET_MAX_RETRIES", "0x3"),
+            ("WALLET_RETRY_BASE_SECONDS", "-10"), ("WALLET_RETRY_BASE_SECONDS", "86401"), ("WALLET_RETRY_BASE_SECONDS", "10s"),
+            ("WALLET_BANK_TIMEOUT_MS", "0"), ("WALLET_BANK_TIMEOUT_MS", "-5000"), ("WALLET_BANK_TIMEOUT_MS", "600001"),
+            ("WALLET_BANK_TIMEOUT_MS", "99999999999999999999"),
+            ("WALLET_BANK_CONCURRENCY", "0"), ("WALLET_BANK_CONCURRENCY", "1025"), ("WALLET_BANK_CONCURRENCY", "many"),
+            ("WALLET_UNKNOWN_RECHECK_SECONDS", "-1"), ("WALLET_UNKNOWN_RECHECK_SECONDS", "604801"),
+            ("WALLET_LEASE_GRACE_SECONDS", "0"), ("WALLET_LEASE_GRACE_SECONDS", "3601"),
+            ("WALLET_SYNCHRONOUS", "OFF"), ("WALLET_SYNCHRONOUS", ""), ("WALLET_SYNCHRONOUS", "EXTRA"),
+            ("WALLET_DB", ""),
+            ("WALLET_BANK_URL", "ftp://x"), ("WALLET_BANK_URL", "http://"), ("WALLET_BANK_URL", "https://"), ("WALLET_BANK_URL", ""),
+            ("WALLET_BANK_URL", "bank.example/pay"), ("WALLET_BANK_URL", "http:/bank"), ("WALLET_BANK_URL", "http://:8080/pay"),
+            ("WALLET_BANK_URL", "http:///pay"), ("WALLET_BANK_URL", "http://bank example/pay"), ("WALLET_BANK_URL", "http://bank/\npay"),
+            ("WALLET_BANK_URL", "file:///etc/passwd"),
+        ])
     func invalidRefused(name: String, value: String) {
         let error = #expect(throws: Settings.Invalid.self) { try settings([name: value]) }
         #expect(error?.description.contains(name) == true)
     }
 
-    @Test("http and https URLs with a host are accepted", arguments: [
-        "http://127.0.0.1:8081/pay", "https://bank.example/pay", "HTTP://BANK/pay", "http://bank", "http://[::1]:8081/pay",
-        "https://bank.example?x=1",
-    ])
+    @Test(
+        "http and https URLs with a host are accepted",
+        arguments: [
+            "http://127.0.0.1:8081/pay", "https://bank.example/pay", "HTTP://BANK/pay", "http://bank", "http://[::1]:8081/pay",
+            "https://bank.example?x=1",
+        ])
     func urlsAccepted(url: String) throws {
         #expect(try settings(["WALLET_BANK_URL": url]).bankURL == url)
     }

@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// The statuses, kinds and reasons live in the domain's enums, the transitions in one table;
 /// the schema and the auditor must agree with them.
@@ -30,7 +35,8 @@ struct StateMachineTests {
     @Test("no query spells a status, type, kind or reason: they are bound from the enums")
     func noLiteralsInQueries() throws {
         let sources = PayoutRulesTableTests.verifyDirectory.replacingSuffix("verify/", with: "Sources/")
-        let values = TransactionType.allCases.map(\.rawValue) + TransactionStatus.allCases.map(\.rawValue)
+        let values =
+            TransactionType.allCases.map(\.rawValue) + TransactionStatus.allCases.map(\.rawValue)
             + LedgerEntry.Kind.allCases.map(\.rawValue) + FailureReason.allCases.map(\.rawValue)
         var checked = 0
         for file in try swiftFiles(under: sources) where !file.hasSuffix("/Schema.swift") {
@@ -57,7 +63,8 @@ struct StateMachineTests {
         for status in TransactionStatus.allCases {
             let reasons: [FailureReason?] = status == .failed ? FailureReason.allCases.map { $0 } : [nil]
             for reason in reasons {
-                #expect(LedgerShape.expected(type: .withdrawal, status: status, failureReason: reason) != nil, "\(status) \(String(describing: reason))")
+                #expect(
+                    LedgerShape.expected(type: .withdrawal, status: status, failureReason: reason) != nil, "\(status) \(String(describing: reason))")
             }
             #expect((LedgerShape.expected(type: .deposit, status: status, failureReason: nil) != nil) == (status == .completed))
         }

@@ -1,5 +1,10 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 /// One step of a ledger scenario, run through the store as the services would.
 enum LedgerStep: Sendable {
@@ -22,29 +27,40 @@ struct LedgerScenario: Sendable, CustomTestStringConvertible {
 }
 
 private let ledgerScenarios: [LedgerScenario] = [
-    LedgerScenario(name: "deposits only", steps: [.deposit(100), .deposit(250)], balance: 350, held: 0,
-                   kinds: [.deposit, .deposit], withdrawals: []),
-    LedgerScenario(name: "paid withdrawal", steps: [.deposit(100), .withdraw(30, [.paid])], balance: 70, held: 0,
-                   kinds: [.deposit, .debit], withdrawals: [(.completed, nil)]),
-    LedgerScenario(name: "declined on every attempt, refunded", steps: [.deposit(100), .withdraw(30, [.declined("x"), .declined("x")])],
-                   balance: 100, held: 0, kinds: [.deposit, .debit, .refund], withdrawals: [(.failed, .bankRejected)]),
-    LedgerScenario(name: "unreachable on every attempt, refunded", steps: [.deposit(100), .withdraw(30, [.unreachable("x"), .unreachable("x")])],
-                   balance: 100, held: 0, kinds: [.deposit, .debit, .refund], withdrawals: [(.failed, .bankUnreachable)]),
-    LedgerScenario(name: "insufficient funds", steps: [.deposit(10), .withdraw(30, [])], balance: 10, held: 0,
-                   kinds: [.deposit], withdrawals: [(.failed, .insufficientFunds)]),
-    LedgerScenario(name: "unknown on every attempt, held", steps: [.deposit(100), .withdraw(40, [.unknown("x"), .unknown("x")])],
-                   balance: 60, held: 40, kinds: [.deposit, .debit], withdrawals: [(.processing, .bankOutcomeUnknown)]),
-    LedgerScenario(name: "canceled before it was due", steps: [.deposit(100), .cancel(60)], balance: 100, held: 0,
-                   kinds: [.deposit], withdrawals: [(.canceled, .canceled)]),
+    LedgerScenario(
+        name: "deposits only", steps: [.deposit(100), .deposit(250)], balance: 350, held: 0,
+        kinds: [.deposit, .deposit], withdrawals: []),
+    LedgerScenario(
+        name: "paid withdrawal", steps: [.deposit(100), .withdraw(30, [.paid])], balance: 70, held: 0,
+        kinds: [.deposit, .debit], withdrawals: [(.completed, nil)]),
+    LedgerScenario(
+        name: "declined on every attempt, refunded", steps: [.deposit(100), .withdraw(30, [.declined("x"), .declined("x")])],
+        balance: 100, held: 0, kinds: [.deposit, .debit, .refund], withdrawals: [(.failed, .bankRejected)]),
+    LedgerScenario(
+        name: "unreachable on every attempt, refunded", steps: [.deposit(100), .withdraw(30, [.unreachable("x"), .unreachable("x")])],
+        balance: 100, held: 0, kinds: [.deposit, .debit, .refund], withdrawals: [(.failed, .bankUnreachable)]),
+    LedgerScenario(
+        name: "insufficient funds", steps: [.deposit(10), .withdraw(30, [])], balance: 10, held: 0,
+        kinds: [.deposit], withdrawals: [(.failed, .insufficientFunds)]),
+    LedgerScenario(
+        name: "unknown on every attempt, held", steps: [.deposit(100), .withdraw(40, [.unknown("x"), .unknown("x")])],
+        balance: 60, held: 40, kinds: [.deposit, .debit], withdrawals: [(.processing, .bankOutcomeUnknown)]),
+    LedgerScenario(
+        name: "canceled before it was due", steps: [.deposit(100), .cancel(60)], balance: 100, held: 0,
+        kinds: [.deposit], withdrawals: [(.canceled, .canceled)]),
     LedgerScenario(
         name: "mixed",
-        steps: [.deposit(500), .withdraw(100, [.paid]), .withdraw(50, [.declined("x"), .unreachable("y")]), .cancel(70),
-                .withdraw(1_000, []), .deposit(5), .withdraw(200, [.unknown("x"), .paid]), .withdraw(205, [.unknown("x"), .declined("y")]),
-                .withdraw(205, [.paid])],
+        steps: [
+            .deposit(500), .withdraw(100, [.paid]), .withdraw(50, [.declined("x"), .unreachable("y")]), .cancel(70),
+            .withdraw(1_000, []), .deposit(5), .withdraw(200, [.unknown("x"), .paid]), .withdraw(205, [.unknown("x"), .declined("y")]),
+            .withdraw(205, [.paid]),
+        ],
         balance: 0, held: 0,
         kinds: [.deposit, .debit, .debit, .refund, .deposit, .debit, .debit, .refund, .debit],
-        withdrawals: [(.completed, nil), (.failed, .bankUnreachable), (.canceled, .canceled), (.failed, .insufficientFunds),
-                      (.completed, nil), (.failed, .bankRejected), (.completed, nil)]),
+        withdrawals: [
+            (.completed, nil), (.failed, .bankUnreachable), (.canceled, .canceled), (.failed, .insufficientFunds),
+            (.completed, nil), (.failed, .bankRejected), (.completed, nil),
+        ]),
 ]
 
 /// Runs ledger steps through the store, checking after every transaction that a balance
@@ -86,14 +102,17 @@ private final class LedgerDriver {
             return nil
         case .cancel(let amount):
             let id = try transaction { now in
-                try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: amount)!, scheduledFor: now.adding(seconds: 3_600),
-                                             idempotencyKey: nil, now: now).get().id
+                try store.scheduleWithdrawal(
+                    from: wallet, amount: Amount(minorUnits: amount)!, scheduledFor: now.adding(seconds: 3_600),
+                    idempotencyKey: nil, now: now
+                ).get().id
             }
             _ = try transaction { now in try store.cancelWithdrawal(id, of: wallet, now: now).get() }
             return id
         case .withdraw(let amount, let outcomes):
             let id = try transaction { now in
-                try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: amount)!, scheduledFor: now, idempotencyKey: nil, now: now).get().id
+                try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: amount)!, scheduledFor: now, idempotencyKey: nil, now: now)
+                    .get().id
             }
             var remaining = outcomes[...]
             while true {
@@ -234,9 +253,11 @@ struct StoreTests {
         #expect(try store.transaction(1) == nil)
     }
 
-    @Test("only a PENDING withdrawal can be canceled", arguments: [
-        (TransactionStatus.pending, true), (.processing, false), (.completed, false), (.failed, false), (.canceled, false),
-    ])
+    @Test(
+        "only a PENDING withdrawal can be canceled",
+        arguments: [
+            (TransactionStatus.pending, true), (.processing, false), (.completed, false), (.failed, false), (.canceled, false),
+        ])
     func cancelOnlyPending(status: TransactionStatus, cancelable: Bool) throws {
         let database = try TestDatabase()
         let store = database.store
@@ -244,11 +265,14 @@ struct StoreTests {
         let now = Timestamp.now()
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
-            let id = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: now.adding(seconds: 60),
-                                                  idempotencyKey: nil, now: now).get().id
+            let id = try store.scheduleWithdrawal(
+                from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: now.adding(seconds: 60),
+                idempotencyKey: nil, now: now
+            ).get().id
             if status != .pending {
                 let next: SQLValue = status == .processing ? .integer(now.microseconds) : .null
-                try store.database.run("UPDATE transactions SET status = ?, next_attempt_at = ? WHERE id = ?", [.text(status.rawValue), next, .integer(id)])
+                try store.database.run(
+                    "UPDATE transactions SET status = ?, next_attempt_at = ? WHERE id = ?", [.text(status.rawValue), next, .integer(id)])
             }
             return id
         }
@@ -300,8 +324,10 @@ struct StoreTests {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1_000)!, idempotencyKey: nil, now: now).get()
             return try [-3, -1, -2, 60].map { offset in
-                try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 10)!, scheduledFor: now.adding(seconds: Int64(offset)),
-                                             idempotencyKey: nil, now: now).get().id
+                try store.scheduleWithdrawal(
+                    from: wallet, amount: Amount(minorUnits: 10)!, scheduledFor: now.adding(seconds: Int64(offset)),
+                    idempotencyKey: nil, now: now
+                ).get().id
             }
         }
         let first = try store.database.immediateTransaction {
@@ -330,7 +356,8 @@ struct StoreTests {
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
-            let id = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now).get().id
+            let id = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now)
+                .get().id
             _ = try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1)
             // Due again at once, but still leased.
             try store.database.run("UPDATE transactions SET next_attempt_at = ? WHERE id = ?", [.integer(now.microseconds), .integer(id)])
@@ -357,7 +384,8 @@ struct StoreTests {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
             _ = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
-            return try #require(try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1).payouts.first)
+            return try #require(
+                try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1).payouts.first)
         }
         var changes = ProcessorChanges()
         let stranger = try store.database.immediateTransaction {

@@ -2,7 +2,12 @@
 import Glibc
 #endif
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 // MARK: - A fresh database per test
 
@@ -56,8 +61,10 @@ final class TestAPI {
     /// Sends a request; a `json` body goes with `Content-Type: application/json`.
     @discardableResult
     func send(_ method: String, _ path: String, json: String? = nil, key: String? = nil, query: String = "") -> Response {
-        send(Request(method: method, path: path, query: query, contentType: json == nil ? nil : "application/json",
-                     idempotencyKey: key, body: Array((json ?? "").utf8)))
+        send(
+            Request(
+                method: method, path: path, query: query, contentType: json == nil ? nil : "application/json",
+                idempotencyKey: key, body: Array((json ?? "").utf8)))
     }
 
     func createWallet(sourceLocation: SourceLocation = #_sourceLocation) throws -> WalletID {
@@ -132,9 +139,11 @@ extension JSONValue {
     }
 }
 
-/// Checks API.md's error shape: `{"error": {"code", "message", "field"?}}` and nothing else.
-func expectError(_ response: Response, status: Int, code: String, field: String? = nil,
-                 sourceLocation: SourceLocation = #_sourceLocation) {
+/// Checks the API's error shape: `{"error": {"code", "message", "field"?}}` and nothing else.
+func expectError(
+    _ response: Response, status: Int, code: String, field: String? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     #expect(response.status == status, "body: \(response.body)", sourceLocation: sourceLocation)
     #expect(response.contentType == "application/json", sourceLocation: sourceLocation)
     guard let outer = response.json.members, outer.count == 1, let inner = outer["error"]?.members else {
@@ -184,8 +193,10 @@ final class ScriptedBank: BankClient {
     /// Called as each attempt starts, e.g. to check no database transaction is open.
     var onStart: (Payout) -> Void = { _ in }
 
-    init(answersPerPoll: Int = Int.max, pollDelayMilliseconds: Int = 0, recorder: CallRecorder? = nil,
-         _ script: @escaping (Payout) -> BankTransport) {
+    init(
+        answersPerPoll: Int = Int.max, pollDelayMilliseconds: Int = 0, recorder: CallRecorder? = nil,
+        _ script: @escaping (Payout) -> BankTransport
+    ) {
         self.script = script
         self.answersPerPoll = answersPerPoll
         self.pollDelayMilliseconds = pollDelayMilliseconds
@@ -235,8 +246,10 @@ final class ScriptedBank: BankClient {
 }
 
 /// Settings for processor tests: no waiting between retries, rechecks due at once.
-func processorSettings(maxRetries: Int64 = 3, concurrency: Int64 = 4, retryBaseSeconds: Int64 = 0,
-                       unknownRecheckSeconds: Int64 = 0) -> Settings {
+func processorSettings(
+    maxRetries: Int64 = 3, concurrency: Int64 = 4, retryBaseSeconds: Int64 = 0,
+    unknownRecheckSeconds: Int64 = 0
+) -> Settings {
     var settings = Settings()
     settings.maxRetries = maxRetries
     settings.bankConcurrency = concurrency
@@ -247,10 +260,14 @@ func processorSettings(maxRetries: Int64 = 3, concurrency: Int64 = 4, retryBaseS
 
 /// Runs one processor pass with no jitter.
 @discardableResult
-func runPass(_ store: Store, _ bank: ScriptedBank, _ settings: Settings = processorSettings(), owner: String = "test-processor",
-             clock: @escaping () -> Timestamp = Timestamp.now) throws -> PassSummary {
-    try ProcessorPass(store: store, bank: bank, settings: settings, log: Log(component: "test"), owner: owner,
-                      random: { 0 }, clock: clock).run()
+func runPass(
+    _ store: Store, _ bank: ScriptedBank, _ settings: Settings = processorSettings(), owner: String = "test-processor",
+    clock: @escaping () -> Timestamp = Timestamp.now
+) throws -> PassSummary {
+    try ProcessorPass(
+        store: store, bank: bank, settings: settings, log: Log(component: "test"), owner: owner,
+        random: { 0 }, clock: clock
+    ).run()
 }
 
 // MARK: - Threads
@@ -312,9 +329,11 @@ struct LedgerRow: Equatable {
 
 func ledgerRows(_ store: Store) throws -> [LedgerRow] {
     try store.database.query(
-        "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id") { row in
-        LedgerRow(id: row.integer(0), walletRowID: row.integer(1), transactionID: row.integer(2), kind: row.text(3),
-                  delta: row.integer(4), balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7))
+        "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id"
+    ) { row in
+        LedgerRow(
+            id: row.integer(0), walletRowID: row.integer(1), transactionID: row.integer(2), kind: row.text(3),
+            delta: row.integer(4), balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7))
     }
 }
 
@@ -323,8 +342,9 @@ func brokenHashLinks(_ rows: [LedgerRow]) -> [Int64] {
     var previous = Store.genesisHash
     var broken: [Int64] = []
     for row in rows {
-        let input = Store.ledgerHashInput(previousHash: previous, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
-                                          kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
+        let input = Store.ledgerHashInput(
+            previousHash: previous, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
+            kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
         if SHA256.hex(Array(input.utf8)) != row.hash { broken.append(row.id) }
         previous = row.hash
     }

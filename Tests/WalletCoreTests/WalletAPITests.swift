@@ -1,9 +1,14 @@
 import Testing
-@testable import WalletCore
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
 
 private let unknownWallet = "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b"
 
-/// Checks a wallet object has exactly API.md's members.
+/// Checks a wallet object has exactly the members openapi.yaml names.
 private func expectWalletShape(_ wallet: JSONValue?, balance: Int64, sourceLocation: SourceLocation = #_sourceLocation) {
     guard let members = wallet?.members else {
         Issue.record("not a wallet object", sourceLocation: sourceLocation)
@@ -26,9 +31,11 @@ private let transactionMembers: Set<String> = [
 struct WalletAPITests {
     // MARK: Routing
 
-    @Test("unknown paths are 404 not_found in the JSON error shape", arguments: [
-        "/", "/wallet", "/wallets/nope", "/wallets/\(unknownWallet)/refund", "/wallets/\(unknownWallet)/transactions/0", "/admin",
-    ])
+    @Test(
+        "unknown paths are 404 not_found in the JSON error shape",
+        arguments: [
+            "/", "/wallet", "/wallets/nope", "/wallets/\(unknownWallet)/refund", "/wallets/\(unknownWallet)/transactions/0", "/admin",
+        ])
     func unknownPaths(path: String) throws {
         let t = try TestAPI()
         for method in ["GET", "POST"] {
@@ -38,14 +45,16 @@ struct WalletAPITests {
         }
     }
 
-    @Test("a known path with the wrong method is 405 with Allow", arguments: [
-        ("GET", "/wallets/", "POST"), ("DELETE", "/wallets", "POST"), ("POST", "/wallets/\(unknownWallet)/", "GET, HEAD"),
-        ("PUT", "/wallets/\(unknownWallet)", "GET, HEAD"), ("GET", "/wallets/\(unknownWallet)/deposit", "POST"),
-        ("GET", "/wallets/\(unknownWallet)/withdraw", "POST"), ("POST", "/wallets/\(unknownWallet)/transactions/", "GET, HEAD"),
-        ("DELETE", "/wallets/\(unknownWallet)/transactions/1/", "GET, HEAD"), ("GET", "/wallets/\(unknownWallet)/transactions/1/cancel", "POST"),
-        ("POST", "/healthz", "GET, HEAD"), ("DELETE", "/metrics", "GET, HEAD"), ("get", "/healthz", "GET, HEAD"),
-        ("HEAD", "/wallets/", "POST"), ("HEAD", "/wallets/\(unknownWallet)/deposit", "POST"),
-    ])
+    @Test(
+        "a known path with the wrong method is 405 with Allow",
+        arguments: [
+            ("GET", "/wallets/", "POST"), ("DELETE", "/wallets", "POST"), ("POST", "/wallets/\(unknownWallet)/", "GET, HEAD"),
+            ("PUT", "/wallets/\(unknownWallet)", "GET, HEAD"), ("GET", "/wallets/\(unknownWallet)/deposit", "POST"),
+            ("GET", "/wallets/\(unknownWallet)/withdraw", "POST"), ("POST", "/wallets/\(unknownWallet)/transactions/", "GET, HEAD"),
+            ("DELETE", "/wallets/\(unknownWallet)/transactions/1/", "GET, HEAD"), ("GET", "/wallets/\(unknownWallet)/transactions/1/cancel", "POST"),
+            ("POST", "/healthz", "GET, HEAD"), ("DELETE", "/metrics", "GET, HEAD"), ("get", "/healthz", "GET, HEAD"),
+            ("HEAD", "/wallets/", "POST"), ("HEAD", "/wallets/\(unknownWallet)/deposit", "POST"),
+        ])
     func wrongMethod(method: String, path: String, allow: String) throws {
         let t = try TestAPI()
         let handled = t.api.handle(Request(method: method, path: path), reader: t.reader)
@@ -61,8 +70,10 @@ struct WalletAPITests {
         let t = try TestAPI()
         let id = try t.createWallet()
         t.deposit(id, 125)
-        let paths = ["/wallets/\(id)/", "/wallets/\(id)", "/wallets/\(id)/transactions/", "/wallets/\(id)/transactions/1/",
-                     "/healthz", "/wallets/\(unknownWallet)/", "/wallets/\(id)/transactions/99/", "/nowhere"]
+        let paths = [
+            "/wallets/\(id)/", "/wallets/\(id)", "/wallets/\(id)/transactions/", "/wallets/\(id)/transactions/1/",
+            "/healthz", "/wallets/\(unknownWallet)/", "/wallets/\(id)/transactions/99/", "/nowhere",
+        ]
         for path in paths {
             let get = t.api.handle(Request(method: "GET", path: path), reader: t.reader)
             let head = t.api.handle(Request(method: "HEAD", path: path), reader: t.reader)
@@ -88,9 +99,11 @@ struct WalletAPITests {
 
     // MARK: Wallets
 
-    @Test("POST /wallets/ creates an empty wallet, with an empty body or {}", arguments: [
-        ("/wallets/", nil), ("/wallets", nil), ("/wallets/", "{}"), ("/wallets/", #"{"ignored": true}"#),
-    ] as [(String, String?)])
+    @Test(
+        "POST /wallets/ creates an empty wallet, with an empty body or {}",
+        arguments: [
+            ("/wallets/", nil), ("/wallets", nil), ("/wallets/", "{}"), ("/wallets/", #"{"ignored": true}"#),
+        ] as [(String, String?)])
     func createWallet(path: String, body: String?) throws {
         let t = try TestAPI()
         let response = t.send("POST", path, json: body)
@@ -107,8 +120,9 @@ struct WalletAPITests {
         let t = try TestAPI()
         expectError(t.send("POST", "/wallets/", json: "[]"), status: 400, code: "invalid_json")
         expectError(t.send("POST", "/wallets/", json: "{"), status: 400, code: "invalid_json")
-        expectError(t.send(Request(method: "POST", path: "/wallets/", contentType: "text/plain", body: Array("{}".utf8))),
-                    status: 415, code: "unsupported_media_type")
+        expectError(
+            t.send(Request(method: "POST", path: "/wallets/", contentType: "text/plain", body: Array("{}".utf8))),
+            status: 415, code: "unsupported_media_type")
         expectError(t.send(Request(method: "POST", path: "/wallets/", body: Array("{}".utf8))), status: 415, code: "unsupported_media_type")
         #expect(try t.count("SELECT count(*) FROM wallets") == 0)
     }
@@ -140,8 +154,10 @@ struct WalletAPITests {
     func deposit() throws {
         let t = try TestAPI()
         let id = try t.createWallet()
-        let handled = t.api.handle(Request(method: "POST", path: "/wallets/\(id)/deposit", contentType: "application/json; charset=utf-8",
-                                           idempotencyKey: "dep-1", body: Array(#"{"amount": 5000}"#.utf8)), reader: t.reader)
+        let handled = t.api.handle(
+            Request(
+                method: "POST", path: "/wallets/\(id)/deposit", contentType: "application/json; charset=utf-8",
+                idempotencyKey: "dep-1", body: Array(#"{"amount": 5000}"#.utf8)), reader: t.reader)
         let response = handled.response
         #expect(response.status == 200)
         #expect(Set(response.json.members?.keys ?? [:].keys) == ["wallet", "transaction"])
@@ -173,10 +189,12 @@ struct WalletAPITests {
         #expect(try t.wallet(id).balance.minorUnits == amount)
     }
 
-    @Test("invalid amounts are 400 invalid_amount and change nothing", arguments: [
-        #"{"amount": 0}"#, #"{"amount": -1}"#, #"{"amount": 1.5}"#, #"{"amount": 1e3}"#, #"{"amount": "100"}"#, #"{"amount": true}"#,
-        #"{"amount": null}"#, #"{}"#, #"{"amount": 1000000000000001}"#, #"{"amount": 100, "amount": 100}"#,
-    ])
+    @Test(
+        "invalid amounts are 400 invalid_amount and change nothing",
+        arguments: [
+            #"{"amount": 0}"#, #"{"amount": -1}"#, #"{"amount": 1.5}"#, #"{"amount": 1e3}"#, #"{"amount": "100"}"#, #"{"amount": true}"#,
+            #"{"amount": null}"#, #"{}"#, #"{"amount": 1000000000000001}"#, #"{"amount": 100, "amount": 100}"#,
+        ])
     func invalidAmounts(body: String) throws {
         let t = try TestAPI()
         let id = try t.createWallet()
@@ -202,8 +220,9 @@ struct WalletAPITests {
         expectError(t.send("POST", "/wallets/\(id)/deposit", json: "{amount: 10}"), status: 400, code: "invalid_json")
         expectError(t.send("POST", "/wallets/\(id)/deposit", json: "[10]"), status: 400, code: "invalid_json")
         expectError(t.send("POST", "/wallets/\(id)/deposit"), status: 400, code: "invalid_json")
-        expectError(t.send(Request(method: "POST", path: "/wallets/\(id)/deposit", contentType: "text/plain", body: Array(#"{"amount": 10}"#.utf8))),
-                    status: 415, code: "unsupported_media_type")
+        expectError(
+            t.send(Request(method: "POST", path: "/wallets/\(id)/deposit", contentType: "text/plain", body: Array(#"{"amount": 10}"#.utf8))),
+            status: 415, code: "unsupported_media_type")
         let large = #"{"amount": 10, "pad": ""# + String(repeating: "x", count: Limits.requestBodyBytesMax) + #""}"#
         expectError(t.send("POST", "/wallets/\(id)/deposit", json: large), status: 413, code: "payload_too_large")
         #expect(try t.count("SELECT count(*) FROM transactions") == 0)
@@ -268,8 +287,9 @@ struct WalletAPITests {
         let past = Timestamp.now().adding(seconds: -1).rfc3339
         expectError(t.withdraw(id, 10, scheduledFor: past), status: 400, code: "invalid_scheduled_for", field: "scheduled_for")
         expectError(t.withdraw(id, 10, scheduledFor: "2999-01-01T00:00:00"), status: 400, code: "invalid_scheduled_for", field: "scheduled_for")
-        expectError(t.send("POST", "/wallets/\(id)/withdraw", json: #"{"amount": 10, "scheduled_for": 1}"#),
-                    status: 400, code: "invalid_scheduled_for", field: "scheduled_for")
+        expectError(
+            t.send("POST", "/wallets/\(id)/withdraw", json: #"{"amount": 10, "scheduled_for": 1}"#),
+            status: 400, code: "invalid_scheduled_for", field: "scheduled_for")
         expectError(t.withdraw(WalletID(unknownWallet)!, 10), status: 404, code: "not_found")
         #expect(try t.count("SELECT count(*) FROM transactions") == 0)
     }
@@ -305,10 +325,12 @@ struct WalletAPITests {
         #expect(empty.json == .object(["results": .array([]), "next_cursor": .null]))
     }
 
-    @Test("pagination walks every matching row once, newest first", arguments: [
-        ("", 1), ("", 4), ("", 13), ("", 50), ("status=pending", 2), ("status=CANCELED", 1), ("type=deposit", 3),
-        ("type=Withdrawal", 5), ("type=withdrawal&status=pending", 1), ("status=failed", 3),
-    ] as [(String, Int)])
+    @Test(
+        "pagination walks every matching row once, newest first",
+        arguments: [
+            ("", 1), ("", 4), ("", 13), ("", 50), ("status=pending", 2), ("status=CANCELED", 1), ("type=deposit", 3),
+            ("type=Withdrawal", 5), ("type=withdrawal&status=pending", 1), ("status=failed", 3),
+        ] as [(String, Int)])
     func pagination(filter: String, limit: Int) throws {
         let t = try TestAPI()
         let id = try t.createWallet()
@@ -419,11 +441,15 @@ struct WalletAPITests {
         }
         let first = send()
         #expect([200, 201].contains(first.status))
-        let counts = try (t.count("SELECT count(*) FROM wallets"), t.count("SELECT count(*) FROM transactions"), t.count("SELECT count(*) FROM ledger"))
+        let counts = try (
+            t.count("SELECT count(*) FROM wallets"), t.count("SELECT count(*) FROM transactions"), t.count("SELECT count(*) FROM ledger")
+        )
         for _ in 0..<3 {
             #expect(send() == first)
         }
-        #expect(try (t.count("SELECT count(*) FROM wallets"), t.count("SELECT count(*) FROM transactions"), t.count("SELECT count(*) FROM ledger")) == counts)
+        #expect(
+            try (t.count("SELECT count(*) FROM wallets"), t.count("SELECT count(*) FROM transactions"), t.count("SELECT count(*) FROM ledger"))
+                == counts)
         #expect(try t.count("SELECT count(*) FROM idempotency") == 1)
     }
 
@@ -459,8 +485,9 @@ struct WalletAPITests {
         let id = try t.createWallet()
         expectError(t.deposit(id, 0, key: "fix-me"), status: 400, code: "invalid_amount", field: "amount")
         expectError(t.deposit(WalletID(unknownWallet)!, 5, key: "fix-me"), status: 404, code: "not_found")
-        expectError(t.withdraw(id, 5, scheduledFor: "2000-01-01T00:00:00Z", key: "fix-me"), status: 400, code: "invalid_scheduled_for",
-                    field: "scheduled_for")
+        expectError(
+            t.withdraw(id, 5, scheduledFor: "2000-01-01T00:00:00Z", key: "fix-me"), status: 400, code: "invalid_scheduled_for",
+            field: "scheduled_for")
         #expect(try t.count("SELECT count(*) FROM idempotency") == 0)
         let corrected = t.deposit(id, 5, key: "fix-me")
         #expect(corrected.status == 200)

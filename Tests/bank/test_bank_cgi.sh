@@ -444,7 +444,8 @@ mkdir -p "$work/no-jq"
 for tool in flock sync cat mkdir sleep head; do
     ln -sf "$(command -v "$tool")" "$work/no-jq/$tool"
 done
-no_jq=$(printf '%s' "$BODY" | env PATH="$work/no-jq" REQUEST_METHOD=POST CONTENT_LENGTH=${#BODY} \
+# (The body has a leading space: the processor's own shape needs no jq.)
+no_jq=$(printf ' %s' "$BODY" | env PATH="$work/no-jq" REQUEST_METHOD=POST CONTENT_LENGTH=$((${#BODY} + 1)) \
     BANK_STATE_DIR="$state" HTTP_IDEMPOTENCY_KEY=k1 "$cgi" 2>"$stderr_file")
 check "jq missing: internal error" expect_match "$no_jq" "^Status: 500 .*\\{\"error\": \"internal\"\\}\$"
 check "jq missing: pays nothing" expect_ledger 0
@@ -565,6 +566,48 @@ drain_check "GET with a body" k1 GET "$BODY"
 drain_check "a body over 16 KiB" k1 POST "$big"
 set_mode bogus
 drain_check "an unknown mode" k2 POST "$BODY"
+
+# --- the processor's shape without jq ------------------------------------------
+
+# Bodies in the processor's shape (compact, or with a space after each colon
+# and comma, as the benchmarks send) are read without jq; every other one
+# with it. Both readings must agree: the same body with a leading space goes
+# to jq, and the two ledger lines must match from the wallet on.
+# runs_jq BODY: the CGI started jq for BODY (under strace).
+runs_jq() {
+    printf '%s' "$1" | env REQUEST_METHOD=POST CONTENT_LENGTH=${#1} BANK_STATE_DIR="$state" \
+        HTTP_IDEMPOTENCY_KEY="jq-probe-$RANDOM$RANDOM" strace -f -qq -e trace=execve \
+        -o "$work/execve" "$cgi" >/dev/null 2>>"$stderr_file"
+    grep -q 'execve("[^"]*/jq"' "$work/execve"
+}
+runs_no_jq() { ! runs_jq "$@"; }
+# ledger_tail KEY: KEY's ledger line without its time and key.
+ledger_tail() {
+    local line
+    line=$(grep -F "${TAB}$1${TAB}" "$state/ledger")
+    line=${line#*"$TAB"}
+    printf '%s\n' "${line#*"$TAB"}"
+}
+new_state
+compact='{"reference":"withdrawal-42","wallet":"'$WALLET'","amount":5000}'
+check "the processor's compact body is read without jq" runs_no_jq "$compact"
+check "the benchmarks' spaced body is read without jq" runs_no_jq "$BODY"
+check "a body with a leading space is read with jq" runs_jq " $BODY"
+check "a body with a newline at its end is read with jq" runs_jq "$BODY"$'\n'
+n=0
+for shaped in "$compact" "$BODY" \
+    '{"reference": "] !#[^~{}:,'"'"'", "wallet": "3F1C2D4E-5A6B-4C7D-8E9F-0A1B2C3D4E5F", "amount": 1000000000000000}' \
+    '{"reference": "", '"$W"', "amount": 1}'; do
+    n=$((n + 1))
+    call "fast-$n" "$shaped"
+    call "jq-$n" " $shaped"
+    fast=$(ledger_tail "fast-$n")
+    slow=$(ledger_tail "jq-$n")
+    check "shape $n: paid" [ -n "$fast" ]
+    check "shape $n: read alike with and without jq ('$fast')" [ "$fast" = "$slow" ]
+done
+reject_case "the processor's shape with amount 10^15+1" k1 '{"reference":"a","wallet":"'$WALLET'","amount":1000000000000001}'
+reject_case "the processor's shape with amount 0" k1 '{"reference":"a","wallet":"'$WALLET'","amount":0}'
 
 # --- well-formed variations --------------------------------------------------
 

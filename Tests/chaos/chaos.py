@@ -47,8 +47,10 @@ import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "Tests" / "integration"))
-import conftest  # noqa: E402  (the Stack class: the repository's one way to run the stack)
+# Run as a script, the repository root is not on the path: the integration
+# tests are a package there (Tests/integration), imported as such.
+sys.path.insert(0, str(REPO))
+from Tests.integration import conftest  # noqa: E402  (the Stack class: the one way to run the stack)
 
 # --- Settings of the run ---------------------------------------------------------------
 

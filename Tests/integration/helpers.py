@@ -17,7 +17,7 @@ import urllib.parse
 import uuid as uuidlib
 
 # --- The contract's error codes -------------------------------------------
-# API.md fixes the first five; the others are the project's choice (align
+# The contract fixes the first five; the others are the project's choice (align
 # them here if the implementation names them differently).
 INVALID_AMOUNT = "invalid_amount"
 BALANCE_OVERFLOW = "balance_overflow"

@@ -1,15 +1,12 @@
-"""Every route of API.md as a client calls it, idempotency, request ids and logs,
+"""Every route of the API (openapi.yaml) as a client calls it, idempotency, request ids and logs,
 health and metrics."""
 
 import concurrent.futures
 import datetime as dt
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 
 # --- Wallets -----------------------------------------------------------------------

@@ -11,13 +11,12 @@ connection when a reused one closes without a byte of answer; if that new connec
 refused, the first request may still have reached the bank, which may have paid.
 """
 
-import os
 import socket
-import sys
 import threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+import pytest
+
+from . import helpers as h
 
 SUCCESS = b'{"data": "success", "status": 200}'
 
@@ -46,17 +45,21 @@ def read_request(conn):
 
 
 class DropThenRefuseBank:
-    """Accepts one connection and then stops listening, so every later connection is
-    refused. On that connection it pays and answers the first request (keeping the
-    connection alive), then pays the second request and closes the connection without
-    a byte of answer. `paid` lists the idempotency keys it paid, in order."""
+    """Accepts one connection and pays and answers the first request on it (keeping the
+    connection alive), then pays the second request and closes the connection without a
+    byte of answer. What libcurl's resend then meets depends on `resend`:
+    "refused": the bank stopped listening after the first connection, so it is refused;
+    "404": a second connection is accepted and answered with a bare 404 (as a proxy in
+    front of the bank might), paying nothing. `paid` lists the keys paid, in order."""
 
-    def __init__(self):
+    def __init__(self, resend="refused"):
+        self.resend = resend
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
         self.port = self.listener.getsockname()[1]
         self.paid = []
+        self.resent = []
         self.error = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -64,8 +67,9 @@ class DropThenRefuseBank:
     def _serve(self):
         try:
             conn, _ = self.listener.accept()
-            # From now on a connect to this port is refused.
-            self.listener.close()
+            if self.resend == "refused":
+                # From now on a connect to this port is refused.
+                self.listener.close()
             with conn:
                 first = read_request(conn)
                 assert first is not None, "the first request never came"
@@ -76,6 +80,16 @@ class DropThenRefuseBank:
                 assert second is not None, "the second request never came on the kept connection"
                 self.paid.append(second[0]["idempotency-key"])
                 # The money has left; the answer never does.
+            if self.resend == "404":
+                again, _ = self.listener.accept()
+                self.listener.close()
+                with again:
+                    resent = read_request(again)
+                    assert resent is not None, "libcurl did not resend"
+                    self.resent.append(resent[0]["idempotency-key"])
+                    page = b"<html><body>Not Found</body></html>"
+                    again.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n"
+                                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(page), page))
         except Exception as error:  # reported by the test
             self.error = error
 
@@ -85,13 +99,18 @@ class DropThenRefuseBank:
         assert self.error is None, f"the scripted bank failed: {self.error!r}"
 
 
-def test_refused_resend_after_a_dropped_kept_connection_is_not_a_refund(stack):
+@pytest.mark.parametrize("resend", ["refused", "404"])
+def test_a_resend_after_a_dropped_kept_connection_is_not_a_refund(stack, resend):
+    """The bank paid the second withdrawal on a kept connection and closed it without an
+    answer; libcurl resent the request on a new connection, which was refused, or answered
+    with a bare 404 that says nothing about the first request. Either way the outcome is
+    unknown: held, never refunded."""
     wallet = h.create_wallet(stack)["uuid"]
     h.deposit(stack, wallet, 10_000)
     first = h.withdraw(stack, wallet, 1_000)
     second = h.withdraw(stack, wallet, 2_000)
 
-    bank = DropThenRefuseBank()
+    bank = DropThenRefuseBank(resend)
     # One call at a time, so the second withdrawal's call goes out on the connection
     # the first one kept alive; no retries, so the first attempt is the last.
     result = stack.run_processor(extra_env={
@@ -103,12 +122,12 @@ def test_refused_resend_after_a_dropped_kept_connection_is_not_a_refund(stack):
     assert result.returncode == 0, result.stderr[-4000:]
     bank.join()
     assert len(bank.paid) == 2, "the scripted bank did not see both calls"
+    if resend == "404":
+        assert bank.resent == bank.paid[1:], "libcurl's resend did not reach the scripted bank"
 
     paid = h.assert_json_ok(stack.request("GET", f"/wallets/{wallet}/transactions/{first['id']}/"), 200)
     assert paid["status"] == "COMPLETED", paid
 
-    # The bank paid the second withdrawal. Its answer was lost and libcurl's resend was
-    # refused: that is an unknown outcome, held, never a refund.
     doubtful = h.assert_json_ok(stack.request("GET", f"/wallets/{wallet}/transactions/{second['id']}/"), 200)
     assert doubtful["status"] == "PROCESSING", doubtful
     assert doubtful["failure_reason"] == "bank_outcome_unknown", doubtful

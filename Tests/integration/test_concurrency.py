@@ -3,13 +3,10 @@ money, balances equal to the ledger, a sound database file."""
 
 import collections
 import concurrent.futures
-import os
 import random
-import sys
 import threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 50

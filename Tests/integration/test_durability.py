@@ -3,14 +3,11 @@ survives, the ledger still equals the balance, the file is sound, and retries wi
 the same Idempotency-Key settle the unanswered ones exactly once."""
 
 import concurrent.futures
-import os
 import signal
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 THREADS = 8
 

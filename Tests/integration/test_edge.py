@@ -6,16 +6,13 @@ label only the API's methods.
 Raw sockets where the request is something http.client will not send (an unknown
 Transfer-Encoding, another HTTP version, a pipelined HEAD)."""
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
-from conftest import free_port, wait_until  # noqa: E402
+from . import helpers as h
+from .conftest import free_port, wait_until
 
 # The methods the API serves on some route (Route.apiMethods in Router.swift, and
 # the method check in nginx/wallet-locations.conf).

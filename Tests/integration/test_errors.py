@@ -1,15 +1,12 @@
-"""Every error case of API.md: status, the JSON error shape, the code, the field,
+"""Every error case of the contract (openapi.yaml): status, the JSON error shape, the code, the field,
 and that nothing leaks or changes."""
 
 import concurrent.futures
 import datetime as dt
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 JSON = {"Content-Type": "application/json"}
 
@@ -111,7 +108,7 @@ def test_balance_overflow_is_422_and_changes_nothing(stack):
     assert total == {200: deposits}, total
     balance = deposits * h.AMOUNT_MAX
     assert h.get_wallet(stack, w["uuid"])["balance"] == balance
-    tx_count = stack.sqlite(f"SELECT COUNT(*) FROM transactions")[0][0]
+    tx_count = stack.sqlite("SELECT COUNT(*) FROM transactions")[0][0]
     ledger_count = stack.sqlite("SELECT COUNT(*) FROM ledger")[0][0]
     before = h.get_wallet(stack, w["uuid"])
 
@@ -438,7 +435,7 @@ def test_bad_filters_are_400(stack):
 # --- Unknown fields, cancel ----------------------------------------------------------------
 
 def test_unknown_body_fields_are_ignored(stack):
-    """API.md is silent; the project documents that unknown members are ignored."""
+    """The contract is silent; the project documents that unknown members are ignored."""
     w = h.create_wallet(stack)
     dep = stack.request("POST", f"/wallets/{w['uuid']}/deposit", body={"amount": 5, "note": "x", "currency": "EUR"})
     assert h.assert_json_ok(dep, 200)["wallet"]["balance"] == 5

@@ -6,15 +6,12 @@ crash mid-batch loses no write that was answered 2xx."""
 
 import collections
 import concurrent.futures
-import os
 import signal
-import sys
 import threading
 import time
 import uuid as uuidlib
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 THREADS = 32
 ROUNDS = 20

@@ -17,12 +17,10 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 REPO = Path(__file__).resolve().parents[2]
 EXECUTABLES = ("wallet-fcgi", "wallet-processor", "walletctl")
@@ -264,7 +262,7 @@ def test_install_without_mock_bank_by_default(installed):
 
 # --- the environment file ---------------------------------------------------------------
 
-# The settings table of API.md ("Running it").
+# The settings table of the README ("Configuration").
 API_SETTINGS = ("WALLET_HTTP_PORT", "WALLET_DB", "WALLET_BANK_URL", "WALLET_PROCESS_INTERVAL", "WALLET_MAX_RETRIES",
                 "WALLET_RETRY_BASE_SECONDS", "WALLET_BANK_TIMEOUT_MS", "WALLET_BANK_CONCURRENCY",
                 "WALLET_UNKNOWN_RECHECK_SECONDS")
@@ -273,7 +271,7 @@ API_SETTINGS = ("WALLET_HTTP_PORT", "WALLET_DB", "WALLET_BANK_URL", "WALLET_PROC
 def program_settings():
     """The WALLET_* names the programs read (Settings.swift), so that the
     example keeps up with the code."""
-    source = (REPO / "Sources/WalletCore/Support/Settings.swift").read_text()
+    source = (REPO / "Sources/WalletPlatform/Settings.swift").read_text()
     return set(re.findall(r'"(WALLET_[A-Z_]+)"', source))
 
 

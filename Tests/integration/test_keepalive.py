@@ -11,12 +11,10 @@ import os
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 # More concurrent requests than nginx keeps idle connections (keepalive 16 per worker,
 # 2 workers in the development stack), so that a fixed pool of one thread would stall.

@@ -1,4 +1,4 @@
-"""The withdrawal processor (API.md, "Withdrawals" and "The bank"), through the real parts:
+"""The withdrawal processor (README, "Withdrawals"; openapi.yaml), through the real parts:
 withdrawals scheduled through nginx and the responder, `wallet-processor` run as a process
 against the stack's database, the mock bank CGI behind fcgiwrap. Each test asserts on the
 API's answers, the database, and the bank's `ledger` (payouts) and `calls` files.
@@ -11,14 +11,12 @@ calls the bank at most once per withdrawal: every test runs passes one by one an
 import json
 import os
 import signal
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
-from conftest import free_port, wait_until  # noqa: E402
+from . import helpers as h
+from .conftest import free_port, wait_until
 
 # Retries due at once; unknown outcomes rechecked at once (when a test wants it).
 FAST_RETRIES = {"WALLET_RETRY_BASE_SECONDS": "0"}
@@ -469,7 +467,7 @@ def test_bare_404_after_an_unknown_attempt_is_never_refunded(stack):
 
 
 def test_refused_after_an_unknown_attempt_never_refunds_even_after_an_in_progress_answer(stack):
-    """API.md: once an attempt of a withdrawal has been unknown, a refused connection is
+    """The rules: once an attempt of a withdrawal has been unknown, a refused connection is
     neither paid nor not paid. Here the first call times out while the bank is still working
     on it (`slow 3000`), the second is answered 409 `in_progress` at once (the bank holds the
     key for the first; in mode `fail` it would otherwise have failed it), the last two find
@@ -497,6 +495,56 @@ def test_refused_after_an_unknown_attempt_never_refunds_even_after_an_in_progres
     run_pass(stack, timeout)
     h.assert_transaction(get_tx(stack, w, tx["id"]), status="COMPLETED")
     assert wallet_row(stack, w) == {"balance": 7_000, "held": 0}
+    assert_audit_ok(stack)
+
+
+def test_a_database_restored_from_a_backup_never_reuses_a_paid_bank_key(stack, tmp_path):
+    """A backup taken before a withdrawal was scheduled is restored after the bank paid it.
+    The next withdrawal gets the same transaction id again, but not the same bank key: the
+    bank pays it as a new payout instead of replaying the old one's success."""
+    w = funded_wallet(stack, 10_000)
+    backup = tmp_path / "before.db"
+    result = stack.walletctl("backup", backup)
+    assert result.returncode == 0, result.stderr
+    first = h.withdraw(stack, w, 1_000)
+    run_pass(stack)
+    h.assert_transaction(get_tx(stack, w, first["id"]), status="COMPLETED")
+    paid_key = bank_key(stack, first["id"])
+
+    # Restore: the service stopped, the backup put in place of the database.
+    stack.kill_responder()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(f"{stack.db_path}{suffix}")
+        except FileNotFoundError:
+            pass
+    os.replace(backup, stack.db_path)
+    stack.restart_responder()
+
+    second = h.withdraw(stack, w, 2_500)
+    assert second["id"] == first["id"], "the restored database hands out the same id again"
+    assert bank_key(stack, second["id"]) != paid_key
+    run_pass(stack)
+    h.assert_transaction(get_tx(stack, w, second["id"]), status="COMPLETED")
+    assert sorted((r.idempotency_key, r.amount) for r in stack.bank_ledger()) == sorted(
+        [(paid_key, "1000"), (bank_key(stack, second["id"]), "2500")]), "the second withdrawal was never paid"
+
+
+def test_an_attempt_whose_lease_ran_out_before_the_call_is_never_sent(stack):
+    """A processor that stalls between its claim and the bank call (here a fault point
+    sleeps 2.5 s; the lease is the 1 s call limit plus 1 s of grace) must not send: another
+    processor may hold the withdrawal by then. The attempt counts as not sent: with no
+    retries left the withdrawal fails as bank_unreachable, refunded, and the bank never
+    saw a call."""
+    env = {"WALLET_FAULT_POINT": "stall-after-claim", "WALLET_FAULT_STALL_MS": "2500",
+           "WALLET_BANK_TIMEOUT_MS": "1000", "WALLET_LEASE_GRACE_SECONDS": "1", "WALLET_MAX_RETRIES": "0"}
+    w = funded_wallet(stack, 5_000)
+    tx = h.withdraw(stack, w, 1_200)
+    result = run_pass(stack, env)
+    assert any(e.get("fault_point") == "stall-after-claim" for e in log_events(result.stderr, "fault_injected"))
+    h.assert_transaction(get_tx(stack, w, tx["id"]), status="FAILED", failure_reason="bank_unreachable", attempts=1)
+    assert stack.bank_calls() == [], "a call went out after its lease ran out"
+    assert wallet_row(stack, w) == {"balance": 5_000, "held": 0}
     assert_audit_ok(stack)
 
 

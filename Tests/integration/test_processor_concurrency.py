@@ -1,18 +1,15 @@
 """Several processors at once over many due withdrawals, while clients keep depositing
 through nginx: every withdrawal is settled exactly once, the bank pays each completed one
-exactly once and nothing else, and the books balance (API.md, "Withdrawals"; DESIGN.md:
-"Two processors at once never work on one withdrawal")."""
+exactly once and nothing else, and the books balance (README, "Withdrawals" and
+"Withdrawals are claimed with leases": two processors never hold one lease)."""
 
 import collections
 import concurrent.futures
-import os
 import random
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 WALLETS = 20
 WITHDRAWALS = 1_000

@@ -7,12 +7,10 @@ import concurrent.futures
 import json
 import os
 import random
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import helpers as h  # noqa: E402
+from . import helpers as h
 
 SEED = 20261125
 THREADS = 4

@@ -4,14 +4,12 @@ configurations it refuses to start with, each with a message naming the cause.""
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import time
 
 import pytest
 
-from conftest import REPO, bin_dir, wait_until
+from .conftest import REPO, bin_dir, wait_until
 
 
 def run_responder(env_overrides, args=(), timeout=10):

@@ -28,16 +28,14 @@ import datetime as dt
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 import types
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import conftest  # noqa: E402
-import helpers as h  # noqa: E402
+from . import conftest
+from . import helpers as h
 
 
 # --- helpers ----------------------------------------------------------------------

@@ -9,10 +9,11 @@
 #   1. openapi.yaml is a valid OpenAPI document (openapi-spec-validator);
 #      a deliberately broken copy must be rejected, which shows the
 #      validator really ran.
-#   2. Every route template of Sources/WalletCore/HTTP/Router.swift (the
+#   2. Every route template of Sources/WalletHTTP/Router.swift (the
 #      strings of `Route.template`) is a key of openapi.yaml's `paths`.
-#   3. Every error code of Sources/WalletCore/HTTP/APIError.swift, of the
-#      responder's own errors in Sources/wallet-fcgi/ and of nginx's JSON
+#   3. Every error code of Sources/WalletHTTP/APIError.swift, of the
+#      responder's own errors in Sources/wallet-fcgi/ and
+#      Sources/WalletHTTP/FastCGIRequest.swift and of nginx's JSON
 #      error pages in nginx/wallet-locations.conf is listed in the `code`
 #      enum of the `Error` schema.
 #
@@ -26,9 +27,10 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 spec=${WALLET_OPENAPI:-$repo/openapi.yaml}
-router=$repo/Sources/WalletCore/HTTP/Router.swift
-api_error=$repo/Sources/WalletCore/HTTP/APIError.swift
+router=$repo/Sources/WalletHTTP/Router.swift
+api_error=$repo/Sources/WalletHTTP/APIError.swift
 fcgi_dir=$repo/Sources/wallet-fcgi
+fastcgi_request=$repo/Sources/WalletHTTP/FastCGIRequest.swift
 nginx_locations=$repo/nginx/wallet-locations.conf
 
 passed=0
@@ -163,7 +165,7 @@ check_codes() {
 check_codes "APIError.swift" 10 \
     "$(grep -o 'code: "[a-z_]*"' "$api_error" | sed 's/^code: "//; s/"$//' | sort -u)"
 check_codes "wallet-fcgi" 1 \
-    "$(cat "$fcgi_dir"/*.swift | grep -o 'code: "[a-z_]*"' | sed 's/^code: "//; s/"$//' | sort -u)"
+    "$(cat "$fcgi_dir"/*.swift "$fastcgi_request" | grep -o 'code: "[a-z_]*"' | sed 's/^code: "//; s/"$//' | sort -u)"
 check_codes "wallet-locations.conf" 5 \
     "$(grep -o '"code": "[a-z_]*"' "$nginx_locations" | sed 's/^"code": "//; s/"$//' | sort -u)"
 

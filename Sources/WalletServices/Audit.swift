@@ -1,0 +1,177 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+import WalletStore
+import WalletHTTP
+
+/// One thing `audit verify` found wrong, named so an operator can find the row.
+public struct Discrepancy: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case brokenHashChain = "broken_hash_chain"
+        case ledgerGap = "ledger_gap"
+        case balanceAfterMismatch = "balance_after_mismatch"
+        case balanceMismatch = "balance_mismatch"
+        case heldMismatch = "held_mismatch"
+        case negativeBalance = "negative_balance"
+        case ledgerMismatch = "ledger_mismatch"
+    }
+
+    public var kind: Kind
+    /// `ledger 17`, `wallet 3f1c…`, `transaction 42`.
+    public var subject: String
+    public var detail: String
+
+    public var description: String { "\(kind.rawValue): \(subject): \(detail)" }
+
+    public var json: String {
+        var object = JSONObject()
+        object.add("kind", kind.rawValue)
+        object.add("subject", subject)
+        object.add("detail", detail)
+        return object.result
+    }
+}
+
+/// The result of `audit verify`: every check run, every discrepancy found.
+public struct AuditReport: Sendable {
+    public var ledgerRows: Int64 = 0
+    public var wallets: Int64 = 0
+    public var transactions: Int64 = 0
+    /// The last row's hash: an operator who records it can later prove nothing was cut
+    /// from the end.
+    public var headHash: String = Store.genesisHash
+    public var discrepancies: [Discrepancy] = []
+
+    public var passed: Bool { discrepancies.isEmpty }
+}
+
+/// Recomputes everything the ledger promises, from the rows alone:
+/// - the hash chain, row by row, with no gap in the ids;
+/// - each row's `balance_after` as the running sum of its wallet's deltas;
+/// - each wallet's balance as the sum of its deltas, and its held funds as the sum of its
+///   `PROCESSING` withdrawals; no negative balance;
+/// - each transaction's ledger rows against its type and status: a completed deposit has one
+///   credit; a `PROCESSING` or `COMPLETED` withdrawal one debit and no refund; a `FAILED` one
+///   either nothing (insufficient funds) or one debit and one refund; `PENDING` and
+///   `CANCELED` ones nothing.
+public struct Auditor {
+    /// What the transaction checks need of a ledger row.
+    struct LedgerLine {
+        let wallet: Int64
+        let kind: String
+        let delta: Int64
+    }
+
+    private let store: Store
+
+    public init(store: Store) {
+        self.store = store
+    }
+
+    /// Runs every check inside one read transaction, so the service may keep writing.
+    public func verify() throws -> AuditReport {
+        try store.read {
+            var report = AuditReport()
+            var sums: [Int64: Int64] = [:]
+            var entries: [Int64: [LedgerLine]] = [:]
+            try checkChain(&report, sums: &sums, entries: &entries)
+            try checkWallets(&report, sums: sums)
+            try checkTransactions(&report, entries: entries)
+            return report
+        }
+    }
+
+    private func checkChain(_ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [LedgerLine]]) throws {
+        var previousHash = Store.genesisHash
+        var expectedID: Int64 = 1
+        for row in try store.ledgerRows() {
+            report.ledgerRows += 1
+            if row.id != expectedID {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .ledgerGap, subject: "ledger \(row.id)",
+                        detail: "expected row \(expectedID) next: rows were removed or renumbered"))
+            }
+            expectedID = row.id + 1
+            let input = Store.ledgerHashInput(
+                previousHash: previousHash, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
+                kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
+            if SHA256.hex(Array(input.utf8)) != row.hash {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .brokenHashChain, subject: "ledger \(row.id)",
+                        detail: "the hash does not match the row's content and the previous row's hash"))
+            }
+            previousHash = row.hash
+            let (sum, overflow) = sums[row.walletRowID, default: 0].addingReportingOverflow(row.delta)
+            sums[row.walletRowID] = sum
+            if overflow || sum != row.balanceAfter {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .balanceAfterMismatch, subject: "ledger \(row.id)",
+                        detail: "balance_after \(row.balanceAfter) but the wallet's rows sum to \(sum)"))
+            }
+            entries[row.transactionID, default: []].append(LedgerLine(wallet: row.walletRowID, kind: row.kind, delta: row.delta))
+        }
+        report.headHash = previousHash
+    }
+
+    private func checkWallets(_ report: inout AuditReport, sums: [Int64: Int64]) throws {
+        for wallet in try store.walletTotals() {
+            report.wallets += 1
+            let subject = "wallet \(wallet.uuid)"
+            if wallet.balance < 0 {
+                report.discrepancies.append(Discrepancy(kind: .negativeBalance, subject: subject, detail: "balance \(wallet.balance)"))
+            }
+            let sum = sums[wallet.rowID, default: 0]
+            if sum != wallet.balance {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .balanceMismatch, subject: subject,
+                        detail: "balance \(wallet.balance) but its ledger rows sum to \(sum)"))
+            }
+            if wallet.held != wallet.processing {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .heldMismatch, subject: subject,
+                        detail: "held \(wallet.held) but its PROCESSING withdrawals total \(wallet.processing)"))
+            }
+        }
+    }
+
+    private func checkTransactions(_ report: inout AuditReport, entries: [Int64: [LedgerLine]]) throws {
+        for transaction in try store.transactionShapes() {
+            report.transactions += 1
+            let rows = entries[transaction.id] ?? []
+            if rows.contains(where: { $0.wallet != transaction.walletRowID }) {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
+                        detail: "a ledger row of this transaction belongs to another wallet"))
+            }
+            let found = rows.map { "\($0.kind) \($0.delta)" }
+            let expected = Auditor.expectedLedger(transaction)
+            if !expected.contains(found) {
+                let described = expected.map { $0.isEmpty ? "no rows" : $0.joined(separator: ", ") }.joined(separator: " or ")
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .ledgerMismatch, subject: "transaction \(transaction.id)",
+                        detail:
+                            "\(transaction.type) \(transaction.status) should have \(described); has \(found.isEmpty ? "no rows" : found.joined(separator: ", "))"
+                    ))
+            }
+        }
+    }
+
+    /// The ledger rows a transaction may have, as `KIND delta` in order.
+    static func expectedLedger(_ transaction: StoredTransactionShape) -> [[String]] {
+        guard let type = TransactionType(rawValue: transaction.type), let status = TransactionStatus(rawValue: transaction.status),
+            let shape = LedgerShape.expected(
+                type: type, status: status,
+                failureReason: transaction.failureReason.flatMap(FailureReason.init(rawValue:)))
+        else {
+            return [["(a valid type and status)"]]
+        }
+        return [shape.map { kind in "\(kind.rawValue) \(kind == .debit ? -transaction.amount : transaction.amount)" }]
+    }
+}

@@ -1,0 +1,156 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+
+/// The database schema as an ordered list of migrations, tracked by `PRAGMA user_version`.
+///
+/// Migrations are append-only: once one has shipped it is never edited, and a change is a
+/// new migration at the end. The database is the first line of defence: `STRICT` tables,
+/// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
+/// append-only.
+public enum Schema {
+    public static let migrations: [String] = [version1, version2]
+
+    /// The version this binary writes. A database with a newer version was migrated by a
+    /// newer binary, and this one refuses to touch it.
+    public static var latestVersion: Int64 { Int64(migrations.count) }
+
+    public struct TooNewError: Error, CustomStringConvertible {
+        public let found: Int64
+        public var description: String {
+            "the database schema is version \(found), newer than this program's \(Schema.latestVersion); upgrade the program"
+        }
+    }
+
+    /// Brings the database to the latest version. Runs under `BEGIN IMMEDIATE`, so when the
+    /// responder, the processor and walletctl start at once, one migrates and the others,
+    /// waiting on the lock, then find nothing left to do.
+    public static func migrate(_ database: Database) throws {
+        try database.immediateTransaction {
+            let current = try database.scalarInteger("PRAGMA user_version") ?? 0
+            guard current <= latestVersion else { throw TooNewError(found: current) }
+            for version in Int(current)..<migrations.count {
+                try database.execute(migrations[version])
+            }
+            if current < latestVersion {
+                try database.execute("PRAGMA user_version = \(latestVersion)")
+            }
+        }
+    }
+
+    static let version1 = """
+        CREATE TABLE wallets (
+            id          INTEGER PRIMARY KEY,
+            uuid        TEXT    NOT NULL UNIQUE CHECK (length(uuid) = 36),
+            balance     INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+            -- Debited for withdrawals still PROCESSING: money that may yet come back by refund.
+            -- A deposit must leave room for it, so that a refund can never overflow.
+            held        INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+            created_at  INTEGER NOT NULL,
+            updated_at  INTEGER NOT NULL
+        ) STRICT;
+
+        CREATE TABLE transactions (
+            id                 INTEGER PRIMARY KEY,
+            wallet_id          INTEGER NOT NULL REFERENCES wallets(id),
+            type               TEXT    NOT NULL CHECK (type IN ('DEPOSIT', 'WITHDRAWAL')),
+            status             TEXT    NOT NULL CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELED')),
+            amount             INTEGER NOT NULL CHECK (amount > 0 AND amount <= 1000000000000000),
+            scheduled_for      INTEGER,
+            executed_at        INTEGER,
+            created_at         INTEGER NOT NULL,
+            updated_at         INTEGER NOT NULL,
+            attempts           INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            -- When the processor should next look at this withdrawal: its scheduled time while
+            -- PENDING, the next bank attempt while PROCESSING, NULL once final.
+            next_attempt_at    INTEGER,
+            -- A processor's claim: until lease_until no other processor touches the row.
+            lease_owner        TEXT,
+            lease_until        INTEGER,
+            -- 1 from the moment a bank call may be in flight until its outcome is recorded.
+            -- Found still 1 by a later claim, it means a processor died mid-call.
+            bank_call_open     INTEGER NOT NULL DEFAULT 0 CHECK (bank_call_open IN (0, 1)),
+            -- 1 once the bank may have paid without our knowing (an unknown outcome or a
+            -- processor that died mid-call); until a definite answer clears it, the
+            -- withdrawal is never refunded.
+            bank_may_have_paid INTEGER NOT NULL DEFAULT 0 CHECK (bank_may_have_paid IN (0, 1)),
+            failure_reason     TEXT CHECK (failure_reason IN
+                ('insufficient_funds', 'bank_rejected', 'bank_unreachable', 'canceled', 'bank_outcome_unknown')),
+            idempotency_key    TEXT,
+            CHECK (type = 'WITHDRAWAL' OR (status = 'COMPLETED' AND next_attempt_at IS NULL)),
+            CHECK ((status IN ('PENDING', 'PROCESSING')) = (next_attempt_at IS NOT NULL))
+        ) STRICT;
+
+        -- The processor's question: what is due now?
+        CREATE INDEX transactions_due ON transactions (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+        -- A wallet's transactions, newest first, for the list route and its cursor.
+        CREATE INDEX transactions_by_wallet ON transactions (wallet_id, id);
+
+        -- One row per balance change, in the same transaction as the change. The sum of a
+        -- wallet's deltas is its balance. Each row carries the SHA-256 of the previous row's
+        -- hash and its own content, so a changed, removed or reordered row breaks the chain.
+        CREATE TABLE ledger (
+            id              INTEGER PRIMARY KEY,
+            wallet_id       INTEGER NOT NULL REFERENCES wallets(id),
+            transaction_id  INTEGER NOT NULL REFERENCES transactions(id),
+            kind            TEXT    NOT NULL CHECK (kind IN ('DEPOSIT', 'DEBIT', 'REFUND')),
+            delta           INTEGER NOT NULL CHECK (delta <> 0 AND delta BETWEEN -1000000000000000 AND 1000000000000000),
+            balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
+            created_at      INTEGER NOT NULL,
+            hash            TEXT    NOT NULL CHECK (length(hash) = 64),
+            CHECK ((kind = 'DEBIT') = (delta < 0))
+        ) STRICT;
+        CREATE INDEX ledger_by_wallet ON ledger (wallet_id);
+        CREATE INDEX ledger_by_transaction ON ledger (transaction_id);
+
+        CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;
+        CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;
+
+        -- Stored answers to requests that carried an Idempotency-Key.
+        CREATE TABLE idempotency (
+            key          TEXT    PRIMARY KEY,
+            fingerprint  TEXT    NOT NULL,
+            status       INTEGER NOT NULL,
+            body         TEXT    NOT NULL,
+            created_at   INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX idempotency_by_age ON idempotency (created_at);
+
+        -- One row per processor pass, for `walletctl stats` and the operator's eye.
+        CREATE TABLE processor_passes (
+            id           INTEGER PRIMARY KEY,
+            started_at   INTEGER NOT NULL,
+            finished_at  INTEGER NOT NULL,
+            claimed      INTEGER NOT NULL,
+            completed    INTEGER NOT NULL,
+            failed       INTEGER NOT NULL,
+            retried      INTEGER NOT NULL
+        ) STRICT;
+        """
+
+    /// Every withdrawal gets a random bank key of its own, stored when it is created and sent
+    /// as the bank's `Idempotency-Key` on every attempt. The key of version 1 was
+    /// `<wallet uuid>:<transaction id>`, and a database restored from a backup hands out
+    /// transaction ids again: a new withdrawal could then get the key of an old payout, and
+    /// the bank would answer the old payout's success for it. Existing withdrawals keep the
+    /// key they were paid (or are being paid) with; deposits have none.
+    static let version2 = """
+        ALTER TABLE transactions ADD COLUMN bank_key TEXT CHECK (bank_key IS NULL OR length(bank_key) BETWEEN 1 AND 255);
+        UPDATE transactions SET bank_key = (SELECT uuid FROM wallets WHERE wallets.id = transactions.wallet_id) || ':' || id
+        WHERE type = 'WITHDRAWAL';
+        -- One payout per key, and `walletctl reconcile` finds a bank ledger line's withdrawal by it.
+        CREATE UNIQUE INDEX transactions_by_bank_key ON transactions (bank_key);
+
+        -- A withdrawal has its key from the start and keeps it; a deposit never has one. (A
+        -- column added to a table with rows cannot get a CHECK that the existing rows fail
+        -- until the UPDATE above has run, hence triggers.)
+        CREATE TRIGGER transactions_bank_key_on_insert BEFORE INSERT ON transactions
+        WHEN (NEW.type = 'WITHDRAWAL') <> (NEW.bank_key IS NOT NULL)
+        BEGIN SELECT RAISE(ABORT, 'a withdrawal has a bank key and a deposit has none'); END;
+        CREATE TRIGGER transactions_bank_key_fixed BEFORE UPDATE OF bank_key ON transactions
+        WHEN OLD.bank_key IS NOT NEW.bank_key
+        BEGIN SELECT RAISE(ABORT, 'a bank key never changes'); END;
+        """
+}

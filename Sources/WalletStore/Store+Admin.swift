@@ -1,0 +1,100 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+
+/// What the admin CLI may filter transactions by, across wallets.
+public struct AdminTransactionFilter: Sendable {
+    public var wallet: WalletID?
+    public var status: TransactionStatus?
+    public var type: TransactionType?
+    public var createdFrom: Timestamp?
+    public var createdBefore: Timestamp?
+    public var limit: Int
+
+    public init(
+        wallet: WalletID? = nil, status: TransactionStatus? = nil, type: TransactionType? = nil,
+        createdFrom: Timestamp? = nil, createdBefore: Timestamp? = nil, limit: Int = 100
+    ) {
+        self.wallet = wallet
+        self.status = status
+        self.type = type
+        self.createdFrom = createdFrom
+        self.createdBefore = createdBefore
+        self.limit = limit
+    }
+}
+
+/// Figures for `walletctl stats`.
+public struct Statistics: Sendable {
+    public struct Pass: Sendable {
+        public var startedAt: Timestamp
+        public var finishedAt: Timestamp
+        public var claimed: Int64
+        public var completed: Int64
+        public var failed: Int64
+        public var retried: Int64
+    }
+
+    public var wallets: Int64
+    public var totalBalance: Int128
+    public var totalHeld: Int128
+    public var groups: [TransactionGroup]
+    /// The earliest due time among withdrawals waiting for the processor, if any is due.
+    public var oldestDue: Timestamp?
+    public var dueCount: Int64
+    public var outcomeUnknownCount: Int64
+    public var lastPass: Pass?
+}
+
+extension Store {
+    /// Transactions across wallets, newest first.
+    public func transactions(matching filter: AdminTransactionFilter) throws -> [Transaction] {
+        try database.query(
+            """
+            SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
+            WHERE (?1 IS NULL OR w.uuid = ?1) AND (?2 IS NULL OR t.status = ?2) AND (?3 IS NULL OR t.type = ?3)
+              AND (?4 IS NULL OR t.created_at >= ?4) AND (?5 IS NULL OR t.created_at < ?5)
+            ORDER BY t.id DESC LIMIT ?6
+            """,
+            [
+                SQLValue(filter.wallet?.text), SQLValue(filter.status?.rawValue), SQLValue(filter.type?.rawValue),
+                SQLValue(filter.createdFrom?.microseconds), SQLValue(filter.createdBefore?.microseconds), .integer(Int64(filter.limit)),
+            ],
+            Store.transaction)
+    }
+
+    /// Cancels a `PENDING` withdrawal by id alone (the operator's view).
+    public func cancelWithdrawal(_ id: Int64, now: Timestamp) throws -> Result<Transaction, DomainError> {
+        guard let transaction = try transaction(id) else { return .failure(.transactionNotFound) }
+        return try cancelWithdrawal(id, of: transaction.wallet, now: now)
+    }
+
+    public func statistics(now: Timestamp) throws -> Statistics {
+        let totals =
+            try database.queryFirst("SELECT count(*), \(Store.exactSum("balance")), \(Store.exactSum("held")) FROM wallets") {
+                ($0.integer(0), Store.exactSum($0, from: 1), Store.exactSum($0, from: 3))
+            } ?? (0, 0, 0)
+        let groups = try transactionCounts()
+        let due =
+            try database.queryFirst(
+                "SELECT min(next_attempt_at), count(*) FROM transactions WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
+                [.integer(now.microseconds)]
+            ) { ($0.optionalInteger(0), $0.integer(1)) } ?? (nil, 0)
+        let unknown =
+            try database.scalarInteger(
+                "SELECT count(*) FROM transactions WHERE status = ?1 AND failure_reason = ?2",
+                [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown)]) ?? 0
+        let pass = try database.queryFirst(
+            "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1"
+        ) {
+            Statistics.Pass(
+                startedAt: Timestamp(microseconds: $0.integer("started_at")), finishedAt: Timestamp(microseconds: $0.integer("finished_at")),
+                claimed: $0.integer("claimed"), completed: $0.integer("completed"), failed: $0.integer("failed"),
+                retried: $0.integer("retried"))
+        }
+        return Statistics(
+            wallets: totals.0, totalBalance: totals.1, totalHeld: totals.2, groups: groups,
+            oldestDue: due.0.map(Timestamp.init(microseconds:)), dueCount: due.1,
+            outcomeUnknownCount: unknown, lastPass: pass)
+    }
+}

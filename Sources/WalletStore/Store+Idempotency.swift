@@ -1,0 +1,42 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+
+/// An answer stored under an idempotency key.
+public struct StoredResponse: Sendable, Equatable {
+    public var fingerprint: String
+    public var status: Int
+    public var body: String
+
+    public init(fingerprint: String, status: Int, body: String) {
+        self.fingerprint = fingerprint
+        self.status = status
+        self.body = body
+    }
+}
+
+extension Store {
+    public func storedResponse(forKey key: String) throws -> StoredResponse? {
+        try database.queryFirst("SELECT fingerprint, status, body FROM idempotency WHERE key = ?", [.text(key)]) {
+            StoredResponse(fingerprint: $0.text("fingerprint"), status: Int($0.integer("status")), body: $0.text("body"))
+        }
+    }
+
+    /// Stores a successful answer. Runs in the same transaction as the effect it answers
+    /// for, so a key is never stored without its effect, nor the effect without its key.
+    public func store(_ response: StoredResponse, forKey key: String, now: Timestamp) throws {
+        requireTransaction()
+        try database.run(
+            "INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            [
+                .text(key), .text(response.fingerprint), .integer(Int64(response.status)),
+                .text(response.body), .integer(now.microseconds),
+            ])
+    }
+
+    /// Forgets answers older than the retention period. Returns how many were removed.
+    @discardableResult
+    public func purgeIdempotencyKeys(olderThan cutoff: Timestamp) throws -> Int {
+        try database.run("DELETE FROM idempotency WHERE created_at < ?", [.integer(cutoff.microseconds)])
+    }
+}

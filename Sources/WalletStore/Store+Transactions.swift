@@ -1,0 +1,195 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+
+/// The effect of a deposit, for the response and the audit log.
+public struct DepositResult: Sendable, Equatable {
+    public var wallet: Wallet
+    public var transaction: Transaction
+    public var ledgerEntry: LedgerEntry
+}
+
+extension Store {
+    static let transactionColumns = """
+        t.id, w.uuid, t.type, t.amount, t.status, t.scheduled_for, t.executed_at, t.created_at, \
+        t.attempts, t.failure_reason, t.idempotency_key
+        """
+
+    static func transaction(from row: Row) throws -> Transaction {
+        guard let wallet = WalletID(row.text("uuid")),
+            let type = TransactionType(rawValue: row.text("type")),
+            let amount = Amount(minorUnits: row.integer("amount")),
+            let status = TransactionStatus(rawValue: row.text("status"))
+        else {
+            throw DatabaseError(code: 0, message: "corrupt transaction row \(row.integer("id"))")
+        }
+        let reason = try row.optionalText("failure_reason").map { text in
+            guard let reason = FailureReason(rawValue: text) else {
+                throw DatabaseError(code: 0, message: "corrupt failure reason in transaction \(row.integer("id"))")
+            }
+            return reason
+        }
+        return Transaction(
+            id: row.integer("id"), wallet: wallet, type: type, amount: amount, status: status,
+            scheduledFor: row.optionalInteger("scheduled_for").map(Timestamp.init(microseconds:)),
+            executedAt: row.optionalInteger("executed_at").map(Timestamp.init(microseconds:)),
+            createdAt: Timestamp(microseconds: row.integer("created_at")),
+            attempts: row.integer("attempts"), failureReason: reason, idempotencyKey: row.optionalText("idempotency_key"))
+    }
+
+    /// The transaction with this id, if it belongs to this wallet.
+    public func transaction(_ id: Int64, of wallet: WalletID) throws -> Transaction? {
+        try database.queryFirst(
+            "SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id WHERE t.id = ? AND w.uuid = ?",
+            [.integer(id), .text(wallet.text)], Store.transaction)
+    }
+
+    /// The transaction with this id, whatever its wallet (the admin CLI's view).
+    public func transaction(_ id: Int64) throws -> Transaction? {
+        try database.queryFirst(
+            "SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id WHERE t.id = ?",
+            [.integer(id)], Store.transaction)
+    }
+
+    /// A page of the wallet's transactions with ids below `before`, newest first.
+    public func transactions(of wallet: Wallet, filter: TransactionFilter, before: Int64?, limit: Int) throws -> TransactionPage {
+        var rows = try database.query(
+            """
+            SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
+            WHERE t.wallet_id = ?1 AND t.id < ?2 AND (?3 IS NULL OR t.status = ?3) AND (?4 IS NULL OR t.type = ?4)
+            ORDER BY t.id DESC LIMIT ?5
+            """,
+            [
+                .integer(wallet.rowID), .integer(before ?? Int64.max), SQLValue(filter.status?.rawValue),
+                SQLValue(filter.type?.rawValue), .integer(Int64(limit) + 1),
+            ],
+            Store.transaction)
+        var next: Int64?
+        if rows.count > limit {
+            rows.removeLast()
+            next = rows.last?.id
+        }
+        return TransactionPage(transactions: rows, nextCursor: next)
+    }
+
+    /// Credits the wallet at once: the balance, a `COMPLETED` deposit and its ledger row,
+    /// all in the caller's transaction. Nothing changes when the sum would overflow.
+    public func deposit(to walletID: WalletID, amount: Amount, idempotencyKey: String?, now: Timestamp) throws -> Result<DepositResult, DomainError> {
+        requireTransaction()
+        guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
+        guard let newBalance = wallet.balance.adding(amount.money),
+            newBalance.adding(wallet.held) != nil
+        else { return .failure(.balanceOverflow) }
+        let changed = try database.run(
+            "UPDATE wallets SET balance = ?1, updated_at = ?2 WHERE id = ?3 AND balance = ?4",
+            [.integer(newBalance.minorUnits), .integer(now.microseconds), .integer(wallet.rowID), .integer(wallet.balance.minorUnits)])
+        precondition(changed == 1, "the wallet changed inside our own write transaction")
+        let transactionID = try insertTransaction(
+            walletRowID: wallet.rowID, type: .deposit, status: .completed, amount: amount,
+            scheduledFor: nil, executedAt: now, nextAttemptAt: nil, idempotencyKey: idempotencyKey, now: now)
+        let entry = try appendLedger(
+            walletRowID: wallet.rowID, wallet: walletID, transactionID: transactionID,
+            kind: .deposit, delta: amount.minorUnits, balanceAfter: newBalance, now: now)
+        var updated = wallet
+        updated.balance = newBalance
+        updated.updatedAt = now
+        let transaction = Transaction(
+            id: transactionID, wallet: walletID, type: .deposit, amount: amount, status: .completed,
+            scheduledFor: nil, executedAt: now, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey)
+        return .success(DepositResult(wallet: updated, transaction: transaction, ledgerEntry: entry))
+    }
+
+    /// Records a `PENDING` withdrawal, due at `scheduledFor`. The balance is not checked
+    /// here: the processor checks it when the withdrawal is due.
+    public func scheduleWithdrawal(from walletID: WalletID, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp) throws
+        -> Result<Transaction, DomainError>
+    {
+        requireTransaction()
+        guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
+        let id = try insertTransaction(
+            walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
+            scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
+            bankKey: BankKey.random(), now: now)
+        return .success(
+            Transaction(
+                id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
+                executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
+    }
+
+    /// Cancels a withdrawal that is still `PENDING`. The processor debits and leaves
+    /// `PENDING` in one transaction, so a withdrawal found `PENDING` here holds no funds.
+    public func cancelWithdrawal(_ id: Int64, of walletID: WalletID, now: Timestamp) throws -> Result<Transaction, DomainError> {
+        requireTransaction()
+        guard let transaction = try transaction(id, of: walletID) else { return .failure(.transactionNotFound) }
+        guard transaction.type == .withdrawal, transaction.status == .pending else {
+            return .failure(.notCancelable(transaction.status))
+        }
+        let changed = try updateStatus(
+            """
+            UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
+            WHERE id = ?4 AND status = ?5
+            """, from: .pending, to: .canceled,
+            [
+                SQLValue(TransactionStatus.canceled), SQLValue(FailureReason.canceled), .integer(now.microseconds), .integer(id),
+                SQLValue(TransactionStatus.pending),
+            ])
+        precondition(changed == 1, "the withdrawal changed inside our own write transaction")
+        var canceled = transaction
+        canceled.status = .canceled
+        canceled.failureReason = .canceled
+        return .success(canceled)
+    }
+
+    /// Runs an update that moves transactions from `from` to `to`, after checking the move
+    /// against the state machine's table (a move the table lacks is a bug in this program).
+    /// Returns the number of rows changed.
+    @discardableResult
+    func updateStatus(_ sql: String, from: TransactionStatus, to: TransactionStatus, _ values: [SQLValue]) throws -> Int {
+        precondition(from.canBecome(to), "\(from.rawValue) → \(to.rawValue) is not a transition of the state machine")
+        return try database.run(sql, values)
+    }
+
+    /// Counts and exact sums of transactions by type and status, for `/metrics` and
+    /// `walletctl stats`.
+    public func transactionCounts() throws -> [TransactionGroup] {
+        try database.query(
+            "SELECT type, status, count(*) AS count, \(Store.exactSum("amount")) FROM transactions GROUP BY type, status"
+        ) { row in
+            guard let type = TransactionType(rawValue: row.text("type")), let status = TransactionStatus(rawValue: row.text("status")) else {
+                throw DatabaseError(code: 0, message: "corrupt transaction type or status")
+            }
+            return TransactionGroup(type: type, status: status, count: row.integer("count"), amount: Store.exactSum(row, from: 3))
+        }
+    }
+
+    /// SQL for an exact sum of a non-negative integer column, in two parts. SQLite's
+    /// `total()` is a floating-point sum, inexact past 2^53, and `sum()` fails once the
+    /// total passes 2^63; the two partial sums fit until a billion rows.
+    static func exactSum(_ column: String) -> String {
+        "coalesce(sum(\(column) / 1000000000), 0), coalesce(sum(\(column) % 1000000000), 0)"
+    }
+
+    /// Reads the two parts written by `exactSum(_:)` from `column` and `column + 1`.
+    static func exactSum(_ row: Row, from column: Int32) -> Int128 {
+        Int128(row.integer(column)) * 1_000_000_000 + Int128(row.integer(column + 1))
+    }
+
+    func insertTransaction(
+        walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
+        scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
+        idempotencyKey: String?, bankKey: String? = nil, now: Timestamp
+    ) throws -> Int64 {
+        try database.run(
+            """
+            INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
+                                      next_attempt_at, idempotency_key, bank_key)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
+            """,
+            [
+                .integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
+                SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
+                SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey),
+            ])
+        return database.lastInsertRowID
+    }
+}

@@ -1,0 +1,110 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+
+/// The only door to the database: one connection, and every query the service runs as a
+/// named method beside its SQL. Read methods run on their own or inside a transaction;
+/// write methods must run inside a write transaction that the store opened (`write`, or a
+/// `writeBatch` savepoint), and each keeps every invariant on its own: a balance never
+/// changes without its ledger row in the same transaction.
+public final class Store {
+    let database: Database
+
+    init(database: Database) {
+        self.database = database
+    }
+
+    /// Runs `body` in one write transaction (`BEGIN IMMEDIATE`: the write lock is taken at
+    /// the start), committed when it returns and rolled back when it throws.
+    public func write<T>(_ body: () throws -> T) throws -> T {
+        try database.immediateTransaction(body)
+    }
+
+    /// Runs `count` independent writes in one transaction, made durable by one commit, each
+    /// in a savepoint of its own: a write that throws, or whose result says not to keep it,
+    /// leaves no trace, and the others are still committed. Returns each write's result; if
+    /// the transaction cannot begin or commit, every write fails with that error.
+    public func writeBatch<T>(_ count: Int, _ work: (Int) throws -> (value: T, keep: Bool)) -> [Result<T, any Error>] {
+        do {
+            return try database.immediateTransaction {
+                (0..<count).map { index in Result { try database.savepoint { try work(index) } } }
+            }
+        } catch {
+            return Array(repeating: .failure(error), count: count)
+        }
+    }
+
+    /// Runs `body` in a read transaction: every query in it sees one snapshot, while the
+    /// service goes on writing.
+    public func read<T>(_ body: () throws -> T) throws -> T {
+        try database.readTransaction(body)
+    }
+
+    /// The schema version, read from the file: the health check's proof that the database
+    /// answers.
+    public func schemaVersion() throws -> Int64 {
+        try database.scalarInteger("PRAGMA user_version") ?? 0
+    }
+
+    /// Copies the whole database to a new file at `path` (SQLite's online backup).
+    public func backup(to path: String) throws {
+        try database.backup(to: path)
+    }
+
+    /// Opens the database and, unless query-only, migrates it to the latest schema.
+    /// A query-only store still refuses a schema newer than this binary.
+    public static func open(
+        path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+        busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds
+    ) throws -> Store {
+        let database = try Database(
+            path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
+            busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+        if queryOnly {
+            let version = try database.scalarInteger("PRAGMA user_version") ?? 0
+            guard version <= Schema.latestVersion else { throw Schema.TooNewError(found: version) }
+        } else {
+            try Schema.migrate(database)
+        }
+        return Store(database: database)
+    }
+
+    func requireTransaction() {
+        precondition(!database.isAutocommit, "store writes must run inside a transaction")
+    }
+
+    // MARK: - Wallets
+
+    static let walletColumns = "id, uuid, balance, held, created_at, updated_at"
+
+    static func wallet(from row: Row) throws -> Wallet {
+        guard let id = WalletID(row.text("uuid")), let balance = Money(minorUnits: row.integer("balance")),
+            let held = Money(minorUnits: row.integer("held"))
+        else {
+            throw DatabaseError(code: 0, message: "corrupt wallet row \(row.integer("id"))")
+        }
+        return Wallet(
+            rowID: row.integer("id"), id: id, balance: balance, held: held,
+            createdAt: Timestamp(microseconds: row.integer("created_at")), updatedAt: Timestamp(microseconds: row.integer("updated_at")))
+    }
+
+    public func wallet(_ id: WalletID) throws -> Wallet? {
+        try database.queryFirst("SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?", [.text(id.text)], Store.wallet)
+    }
+
+    public func createWallet(id: WalletID, now: Timestamp) throws -> Wallet {
+        requireTransaction()
+        let created = try database.queryFirst(
+            "INSERT INTO wallets (uuid, balance, created_at, updated_at) VALUES (?, 0, ?, ?) RETURNING \(Store.walletColumns)",
+            [.text(id.text), .integer(now.microseconds), .integer(now.microseconds)], Store.wallet)
+        guard let created else { preconditionFailure("INSERT ... RETURNING returned no row") }
+        return created
+    }
+
+    /// Wallets in creation order, for the admin CLI.
+    public func wallets(afterRowID: Int64 = 0, limit: Int = 1000) throws -> [Wallet] {
+        try database.query(
+            "SELECT \(Store.walletColumns) FROM wallets WHERE id > ? ORDER BY id LIMIT ?",
+            [.integer(afterRowID), .integer(Int64(limit))], Store.wallet)
+    }
+}

@@ -1,0 +1,1 @@
+"""The repository's tests that Python runs (integration, chaos)."""
