@@ -206,11 +206,11 @@ DURATION ?= 60
 test-chaos:
 	$(call require,Tests/chaos/chaos.py)
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
-	exec $(PYTHON) Tests/chaos/chaos.py --seed $(CHAOS_TEST_SEED) --duration $(CHAOS_TEST_DURATION)
+	exec $(PYTHON) -m Tests.chaos.chaos --seed $(CHAOS_TEST_SEED) --duration $(CHAOS_TEST_DURATION)
 
 chaos: deps build
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
-	exec $(PYTHON) Tests/chaos/chaos.py $(if $(SEED),--seed $(SEED)) --duration $(DURATION)
+	exec $(PYTHON) -m Tests.chaos.chaos $(if $(SEED),--seed $(SEED)) --duration $(DURATION)
 
 # Schemathesis against openapi.yaml and a live stack through nginx (the
 # script installs its pinned Schemathesis into .build-venv/ with pip; this

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A seeded, replayable fault-injection run of the whole wallet stack.
 
-    Tests/chaos/chaos.py [--seed N] [--duration SECONDS] [--clients N] [--keep]
+    python3 -m Tests.chaos.chaos [--seed N] [--duration SECONDS] [--clients N] [--keep]
+
+(from the repository's root: the tests are a package, Tests, whose integration
+fixtures it imports).
     make chaos SEED=N DURATION=SECONDS
 
 In the spirit of Jepsen's bank test and TigerBeetle's VOPR: client threads
@@ -46,11 +49,9 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from Tests.integration import conftest  # the Stack class: the one way to run the stack
+
 REPO = Path(__file__).resolve().parents[2]
-# Run as a script, the repository root is not on the path: the integration
-# tests are a package there (Tests/integration), imported as such.
-sys.path.insert(0, str(REPO))
-from Tests.integration import conftest  # noqa: E402  (the Stack class: the one way to run the stack)
 
 # --- Settings of the run ---------------------------------------------------------------
 

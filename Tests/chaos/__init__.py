@@ -1,0 +1,1 @@
+"""The seeded fault-injection run (make chaos)."""
