@@ -105,7 +105,12 @@ public final class ProcessorPass {
                     // Another process kept the write lock past the busy timeout (a responder
                     // under sustained deposits retakes it right after each commit). The answers
                     // in hand are the bank's word: keep them and try again, rather than exit
-                    // and turn a definite "not paid" into a held unknown.
+                    // and turn a definite "not paid" into a held unknown. Answers that came
+                    // back meanwhile are taken too, so that the calls in flight run down and
+                    // a lock held for good ends the pass once every lease is gone.
+                    let finished = bank.poll(timeoutMilliseconds: 0)
+                    if answered.isEmpty && !finished.isEmpty { oldestAnswer = clock() }
+                    answered += finished
                     guard keepAnswers(&answered, after: error, into: &summary) else { throw error }
                     continue
                 }

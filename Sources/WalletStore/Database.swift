@@ -199,8 +199,13 @@ public final class Database {
             try execute("RELEASE work")
             return value
         } catch {
-            try execute("ROLLBACK TO work")
-            try execute("RELEASE work")
+            // SQLite may have rolled the whole transaction back on its own (an I/O error, a
+            // full disk): then there is no savepoint left to undo, and the original error is
+            // the one worth reporting.
+            if !isAutocommit {
+                try execute("ROLLBACK TO work")
+                try execute("RELEASE work")
+            }
             throw error
         }
     }

@@ -129,8 +129,7 @@ extension Store {
                 WHERE id = ?3 AND balance >= ?1
                 """,
                 [.integer(amount.minorUnits), .integer(now.microseconds), .integer(walletRowID)]) == 1
-        let balance = debited ? try database.queryFirst("SELECT balance FROM wallets WHERE id = ?1", [.integer(walletRowID)]) { $0.integer(0) } : nil
-        guard let balance, let balanceAfter = Money(minorUnits: balance) else {
+        guard debited else {
             try updateStatus(
                 """
                 UPDATE transactions SET status = ?1, failure_reason = ?2, next_attempt_at = NULL, updated_at = ?3
@@ -146,6 +145,10 @@ extension Store {
                     failureReason: .insufficientFunds, outcome: nil, detail: "balance below the amount when due"))
             return
         }
+        // Debited in this transaction: the row is there and its balance non-negative (CHECK).
+        guard let balance = try database.queryFirst("SELECT balance FROM wallets WHERE id = ?1", [.integer(walletRowID)], { $0.integer("balance") }),
+            let balanceAfter = Money(minorUnits: balance)
+        else { preconditionFailure("wallet \(walletRowID) was debited but its balance cannot be read back") }
         let changed = try updateStatus(
             """
             UPDATE transactions SET status = ?5, attempts = 1, bank_call_open = 1, lease_owner = ?1, lease_until = ?2,

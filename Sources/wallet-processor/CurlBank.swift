@@ -20,9 +20,12 @@ final class CurlBank: BankClient {
     /// Attempts started and not yet returned by `poll` (the pass thread's count).
     private(set) var inFlightCount = 0
 
-    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
+    /// `sendMarginMicroseconds`: how much of its lease an attempt must have left beyond the
+    /// call's time limit to be sent at all.
+    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64, sendMarginMicroseconds: Int64) throws {
         let network = NetworkLoop(
-            transfers: try CurlTransfers(url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency),
+            transfers: try CurlTransfers(
+                url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency, sendMarginMicroseconds: sendMarginMicroseconds),
             answersWaiting: try SignalPipe())
         self.network = network
         thread = try OSThread.start(name: "bank-network") { network.run() }
@@ -154,18 +157,20 @@ final class CurlTransfers: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let url: String
     private let timeoutMilliseconds: Int
+    private let sendMarginMicroseconds: Int64
     private var transfers: [UnsafeMutableRawPointer: Transfer] = [:]
     /// Easy handles between transfers. Reusing them keeps libcurl's buffers (a fresh
     /// handle allocates and faults in over 100 KB) and the options that never change.
     private var idleHandles: [UnsafeMutableRawPointer] = []
 
-    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64) throws {
+    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64, sendMarginMicroseconds: Int64) throws {
         guard curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK, let multi = curl_multi_init() else {
             throw CurlError(description: "libcurl failed to initialise")
         }
         self.multi = multi
         self.url = url
         self.timeoutMilliseconds = Int(timeoutMilliseconds)
+        self.sendMarginMicroseconds = sendMarginMicroseconds
         // One connection per call in flight, reused across the pass.
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, Int(concurrency))
     }
@@ -182,13 +187,15 @@ final class CurlTransfers: @unchecked Sendable {
     }
 
     /// Starts the attempt, or returns at once what became of it without starting it. An
-    /// attempt is sent only while its lease outlasts the call's time limit: a processor that
-    /// stalled after its claim (a paused process, a long busy wait) could otherwise send after
-    /// its lease ran out, while another processor holds the withdrawal, and the bank could pay
-    /// a call whose withdrawal the other has already settled. (The check and the send are not
-    /// one atomic step; closing the gap entirely would take the bank refusing stale attempts.)
+    /// attempt is sent only while its lease outlasts the call's time limit by a margin: a
+    /// processor that stalled after its claim (a paused process, a long busy wait) could
+    /// otherwise send after its lease ran out, while another processor holds the withdrawal,
+    /// and the bank could pay a call whose withdrawal the other has already settled. The
+    /// margin covers libcurl's own resend and the clock between the check and the send. (The
+    /// check and the send are still not one atomic step; closing the gap entirely would take
+    /// the bank refusing stale attempts.)
     func start(_ payout: Payout) -> BankTransport? {
-        let deadline = Timestamp.now().adding(microseconds: Int64(timeoutMilliseconds) * 1_000)
+        let deadline = Timestamp.now().adding(microseconds: Int64(timeoutMilliseconds) * 1_000 + sendMarginMicroseconds)
         guard deadline <= payout.leaseUntil else {
             return .notSent("not sent: the lease would run out before the call's time limit")
         }

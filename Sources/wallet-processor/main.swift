@@ -26,7 +26,9 @@ func run() -> Int32 {
         let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
         let bank = try CurlBank(
             url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
-            concurrency: settings.bankConcurrency)
+            concurrency: settings.bankConcurrency,
+            // Half the lease's grace: an attempt goes out within that long of its claim.
+            sendMarginMicroseconds: settings.leaseGraceSeconds * 500_000)
         let pass = ProcessorPass(store: store, bank: bank, settings: settings, log: log, owner: ownerName())
         if let fault = getenv("WALLET_FAULT_POINT").map({ String(cString: $0) }) {
             installFault(fault, on: pass, log: log)

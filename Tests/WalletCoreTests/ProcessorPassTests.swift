@@ -372,7 +372,7 @@ struct ProcessorPassTests {
 
     /// Takes the write lock on another connection, holds it for `milliseconds` inside one
     /// deposit's transaction, then commits and sets `released`. Returns once the lock is held.
-    private static func holdWriteLock(
+    fileprivate static func holdWriteLock(
         path: String, wallet: WalletID, milliseconds: Int,
         released: Shared<Bool> = Shared(false)
     ) -> TestThread {
@@ -463,6 +463,34 @@ struct ProcessorPassTests {
         #expect(try fixture.t.transaction(early).status == .processing)
         #expect(try fixture.column("bank_call_open", of: early) == 1)
         #expect(try fixture.t.transaction(late).status == .completed)
+    }
+}
+
+extension ProcessorPassTests {
+    @Test("while the database stays busy, the pass still collects its answers, and gives up once their leases are gone")
+    func busyWithCallsInFlightDoesNotSpin() throws {
+        let fixture = try ProcessorFixture(balance: 10_000)
+        for _ in 0..<2 { _ = try fixture.t.dueWithdrawal(fixture.wallet, 100) }
+        let path = fixture.t.database.path
+        let store = try Store.open(path: path, busyTimeoutMilliseconds: 20)
+        // The leases run out as soon as the calls are out (the clock jumps an hour), and
+        // another writer then holds the lock for 2 s. With free slots the pass wants to claim
+        // more; it must still take the answers that came back, drop them (their leases are
+        // gone) and give up, long before the lock is free again.
+        let skew = Shared<Int64>(0)
+        let released = Shared(false)
+        let pass = ProcessorPass(
+            store: store, bank: ScriptedBank(always: .paid), settings: processorSettings(concurrency: 8), log: Log(component: "test"),
+            owner: "busy-test", random: { 0 }, clock: { Timestamp.now().adding(microseconds: skew.current) })
+        var holder: TestThread?
+        pass.afterClaim = { _ in
+            guard holder == nil else { return }
+            holder = Self.holdWriteLock(path: path, wallet: fixture.wallet, milliseconds: 2_000, released: released)
+            skew.update { $0 = 3_600 * 1_000_000 }
+        }
+        #expect(throws: DatabaseError.self) { try pass.run() }
+        #expect(!released.current, "the pass waited for the lock to be free instead of giving up")
+        holder?.join()
     }
 }
 
