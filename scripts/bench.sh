@@ -352,7 +352,7 @@ restart_responder() {
     done
     # Our own previous replacement: reap it.
     if [[ $old == "$MY_FCGI_PID" ]]; then wait "$old" 2>/dev/null || true; fi
-    env WALLET_DB="$DB" "$@" "$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode 0666 \
+    env WALLET_DB="$DB" "$@" "$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode 0660 \
         </dev/null >>"$RUN_DIR/wallet-fcgi.log" 2>&1 &
     MY_FCGI_PID=$!
     printf '%s\n' "$MY_FCGI_PID" >"$RUN_DIR/wallet-fcgi.pid.new"

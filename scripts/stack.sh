@@ -464,13 +464,31 @@ wait_until() {
 
 # --- Run directory --------------------------------------------------------------------
 
+# Nothing this stack creates is for other local users: the database, the logs
+# and the bank's files are this user's alone (umask 077, inherited by every
+# process started below). The run dir and its sockets are shared with exactly
+# one other party, nginx's workers: as root, nginx runs them as nobody:nogroup,
+# so the run dir is root:nogroup 2750 (the setgid bit gives every socket made
+# in it that group) and the sockets are 0660. Anyone else can neither reach
+# the responder nor make fcgiwrap run a script. Not as root, nginx's workers
+# are this user and the run dir is 0700.
+umask 077
 mkdir -p "$RUN_DIR/bank" "$RUN_DIR/tmp" "$(dirname "$DB")"
-# nginx workers run as `nobody` when we are root: they must traverse the run
-# dir to reach the sockets. The bank dir is only written by the CGI, which
-# runs as this user.
-chmod 0755 "$RUN_DIR" "$RUN_DIR/bank"
 if ((EUID == 0)); then
-    dir=$RUN_DIR
+    WORKER_GROUP=$(id -gn nobody)
+    chgrp "$WORKER_GROUP" "$RUN_DIR" "$RUN_DIR/tmp"
+    # tmp: nginx's workers write request bodies under it.
+    chmod 2750 "$RUN_DIR" "$RUN_DIR/tmp"
+    SOCKET_MODE=0660
+else
+    chmod 0700 "$RUN_DIR"
+    SOCKET_MODE=0600
+fi
+# The bank dir is only written by the CGI, which runs as this user.
+chmod 0700 "$RUN_DIR/bank"
+if ((EUID == 0)); then
+    # The workers must also traverse every directory above the run dir.
+    dir=$(dirname "$RUN_DIR")
     while [[ $dir != / ]]; do
         perms=$(stat -L -c %A "$dir")
         [[ ${perms:9:1} == [xt] ]] ||
@@ -538,9 +556,9 @@ done
 
 # --- Start ---------------------------------------------------------------------------------
 
-# 1. The responder. It creates its socket itself; 0666 because nginx's workers
-# run as `nobody` here (in production systemd owns the socket, 0660 for nginx's
-# group).
+# 1. The responder. It creates its socket itself, SOCKET_MODE in the run dir's
+# group (see "Run directory"; in production systemd owns the socket, 0660 for
+# nginx's group).
 # --follow: one `tail -F | sed` per log, each line prefixed by its program,
 # to stderr. Started first, from the logs' current ends (a reused run dir
 # keeps earlier runs' lines), so no line of this run is missed.
@@ -560,16 +578,16 @@ if ((FOLLOW)); then
 fi
 
 log "starting wallet-fcgi ($BIN_DIR/wallet-fcgi, database $DB)"
-"$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode 0666 </dev/null >>"$RUN_DIR/wallet-fcgi.log" 2>&1 &
+"$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode "$SOCKET_MODE" </dev/null >>"$RUN_DIR/wallet-fcgi.log" 2>&1 &
 FCGI_PID=$!
 NAME_OF[$FCGI_PID]=wallet-fcgi
 printf '%s\n' "$FCGI_PID" >"$RUN_DIR/wallet-fcgi.pid"
 wait_until "wallet-fcgi to create $RUN_DIR/fcgi.sock" 10 "$FCGI_PID" test -S "$RUN_DIR/fcgi.sock"
 
 # 2. The mock bank. fcgiwrap creates its socket with the process umask
-# (0755), which the `nobody` workers cannot connect to (pitfall 18). It is
-# made 0666 with chmod rather than by starting fcgiwrap under `umask 0`: the
-# CGI inherits fcgiwrap's umask, and its ledger need not be world-writable.
+# (0700 here), which the workers could not connect to; it is made SOCKET_MODE
+# with chmod rather than by starting fcgiwrap under another umask: the CGI
+# inherits fcgiwrap's umask, and the bank's files are this user's alone.
 # Nothing connects before the chmod: nginx starts afterwards.
 log "starting fcgiwrap with $BANK_WORKERS children (bank mode: $BANK_MODE)"
 "$FCGIWRAP" -c "$BANK_WORKERS" -s "unix:$RUN_DIR/bank.sock" </dev/null >>"$RUN_DIR/fcgiwrap.log" 2>&1 &
@@ -578,7 +596,7 @@ BANK_STARTED=1
 NAME_OF[$FCGIWRAP_PID]=fcgiwrap
 printf '%s\n' "$FCGIWRAP_PID" >"$RUN_DIR/fcgiwrap.pid"
 wait_until "fcgiwrap to create $RUN_DIR/bank.sock" 10 "$FCGIWRAP_PID" test -S "$RUN_DIR/bank.sock"
-chmod 0666 "$RUN_DIR/bank.sock"
+chmod "$SOCKET_MODE" "$RUN_DIR/bank.sock"
 
 # 3. nginx, in the foreground (daemon off) as our child. Its early errors
 # (such as a failed bind) go to our stderr.

@@ -406,7 +406,8 @@ class Stack:
         """Starts a new `wallet-fcgi --socket RUN_DIR/fcgi.sock` (plus `args`) with the
         stack's environment (plus `extra_env`), its output appended to wallet-fcgi.log,
         writes its pid to wallet-fcgi.pid (where the stack's stop finds it),
-        with the socket mode stack.sh uses (0666), and waits until
+        with the socket mode stack.sh uses as root (0660, in the run dir's
+        group, which nginx's workers have), and waits until
         GET /healthz answers 200. Returns the new pid. The old responder is
         not stopped first: call kill_responder() before."""
         env = self._command_env(extra_env)
@@ -414,7 +415,7 @@ class Stack:
         log = open(self.run_dir / "wallet-fcgi.log", "ab")
         try:
             child = subprocess.Popen(
-                [str(self.bin_dir / "wallet-fcgi"), "--socket", str(sock), "--socket-mode", "0666", *args],
+                [str(self.bin_dir / "wallet-fcgi"), "--socket", str(sock), "--socket-mode", "0660" if os.geteuid() == 0 else "0600", *args],
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
             log.close()
