@@ -81,4 +81,31 @@ struct MetricsTests {
             #expect(declared.contains(family), "\(line)")
         }
     }
+
+    @Test("the alert gauges read 0 before anything happened and the readings after")
+    func alertGauges() {
+        let metrics = Metrics()
+        let quiet = OperatorReadings(
+            now: Timestamp(seconds: 1_000), lastPass: nil, outcomeUnknownCount: 0, outcomeUnknownOldestUpdatedAt: nil, held: 0, dueUnclaimed: 0)
+        let quietLines = metrics.render(transactionCounts: [], readings: quiet).split(separator: "\n").map(String.init)
+        #expect(quietLines.contains("wallet_processor_last_pass_timestamp_seconds 0"))
+        #expect(quietLines.contains("wallet_withdrawals_outcome_unknown_oldest_age_seconds 0"))
+        #expect(quietLines.contains("# TYPE wallet_held_minor_units gauge"))
+
+        let busy = OperatorReadings(
+            now: Timestamp(seconds: 10_000),
+            lastPass: .init(finishedAt: Timestamp(microseconds: 9_990_500_000), claimed: 5, completed: 2, failed: 1, retried: 2),
+            outcomeUnknownCount: 3, outcomeUnknownOldestUpdatedAt: Timestamp(seconds: 6_000),
+            held: Int128(Int64.max) * 4, dueUnclaimed: 7)
+        let lines = metrics.render(transactionCounts: [], readings: busy).split(separator: "\n").map(String.init)
+        #expect(lines.contains("wallet_processor_last_pass_timestamp_seconds 9990"))
+        #expect(lines.contains("wallet_processor_last_pass_claimed 5"))
+        #expect(lines.contains("wallet_processor_last_pass_completed 2"))
+        #expect(lines.contains("wallet_processor_last_pass_failed 1"))
+        #expect(lines.contains("wallet_processor_last_pass_retried 2"))
+        #expect(lines.contains("wallet_withdrawals_outcome_unknown 3"))
+        #expect(lines.contains("wallet_withdrawals_outcome_unknown_oldest_age_seconds 4000"))
+        #expect(lines.contains("wallet_held_minor_units \(Int128(Int64.max) * 4)"), "held is exact past Int64.max")
+        #expect(lines.contains("wallet_withdrawals_due_unclaimed 7"))
+    }
 }
