@@ -24,22 +24,23 @@ public struct OperatorReadings: Sendable, Equatable {
     public var lastPass: Pass?
     /// `PROCESSING` withdrawals held on `bank_outcome_unknown`.
     public var outcomeUnknownCount: Int64
-    /// The oldest `updated_at` among them: the last time one was touched, which is when its
-    /// latest unknown outcome was recorded (a recheck that stays unknown moves it on).
-    public var outcomeUnknownOldestUpdatedAt: Timestamp?
+    /// The earliest debit among them: when the payout of the oldest one began, the first
+    /// moment its doubt could have begun. (Its `updated_at` would not do: every recheck
+    /// that stays unknown moves it on.)
+    public var outcomeUnknownOldestDebitedAt: Timestamp?
     /// The sum of `wallets.held`, exact.
     public var held: Int128
     /// Withdrawals due (`next_attempt_at <= now`) that no live lease holds.
     public var dueUnclaimed: Int64
 
     public init(
-        now: Timestamp, lastPass: Pass?, outcomeUnknownCount: Int64, outcomeUnknownOldestUpdatedAt: Timestamp?, held: Int128,
+        now: Timestamp, lastPass: Pass?, outcomeUnknownCount: Int64, outcomeUnknownOldestDebitedAt: Timestamp?, held: Int128,
         dueUnclaimed: Int64
     ) {
         self.now = now
         self.lastPass = lastPass
         self.outcomeUnknownCount = outcomeUnknownCount
-        self.outcomeUnknownOldestUpdatedAt = outcomeUnknownOldestUpdatedAt
+        self.outcomeUnknownOldestDebitedAt = outcomeUnknownOldestDebitedAt
         self.held = held
         self.dueUnclaimed = dueUnclaimed
     }

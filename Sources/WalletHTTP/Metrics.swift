@@ -118,7 +118,7 @@ public final class Metrics: @unchecked Sendable {
             "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
         }
         let pass = readings.lastPass
-        let oldestAgeSeconds = readings.outcomeUnknownOldestUpdatedAt.map { max(0, readings.now.microseconds - $0.microseconds) / 1_000_000 } ?? 0
+        let oldestAgeSeconds = readings.outcomeUnknownOldestDebitedAt.map { max(0, readings.now.microseconds - $0.microseconds) / 1_000_000 } ?? 0
         var out = ""
         out += gauge(
             "wallet_processor_last_pass_timestamp_seconds", "Unix time the processor's last recorded pass finished; 0 before the first.",
@@ -131,7 +131,7 @@ public final class Metrics: @unchecked Sendable {
             "wallet_withdrawals_outcome_unknown", "PROCESSING withdrawals held on bank_outcome_unknown.", "\(readings.outcomeUnknownCount)")
         out += gauge(
             "wallet_withdrawals_outcome_unknown_oldest_age_seconds",
-            "Seconds since the oldest withdrawal held on bank_outcome_unknown was last updated; 0 when none is.", "\(oldestAgeSeconds)")
+            "Seconds since the oldest withdrawal held on bank_outcome_unknown was debited; 0 when none is.", "\(oldestAgeSeconds)")
         out += gauge("wallet_held_minor_units", "Sum of the wallets' held amounts, in minor units.", "\(readings.held)")
         out += gauge(
             "wallet_withdrawals_due_unclaimed", "Withdrawals due now that no processor holds a live lease on.", "\(readings.dueUnclaimed)")

@@ -9,7 +9,7 @@ extension Store {
         let unknown = try outcomeUnknownWithdrawals()
         return OperatorReadings(
             now: now, lastPass: try lastProcessorPass(), outcomeUnknownCount: unknown.count,
-            outcomeUnknownOldestUpdatedAt: unknown.oldestUpdatedAt, held: try totalHeld(),
+            outcomeUnknownOldestDebitedAt: unknown.oldestDebitedAt, held: try totalHeld(),
             dueUnclaimed: try dueUnclaimedWithdrawals(now: now))
     }
 
@@ -24,16 +24,19 @@ extension Store {
         }
     }
 
-    /// How many withdrawals are held on an unknown bank outcome, and the oldest `updated_at`
-    /// among them. Such a withdrawal keeps a `next_attempt_at` (its next recheck), so the
-    /// `IS NOT NULL` term lets SQLite use the partial index `transactions_due`.
-    func outcomeUnknownWithdrawals() throws -> (count: Int64, oldestUpdatedAt: Timestamp?) {
+    /// How many withdrawals are held on an unknown bank outcome, and the earliest time
+    /// the money of one of them was debited: when its payout began, so the doubt cannot be
+    /// older. Not `updated_at`, which every recheck that stays unknown moves on, so an age
+    /// measured from it would never pass the recheck interval. Such a withdrawal keeps a
+    /// `next_attempt_at` (its next recheck), so the `IS NOT NULL` term lets SQLite use the
+    /// partial index `transactions_due`, and each debit is found by `ledger_by_transaction`.
+    func outcomeUnknownWithdrawals() throws -> (count: Int64, oldestDebitedAt: Timestamp?) {
         try database.queryFirst(
             """
-            SELECT count(*), min(updated_at) FROM transactions
-            WHERE next_attempt_at IS NOT NULL AND status = ?1 AND failure_reason = ?2
+            SELECT count(*), min(l.created_at) FROM transactions t JOIN ledger l ON l.transaction_id = t.id AND l.kind = ?3
+            WHERE t.next_attempt_at IS NOT NULL AND t.status = ?1 AND t.failure_reason = ?2
             """,
-            [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown)]
+            [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown), SQLValue(LedgerEntry.Kind.debit)]
         ) { ($0.integer(0), $0.optionalInteger(1).map(Timestamp.init(microseconds:))) } ?? (0, nil)
     }
 

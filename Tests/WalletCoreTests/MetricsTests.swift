@@ -86,7 +86,7 @@ struct MetricsTests {
     func alertGauges() {
         let metrics = Metrics()
         let quiet = OperatorReadings(
-            now: Timestamp(seconds: 1_000), lastPass: nil, outcomeUnknownCount: 0, outcomeUnknownOldestUpdatedAt: nil, held: 0, dueUnclaimed: 0)
+            now: Timestamp(seconds: 1_000), lastPass: nil, outcomeUnknownCount: 0, outcomeUnknownOldestDebitedAt: nil, held: 0, dueUnclaimed: 0)
         let quietLines = metrics.render(transactionCounts: [], readings: quiet).split(separator: "\n").map(String.init)
         #expect(quietLines.contains("wallet_processor_last_pass_timestamp_seconds 0"))
         #expect(quietLines.contains("wallet_withdrawals_outcome_unknown_oldest_age_seconds 0"))
@@ -95,7 +95,7 @@ struct MetricsTests {
         let busy = OperatorReadings(
             now: Timestamp(seconds: 10_000),
             lastPass: .init(finishedAt: Timestamp(microseconds: 9_990_500_000), claimed: 5, completed: 2, failed: 1, retried: 2),
-            outcomeUnknownCount: 3, outcomeUnknownOldestUpdatedAt: Timestamp(seconds: 6_000),
+            outcomeUnknownCount: 3, outcomeUnknownOldestDebitedAt: Timestamp(seconds: 6_000),
             held: Int128(Int64.max) * 4, dueUnclaimed: 7)
         let lines = metrics.render(transactionCounts: [], readings: busy).split(separator: "\n").map(String.init)
         #expect(lines.contains("wallet_processor_last_pass_timestamp_seconds 9990"))

@@ -84,7 +84,8 @@ def test_pass_moves_the_timestamp_and_reports_its_counts(stack):
 def test_due_then_unknown_outcome_is_held(stack):
     """A due withdrawal is counted until a pass claims it; the bank's HTTP 500 (no retry
     allowed) then leaves it PROCESSING / bank_outcome_unknown: counted as unknown, its
-    amount held, its age growing from its updated_at."""
+    amount held, its age growing from its debit (not its updated_at, which each recheck
+    moves on)."""
     stack.set_bank_mode("http500")
     w = funded_wallet(stack, 5_000)
     tx = h.withdraw(stack, w, 1_234)
@@ -105,7 +106,7 @@ def test_due_then_unknown_outcome_is_held(stack):
     assert 0 <= g["wallet_withdrawals_outcome_unknown_oldest_age_seconds"] <= 5
 
     time.sleep(2.1)
-    updated_at = stack.sqlite("SELECT updated_at FROM transactions WHERE id = ?", (tx["id"],))[0][0]
+    debited_at = stack.sqlite("SELECT created_at FROM ledger WHERE transaction_id = ? AND kind = 'DEBIT'", (tx["id"],))[0][0]
     age = gauges(stack)["wallet_withdrawals_outcome_unknown_oldest_age_seconds"]
-    expected = time.time() - updated_at / 1_000_000
+    expected = time.time() - debited_at / 1_000_000
     assert age >= 2 and abs(age - expected) <= 2, (age, expected)
