@@ -108,4 +108,35 @@ struct MetricsTests {
         #expect(lines.contains("wallet_held_minor_units \(Int128(Int64.max) * 4)"), "held is exact past Int64.max")
         #expect(lines.contains("wallet_withdrawals_due_unclaimed 7"))
     }
+
+    @Test("the readings come from the database: a due withdrawal until a live lease holds it, then its amount held")
+    func readingsFromTheDatabase() throws {
+        let api = try TestAPI()
+        let start = Timestamp.now()
+        #expect(
+            try api.reader.operatorReadings(now: start)
+                == OperatorReadings(
+                    now: start, lastPass: nil, outcomeUnknownCount: 0, outcomeUnknownOldestDebitedAt: nil, held: 0, dueUnclaimed: 0))
+        let wallet = try api.createWallet()
+        api.deposit(wallet, 1_000)
+        _ = try api.dueWithdrawal(wallet, 300)
+        let now = Timestamp.now().adding(seconds: 1)
+        var readings = try api.reader.operatorReadings(now: now)
+        #expect(readings.dueUnclaimed == 1)
+        #expect(readings.held == 0)
+
+        let store = api.database.store
+        _ = try store.write {
+            try store.claimDue(owner: "test", dueBy: now, now: now, leaseUntil: now.adding(seconds: 60), limit: 10)
+        }
+        readings = try api.reader.operatorReadings(now: now)
+        #expect(readings.dueUnclaimed == 0, "a live lease holds it")
+        #expect(readings.held == 300)
+        #expect(readings.outcomeUnknownCount == 0)
+        #expect(try api.reader.operatorReadings(now: now.adding(seconds: 61)).dueUnclaimed == 1, "the lease has run out")
+
+        let text = api.send("GET", "/metrics").body
+        #expect(text.contains("\nwallet_held_minor_units 300\n"))
+        #expect(text.contains("\nwallet_processor_last_pass_timestamp_seconds 0\n"))
+    }
 }
