@@ -68,8 +68,11 @@ TEST_SUITES := lint swift bank systemd openapi integration chaos schemathesis ve
 # The unit tests under ThreadSanitizer and AddressSanitizer, and each fuzz
 # target for FUZZ_TEST_SECONDS (docs/FUZZING.md).
 TEST_SUITES += sanitizers fuzz
+# The Prometheus alerting rules (packaging/prometheus/): promtool's syntax
+# check and its rule unit tests.
+TEST_SUITES += alerts
 
-.PHONY: all deps deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
+.PHONY: all deps deps-alerts deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
         bench chaos fuzz lint format install clean distclean help
 
 # Plain `make` builds.
@@ -226,6 +229,22 @@ deps-schemathesis:
 	  echo "==> installing: python3-venv"; \
 	  $(SUDO) apt-get update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
+
+# packaging/prometheus/wallet-alerts.yml: valid rules (promtool check rules),
+# and each alert firing, or not, on the series of
+# packaging/prometheus/wallet-alerts.test.yml (promtool test rules).
+test-alerts: deps-alerts
+	$(call require,packaging/prometheus/wallet-alerts.test.yml)
+	promtool check rules packaging/prometheus/wallet-alerts.yml
+	cd packaging/prometheus && promtool test rules wallet-alerts.test.yml
+
+# promtool comes with Debian's prometheus package (about 100 MB), needed only
+# by test-alerts, so it is not among the build dependencies.
+deps-alerts:
+	@command -v promtool >/dev/null || { \
+	  echo "==> installing: prometheus (for promtool)"; \
+	  $(SUDO) apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
 # The model of the withdrawal protocol (verify/wallet.pml), checked
 # exhaustively by spin against verify/payout-rules.tsv and

@@ -70,8 +70,9 @@ public final class Metrics: @unchecked Sendable {
         }
     }
 
-    /// The text of `/metrics`; `transactionCounts` come from the database at scrape time.
-    public func render(transactionCounts: [TransactionGroup]) -> String {
+    /// The text of `/metrics`; `transactionCounts` and `readings` come from the database at
+    /// scrape time.
+    public func render(transactionCounts: [TransactionGroup], readings: OperatorReadings? = nil) -> String {
         // Copied into new arrays under the lock, so the dictionaries stay uniquely owned
         // (the next `record` does not copy them) and sorting and formatting, the slow part,
         // happen after the requests waiting on the lock have gone on.
@@ -105,6 +106,35 @@ public final class Metrics: @unchecked Sendable {
         for row in transactionCounts {
             out += "wallet_transactions{type=\"\(row.type.rawValue)\",status=\"\(row.status.rawValue)\"} \(row.count)\n"
         }
+        if let readings { out += Metrics.render(readings) }
+        return out
+    }
+
+    /// The gauges the alerting rules read. A gauge with nothing to measure is 0 (no pass
+    /// yet, no withdrawal in doubt), so every series is always present and a rule never
+    /// has to tell a missing series from a quiet one.
+    static func render(_ readings: OperatorReadings) -> String {
+        func gauge(_ name: String, _ help: String, _ value: String) -> String {
+            "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+        }
+        let pass = readings.lastPass
+        let oldestAgeSeconds = readings.outcomeUnknownOldestDebitedAt.map { max(0, readings.now.microseconds - $0.microseconds) / 1_000_000 } ?? 0
+        var out = ""
+        out += gauge(
+            "wallet_processor_last_pass_timestamp_seconds", "Unix time the processor's last recorded pass finished; 0 before the first.",
+            "\((pass?.finishedAt.microseconds ?? 0) / 1_000_000)")
+        out += gauge("wallet_processor_last_pass_claimed", "Withdrawals the last pass claimed.", "\(pass?.claimed ?? 0)")
+        out += gauge("wallet_processor_last_pass_completed", "Withdrawals the last pass completed.", "\(pass?.completed ?? 0)")
+        out += gauge("wallet_processor_last_pass_failed", "Withdrawals the last pass failed.", "\(pass?.failed ?? 0)")
+        out += gauge("wallet_processor_last_pass_retried", "Withdrawals the last pass left for another attempt.", "\(pass?.retried ?? 0)")
+        out += gauge(
+            "wallet_withdrawals_outcome_unknown", "PROCESSING withdrawals held on bank_outcome_unknown.", "\(readings.outcomeUnknownCount)")
+        out += gauge(
+            "wallet_withdrawals_outcome_unknown_oldest_age_seconds",
+            "Seconds since the oldest withdrawal held on bank_outcome_unknown was debited; 0 when none is.", "\(oldestAgeSeconds)")
+        out += gauge("wallet_held_minor_units", "Sum of the wallets' held amounts, in minor units.", "\(readings.held)")
+        out += gauge(
+            "wallet_withdrawals_due_unclaimed", "Withdrawals due now that no processor holds a live lease on.", "\(readings.dueUnclaimed)")
         return out
     }
 }

@@ -89,7 +89,8 @@ public struct WalletAPI: Sendable {
             _ = try reader.schemaVersion()
             return read("{\"status\": \"ok\"}")
         case .metrics:
-            let text = metrics.render(transactionCounts: try reader.transactionCounts())
+            let text = metrics.render(
+                transactionCounts: try reader.transactionCounts(), readings: try reader.operatorReadings(now: Timestamp.now()))
             return WriteOutcome(response: Response(status: 200, body: text, contentType: "text/plain; version=0.0.4"), keep: false)
         }
     }

@@ -81,4 +81,62 @@ struct MetricsTests {
             #expect(declared.contains(family), "\(line)")
         }
     }
+
+    @Test("the alert gauges read 0 before anything happened and the readings after")
+    func alertGauges() {
+        let metrics = Metrics()
+        let quiet = OperatorReadings(
+            now: Timestamp(seconds: 1_000), lastPass: nil, outcomeUnknownCount: 0, outcomeUnknownOldestDebitedAt: nil, held: 0, dueUnclaimed: 0)
+        let quietLines = metrics.render(transactionCounts: [], readings: quiet).split(separator: "\n").map(String.init)
+        #expect(quietLines.contains("wallet_processor_last_pass_timestamp_seconds 0"))
+        #expect(quietLines.contains("wallet_withdrawals_outcome_unknown_oldest_age_seconds 0"))
+        #expect(quietLines.contains("# TYPE wallet_held_minor_units gauge"))
+
+        let busy = OperatorReadings(
+            now: Timestamp(seconds: 10_000),
+            lastPass: .init(finishedAt: Timestamp(microseconds: 9_990_500_000), claimed: 5, completed: 2, failed: 1, retried: 2),
+            outcomeUnknownCount: 3, outcomeUnknownOldestDebitedAt: Timestamp(seconds: 6_000),
+            held: Int128(Int64.max) * 4, dueUnclaimed: 7)
+        let lines = metrics.render(transactionCounts: [], readings: busy).split(separator: "\n").map(String.init)
+        #expect(lines.contains("wallet_processor_last_pass_timestamp_seconds 9990"))
+        #expect(lines.contains("wallet_processor_last_pass_claimed 5"))
+        #expect(lines.contains("wallet_processor_last_pass_completed 2"))
+        #expect(lines.contains("wallet_processor_last_pass_failed 1"))
+        #expect(lines.contains("wallet_processor_last_pass_retried 2"))
+        #expect(lines.contains("wallet_withdrawals_outcome_unknown 3"))
+        #expect(lines.contains("wallet_withdrawals_outcome_unknown_oldest_age_seconds 4000"))
+        #expect(lines.contains("wallet_held_minor_units \(Int128(Int64.max) * 4)"), "held is exact past Int64.max")
+        #expect(lines.contains("wallet_withdrawals_due_unclaimed 7"))
+    }
+
+    @Test("the readings come from the database: a due withdrawal until a live lease holds it, then its amount held")
+    func readingsFromTheDatabase() throws {
+        let api = try TestAPI()
+        let start = Timestamp.now()
+        #expect(
+            try api.reader.operatorReadings(now: start)
+                == OperatorReadings(
+                    now: start, lastPass: nil, outcomeUnknownCount: 0, outcomeUnknownOldestDebitedAt: nil, held: 0, dueUnclaimed: 0))
+        let wallet = try api.createWallet()
+        api.deposit(wallet, 1_000)
+        _ = try api.dueWithdrawal(wallet, 300)
+        let now = Timestamp.now().adding(seconds: 1)
+        var readings = try api.reader.operatorReadings(now: now)
+        #expect(readings.dueUnclaimed == 1)
+        #expect(readings.held == 0)
+
+        let store = api.database.store
+        _ = try store.write {
+            try store.claimDue(owner: "test", dueBy: now, now: now, leaseUntil: now.adding(seconds: 60), limit: 10)
+        }
+        readings = try api.reader.operatorReadings(now: now)
+        #expect(readings.dueUnclaimed == 0, "a live lease holds it")
+        #expect(readings.held == 300)
+        #expect(readings.outcomeUnknownCount == 0)
+        #expect(try api.reader.operatorReadings(now: now.adding(seconds: 61)).dueUnclaimed == 1, "the lease has run out")
+
+        let text = api.send("GET", "/metrics").body
+        #expect(text.contains("\nwallet_held_minor_units 300\n"))
+        #expect(text.contains("\nwallet_processor_last_pass_timestamp_seconds 0\n"))
+    }
 }

@@ -1,0 +1,47 @@
+/// What an operator must watch, read from the database when `/metrics` is scraped: the
+/// gauges the alerting rules in `packaging/prometheus/wallet-alerts.yml` are written on.
+public struct OperatorReadings: Sendable, Equatable {
+    /// The last row of `processor_passes`: when it finished and what it did.
+    public struct Pass: Sendable, Equatable {
+        public var finishedAt: Timestamp
+        public var claimed: Int64
+        public var completed: Int64
+        public var failed: Int64
+        public var retried: Int64
+
+        public init(finishedAt: Timestamp, claimed: Int64, completed: Int64, failed: Int64, retried: Int64) {
+            self.finishedAt = finishedAt
+            self.claimed = claimed
+            self.completed = completed
+            self.failed = failed
+            self.retried = retried
+        }
+    }
+
+    /// When the readings were taken; ages are measured from it.
+    public var now: Timestamp
+    /// Nil until the processor has recorded a pass.
+    public var lastPass: Pass?
+    /// `PROCESSING` withdrawals held on `bank_outcome_unknown`.
+    public var outcomeUnknownCount: Int64
+    /// The earliest debit among them: when the payout of the oldest one began, the first
+    /// moment its doubt could have begun. (Its `updated_at` would not do: every recheck
+    /// that stays unknown moves it on.)
+    public var outcomeUnknownOldestDebitedAt: Timestamp?
+    /// The sum of `wallets.held`, exact.
+    public var held: Int128
+    /// Withdrawals due (`next_attempt_at <= now`) that no live lease holds.
+    public var dueUnclaimed: Int64
+
+    public init(
+        now: Timestamp, lastPass: Pass?, outcomeUnknownCount: Int64, outcomeUnknownOldestDebitedAt: Timestamp?, held: Int128,
+        dueUnclaimed: Int64
+    ) {
+        self.now = now
+        self.lastPass = lastPass
+        self.outcomeUnknownCount = outcomeUnknownCount
+        self.outcomeUnknownOldestDebitedAt = outcomeUnknownOldestDebitedAt
+        self.held = held
+        self.dueUnclaimed = dueUnclaimed
+    }
+}
