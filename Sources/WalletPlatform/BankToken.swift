@@ -12,11 +12,20 @@ public enum BankToken {
     /// The credential's name in `LoadCredential=` and in `$CREDENTIALS_DIRECTORY`.
     public static let credentialName = "bank-token"
 
+    /// What wallet-processor.service's `SetCredential=` puts in the credential when
+    /// /etc/wallet/bank-token does not exist (systemd refuses to start a unit whose
+    /// `LoadCredential=` file is missing, unless such a fallback is set). It has spaces, so
+    /// it can never be a real token: it means "no token".
+    public static let credentialAbsent = "no bank token"
+
     /// The token for this process, or nil when none is configured (the bank needs none).
     public static func read(environment: [String: String], settings: Settings) throws(Settings.Invalid) -> String? {
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
             let path = directory + "/" + credentialName
-            if access(path, F_OK) == 0 { return try token(fromFile: path) }
+            if access(path, F_OK) == 0 {
+                let bytes = try contents(of: path, bytesMax: Limits.bankTokenBytesMax + 3)
+                if bytes != Array(credentialAbsent.utf8) { return try token(fromBytes: bytes, path: path) }
+            }
         }
         guard let path = settings.bankTokenFile else { return nil }
         return try token(fromFile: path)
@@ -27,12 +36,11 @@ public enum BankToken {
     /// a bearer token may carry.
     static func token(fromFile path: String) throws(Settings.Invalid) -> String {
         // Room for the token, a "\r\n" and one byte more, which tells a longer file.
-        let bytes = try contents(of: path, bytesMax: Limits.bankTokenBytesMax + 3)
-        guard bytes.count <= Limits.bankTokenBytesMax + 2 else { throw tooLong(path) }
-        return try token(fromBytes: bytes, path: path)
+        try token(fromBytes: try contents(of: path, bytesMax: Limits.bankTokenBytesMax + 3), path: path)
     }
 
     static func token(fromBytes bytes: [UInt8], path: String) throws(Settings.Invalid) -> String {
+        guard bytes.count <= Limits.bankTokenBytesMax + 2 else { throw tooLong(path) }
         var token = bytes[...]
         if token.last == UInt8(ascii: "\n") { token = token.dropLast() }
         if token.last == UInt8(ascii: "\r") { token = token.dropLast() }

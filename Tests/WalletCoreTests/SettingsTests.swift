@@ -205,6 +205,14 @@ struct SettingsTests {
         #expect(try BankToken.read(environment: [:], settings: fromSetting) == "from-setting")
         // A credential directory without the credential: the setting still counts.
         #expect(try BankToken.read(environment: ["CREDENTIALS_DIRECTORY": directory], settings: fromSetting) == "from-setting")
+        // The unit's fallback when /etc/wallet/bank-token is missing: no token from there.
+        write("bank-token", "no bank token")
+        #expect(try BankToken.read(environment: ["CREDENTIALS_DIRECTORY": directory], settings: Settings()) == nil)
+        #expect(try BankToken.read(environment: ["CREDENTIALS_DIRECTORY": directory], settings: fromSetting) == "from-setting")
+        write("bank-token", "no bank token\n")
+        #expect(throws: Settings.Invalid.self) {
+            try BankToken.read(environment: ["CREDENTIALS_DIRECTORY": directory], settings: Settings())
+        }
         write("bank-token", "from-credential\n")
         #expect(try BankToken.read(environment: ["CREDENTIALS_DIRECTORY": directory], settings: fromSetting) == "from-credential")
         var missing = Settings()
