@@ -5,8 +5,9 @@ import Glibc
 #endif
 
 /// The settings (README, "Configuration"), read from the environment (systemd units read them from
-/// `EnvironmentFile=/etc/wallet/wallet.env`). Every program validates all of them at start
-/// and refuses to run with a clear message rather than misbehave later.
+/// `/etc/wallet/wallet.env`, and the processor's also from `/etc/wallet/processor.env`). Every
+/// program validates all of them at start and refuses to run with a clear message rather than
+/// misbehave later. No message shows a URL's user information (`redactedURL`).
 public struct Settings: Sendable, Equatable {
     public var databasePath = "var/wallet.db"
     public var bankURL = "http://127.0.0.1:8081/pay"
