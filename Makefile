@@ -11,7 +11,7 @@
 #   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
 #   make chaos     the seeded fault-injection run (SEED=N DURATION=SECONDS)
 #   make install   install the release binaries, systemd units, nginx site and
-#                  an example /etc/wallet/wallet.env (DESTDIR, PREFIX honoured)
+#                  example /etc/wallet/wallet.env and processor.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
 #   make clean     remove build products and the development run dir
 #
@@ -308,8 +308,8 @@ bench: deps deps-bench
 #     wallet-processor.{service,timer}                          0644
 #   /etc/nginx/sites-available/wallet.conf,
 #   /etc/nginx/snippets/wallet-locations.conf                   0644
-#   /etc/wallet/wallet.env.example                              0644
-#   /etc/wallet/wallet.env        0640, only if there is none yet
+#   /etc/wallet/{wallet,processor}.env.example                  0644
+#   /etc/wallet/{wallet,processor}.env   0640, only if there is none yet
 #   $(PREFIX)/share/wallet/bank.cgi  0755, only with INSTALL_MOCK_BANK=1
 #   /var/lib/wallet               0700 (owned by `wallet`, see below)
 # and, when DESTDIR is empty and make runs as root, the system user and
@@ -332,6 +332,7 @@ INSTALL_MOCK_BANK ?= 0
 RELEASE_BIN_DIR ?=
 
 WALLET_EXECUTABLES := wallet-fcgi wallet-processor walletctl
+WALLET_ENV_FILES := wallet.env processor.env
 WALLET_UNITS := wallet-fcgi.socket wallet-fcgi.service wallet-processor.service wallet-processor.timer
 
 .PHONY: uninstall
@@ -364,19 +365,26 @@ install: $(if $(RELEASE_BIN_DIR),,release)
 	if [ "$(INSTALL_MOCK_BANK)" = 1 ]; then \
 	  install -D -m 0755 bank/bank.cgi "$(DESTDIR)$(PREFIX)/share/wallet/bank.cgi"; \
 	fi
-# The example is always refreshed, so an upgrade shows what is new
-# (diff it against wallet.env). It holds no secret: world-readable.
-	install -D -m 0644 packaging/wallet.env.example "$(DESTDIR)/etc/wallet/wallet.env.example"
-# wallet.env is the operator's: never overwritten once it exists (even as a
-# dangling symlink). 0640: it may hold the bank URL's credentials; systemd
-# reads it as root, so root:root is enough.
-	@env="$(DESTDIR)/etc/wallet/wallet.env"; \
-	if [ -e "$$env" ] || [ -L "$$env" ]; then \
-	  echo "keeping the existing $$env (compare it with wallet.env.example)"; \
-	else \
-	  echo "install -m 0640 packaging/wallet.env.example $$env"; \
-	  install -m 0640 packaging/wallet.env.example "$$env"; \
-	fi
+# wallet.env is every program's (the database, logging); processor.env the
+# processor's alone (the bank). The examples are always refreshed, so an
+# upgrade shows what is new (diff them against the .env files). They hold
+# no secret: world-readable.
+	for name in $(WALLET_ENV_FILES); do \
+	  install -D -m 0644 "packaging/$$name.example" "$(DESTDIR)/etc/wallet/$$name.example"; \
+	done
+# The .env files are the operator's: never overwritten once they exist (even
+# as a dangling symlink). 0640: systemd reads them as root, so root:root is
+# enough, and the bank's settings are nobody else's business. (The bank
+# token is not in them: see LoadCredential= in wallet-processor.service.)
+	@for name in $(WALLET_ENV_FILES); do \
+	  env="$(DESTDIR)/etc/wallet/$$name"; \
+	  if [ -e "$$env" ] || [ -L "$$env" ]; then \
+	    echo "keeping the existing $$env (compare it with $$name.example)"; \
+	  else \
+	    echo "install -m 0640 packaging/$$name.example $$env"; \
+	    install -m 0640 "packaging/$$name.example" "$$env"; \
+	  fi; \
+	done
 # The service account, only on the real system (DESTDIR empty) and as root:
 # a package build has no business with the build host's /etc/passwd (a
 # package creates it in its postinst instead). adduser is Debian's way;
@@ -401,7 +409,8 @@ install: $(if $(RELEASE_BIN_DIR),,release)
 	fi
 	@if [ -z "$(DESTDIR)" ]; then \
 	  echo; echo "installed. Next steps:"; \
-	  echo "  edit /etc/wallet/wallet.env (WALLET_BANK_URL must be set)"; \
+	  echo "  edit /etc/wallet/processor.env (WALLET_BANK_URL must be set)"; \
+	  echo "  if the bank wants a token: install -m 0600 /dev/stdin /etc/wallet/bank-token"; \
 	  echo "  systemctl daemon-reload"; \
 	  echo "  systemctl enable --now wallet-fcgi.socket wallet-processor.timer"; \
 	  echo "  ln -s ../sites-available/wallet.conf /etc/nginx/sites-enabled/wallet.conf"; \
@@ -410,23 +419,26 @@ install: $(if $(RELEASE_BIN_DIR),,release)
 
 # Removes exactly what install put, with the same PREFIX, DESTDIR and
 # SYSTEMD_UNIT_DIR. Never the data (/var/lib/wallet), never the `wallet` user
-# (files may still belong to it), never a wallet.env the operator edited.
+# (files may still belong to it), never an .env file the operator edited,
+# never the bank token (the operator's, and a secret).
 uninstall:
 	for exe in $(WALLET_EXECUTABLES); do rm -f "$(DESTDIR)$(PREFIX)/bin/$$exe"; done
 	for unit in $(WALLET_UNITS); do rm -f "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit"; done
 	rm -f "$(DESTDIR)/etc/nginx/sites-available/wallet.conf" "$(DESTDIR)/etc/nginx/snippets/wallet-locations.conf"
 # Removed whatever INSTALL_MOCK_BANK says now: it may have been set at install.
 	rm -f "$(DESTDIR)$(PREFIX)/share/wallet/bank.cgi"
-# wallet.env goes only if it is still the example as installed (or, with
+# An .env file goes only if it is still the example as installed (or, with
 # that gone, as in this tree); anything else is the operator's.
-	@env="$(DESTDIR)/etc/wallet/wallet.env"; example="$(DESTDIR)/etc/wallet/wallet.env.example"; \
-	[ -f "$$example" ] || example=packaging/wallet.env.example; \
-	if [ -f "$$env" ] && [ ! -L "$$env" ] && cmp -s "$$env" "$$example"; then \
-	  echo "rm -f $$env"; rm -f "$$env"; \
-	elif [ -e "$$env" ] || [ -L "$$env" ]; then \
-	  echo "keeping $$env: it differs from the example (the operator's settings)"; \
-	fi
-	rm -f "$(DESTDIR)/etc/wallet/wallet.env.example"
+	@for name in $(WALLET_ENV_FILES); do \
+	  env="$(DESTDIR)/etc/wallet/$$name"; example="$(DESTDIR)/etc/wallet/$$name.example"; \
+	  [ -f "$$example" ] || example="packaging/$$name.example"; \
+	  if [ -f "$$env" ] && [ ! -L "$$env" ] && cmp -s "$$env" "$$example"; then \
+	    echo "rm -f $$env"; rm -f "$$env"; \
+	  elif [ -e "$$env" ] || [ -L "$$env" ]; then \
+	    echo "keeping $$env: it differs from the example (the operator's settings)"; \
+	  fi; \
+	  rm -f "$(DESTDIR)/etc/wallet/$$name.example"; \
+	done
 # Our own directories go if nothing else is left in them; shared ones
 # (bin, /etc/nginx/..., the unit dir) stay. /var/lib/wallet always stays.
 	@for dir in "$(DESTDIR)$(PREFIX)/share/wallet" "$(DESTDIR)/etc/wallet"; do \

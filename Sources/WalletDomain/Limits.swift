@@ -51,4 +51,8 @@ public enum Limits {
     /// grows whenever no thread is left to accept, so it needs room for nginx's idle pool
     /// (keepalive × worker_processes) plus the requests in flight.
     public static let acceptThreadsMax = 256
+
+    /// The bank's bearer token, in bytes. Real tokens are a few hundred bytes; a file larger
+    /// than this is the wrong file (a key, a log), and it would go out in every bank call.
+    public static let bankTokenBytesMax = 4_096
 }

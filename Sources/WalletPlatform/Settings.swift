@@ -5,11 +5,18 @@ import Glibc
 #endif
 
 /// The settings (README, "Configuration"), read from the environment (systemd units read them from
-/// `EnvironmentFile=/etc/wallet/wallet.env`). Every program validates all of them at start
-/// and refuses to run with a clear message rather than misbehave later.
+/// `/etc/wallet/wallet.env`, and the processor's also from `/etc/wallet/processor.env`). Every
+/// program validates all of them at start and refuses to run with a clear message rather than
+/// misbehave later. No message shows a URL's user information (`redactedURL`).
 public struct Settings: Sendable, Equatable {
     public var databasePath = "var/wallet.db"
     public var bankURL = "http://127.0.0.1:8081/pay"
+    /// `WALLET_BANK_ALLOW_HTTP=1`: a plain `http://` bank URL off this machine is accepted
+    /// (a bank behind a TLS-terminating proxy on a private network). Off by default.
+    public var bankAllowsHTTP = false
+    /// `WALLET_BANK_TOKEN_FILE`: a file holding the bank's bearer token, for development and
+    /// tests. Deployments use systemd's credential instead (see `BankToken`).
+    public var bankTokenFile: String?
     public var maxRetries: Int64 = 3
     public var retryBaseSeconds: Int64 = 10
     public var bankTimeoutMilliseconds: Int64 = 5_000
@@ -40,11 +47,29 @@ public struct Settings: Sendable, Equatable {
             guard !path.isEmpty else { throw Invalid(description: "WALLET_DB is empty: set it to the database file's path") }
             databasePath = path
         }
+        if let allow = environment["WALLET_BANK_ALLOW_HTTP"] {
+            guard allow == "0" || allow == "1" else {
+                throw Invalid(description: "WALLET_BANK_ALLOW_HTTP must be 1 (allow http:// to another host) or 0, not \"\(allow)\"")
+            }
+            bankAllowsHTTP = allow == "1"
+        }
         if let url = environment["WALLET_BANK_URL"] {
             guard Settings.isHTTPURL(url) else {
-                throw Invalid(description: "WALLET_BANK_URL must be an http:// or https:// URL with a host, not \"\(url)\"")
+                throw Invalid(
+                    description: "WALLET_BANK_URL must be an http:// or https:// URL with a host, not \"\(Settings.redactedURL(url))\"")
+            }
+            guard bankAllowsHTTP || Settings.isHTTPSOrLoopback(url) else {
+                throw Invalid(
+                    description: "WALLET_BANK_URL must be https:// unless its host is this machine (127.0.0.0/8, ::1, localhost), "
+                        + "not \"\(Settings.redactedURL(url))\"; set WALLET_BANK_ALLOW_HTTP=1 to send payouts unencrypted")
             }
             bankURL = url
+        }
+        if let path = environment["WALLET_BANK_TOKEN_FILE"] {
+            guard !path.isEmpty else {
+                throw Invalid(description: "WALLET_BANK_TOKEN_FILE is empty: unset it, or set it to the token file's path")
+            }
+            bankTokenFile = path
         }
         maxRetries = try Settings.integer(environment, "WALLET_MAX_RETRIES", default: maxRetries, range: 0...100)
         retryBaseSeconds = try Settings.integer(environment, "WALLET_RETRY_BASE_SECONDS", default: retryBaseSeconds, range: 0...86_400)
@@ -75,10 +100,57 @@ public struct Settings: Sendable, Equatable {
         let lowered = text.lowercased()
         for scheme in ["http://", "https://"] where lowered.hasPrefix(scheme) {
             let rest = lowered.dropFirst(scheme.count)
-            let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+            let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+            let host = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
             return !host.isEmpty && !host.hasPrefix(":") && !text.contains(where: { $0 == " " || $0.asciiValue.map { $0 < 0x20 } ?? false })
         }
         return false
+    }
+
+    /// The URL's host (lowercased, without brackets, user information or port), or nil
+    /// when it has none.
+    static func host(ofURL text: String) -> String? {
+        guard let authorityStart = authorityStart(of: text) else { return nil }
+        let rest = text[authorityStart...]
+        var authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            return authority[authority.index(after: authority.startIndex)..<close].lowercased()
+        }
+        return authority.prefix { $0 != ":" }.lowercased()
+    }
+
+    /// True for an `https://` URL, or one whose host is this machine: 127.0.0.0/8, ::1 or
+    /// localhost. Anything else would send payouts (and the bank token) in clear text.
+    static func isHTTPSOrLoopback(_ text: String) -> Bool {
+        if text.lowercased().hasPrefix("https://") { return true }
+        guard let host = host(ofURL: text) else { return false }
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4, octets[0] == "127" else { return false }
+        return octets.allSatisfy { octet in octet.count <= 3 && octet.allSatisfy { ("0"..."9").contains($0) } && UInt8(octet) != nil }
+    }
+
+    /// The URL without its user information (`https://user:pass@host/` becomes
+    /// `https://host/`), so that no message shows a password written into the URL.
+    public static func redactedURL(_ text: String) -> String {
+        guard let authorityStart = authorityStart(of: text) else { return text }
+        let rest = text[authorityStart...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return text }
+        let scheme = String(text[..<authorityStart])
+        return scheme + String(rest[rest.index(after: at)...])
+    }
+
+    /// Where the authority begins: just after the first `://`.
+    private static func authorityStart(of text: String) -> String.Index? {
+        var index = text.startIndex
+        while index < text.endIndex {
+            if text[index...].hasPrefix("://") { return text.index(index, offsetBy: 3) }
+            index = text.index(after: index)
+        }
+        return nil
     }
 
     public static func processEnvironment() -> [String: String] {

@@ -21,11 +21,13 @@ final class CurlBank: BankClient {
     private(set) var inFlightCount = 0
 
     /// `sendMarginMicroseconds`: how much of its lease an attempt must have left beyond the
-    /// call's time limit to be sent at all.
-    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64, sendMarginMicroseconds: Int64) throws {
+    /// call's time limit to be sent at all. `bearerToken`: sent as `Authorization: Bearer`
+    /// with every call when set (`BankToken`).
+    init(url: String, bearerToken: String?, timeoutMilliseconds: Int64, concurrency: Int64, sendMarginMicroseconds: Int64) throws {
         let network = NetworkLoop(
             transfers: try CurlTransfers(
-                url: url, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency, sendMarginMicroseconds: sendMarginMicroseconds),
+                url: url, bearerToken: bearerToken, timeoutMilliseconds: timeoutMilliseconds, concurrency: concurrency,
+                sendMarginMicroseconds: sendMarginMicroseconds),
             answersWaiting: try SignalPipe())
         self.network = network
         thread = try OSThread.start(name: "bank-network") { network.run() }
@@ -156,6 +158,9 @@ final class CurlTransfers: @unchecked Sendable {
 
     private let multi: UnsafeMutableRawPointer
     private let url: String
+    /// The whole `Authorization:` header line, or nil. Never logged: libcurl's verbose
+    /// mode stays off, and no error message is built from the request's headers.
+    private let authorizationHeader: String?
     private let timeoutMilliseconds: Int
     private let sendMarginMicroseconds: Int64
     private var transfers: [UnsafeMutableRawPointer: Transfer] = [:]
@@ -163,12 +168,13 @@ final class CurlTransfers: @unchecked Sendable {
     /// handle allocates and faults in over 100 KB) and the options that never change.
     private var idleHandles: [UnsafeMutableRawPointer] = []
 
-    init(url: String, timeoutMilliseconds: Int64, concurrency: Int64, sendMarginMicroseconds: Int64) throws {
+    init(url: String, bearerToken: String?, timeoutMilliseconds: Int64, concurrency: Int64, sendMarginMicroseconds: Int64) throws {
         guard curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK, let multi = curl_multi_init() else {
             throw CurlError(description: "libcurl failed to initialise")
         }
         self.multi = multi
         self.url = url
+        authorizationHeader = bearerToken.map { "Authorization: Bearer \($0)" }
         self.timeoutMilliseconds = Int(timeoutMilliseconds)
         self.sendMarginMicroseconds = sendMarginMicroseconds
         // One connection per call in flight, reused across the pass.
@@ -203,6 +209,7 @@ final class CurlTransfers: @unchecked Sendable {
         var headers: UnsafeMutablePointer<curl_slist>?
         headers = curl_slist_append(headers, "Content-Type: application/json")
         headers = curl_slist_append(headers, "Idempotency-Key: \(payout.bankKey)")
+        if let authorizationHeader { headers = curl_slist_append(headers, authorizationHeader) }
         // Without this header libcurl waits for "100 Continue" on larger bodies.
         headers = curl_slist_append(headers, "Expect:")
         let transfer = Transfer(payout: payout, handle: handle, headers: headers)

@@ -13,9 +13,12 @@ import Glibc
 func run() -> Int32 {
     let log = Log(component: "wallet-processor")
     let settings: Settings
+    let bankToken: String?
     do {
-        settings = try Settings.fromEnvironment()
+        let environment = Settings.processEnvironment()
+        settings = try Settings(environment: environment)
         try settings.checkDatabaseDirectory()
+        bankToken = try BankToken.read(environment: environment, settings: settings)
     } catch {
         log.write(.error, "invalid_configuration", ["message": .string("\(error)")])
         return 2
@@ -25,7 +28,7 @@ func run() -> Int32 {
     do {
         let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
         let bank = try CurlBank(
-            url: settings.bankURL, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
+            url: settings.bankURL, bearerToken: bankToken, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
             concurrency: settings.bankConcurrency,
             // Half the lease's grace: an attempt goes out within that long of its claim.
             sendMarginMicroseconds: settings.leaseGraceSeconds * 500_000)

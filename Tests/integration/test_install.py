@@ -78,6 +78,8 @@ def expected_files(prefix="/usr/local", mock_bank=False):
         "etc/nginx/snippets/wallet-locations.conf": 0o644,
         "etc/wallet/wallet.env": 0o640,
         "etc/wallet/wallet.env.example": 0o644,
+        "etc/wallet/processor.env": 0o640,
+        "etc/wallet/processor.env.example": 0o644,
     })
     if mock_bank:
         out[f"{p}/share/wallet/bank.cgi"] = 0o755
@@ -141,6 +143,8 @@ def test_install_lays_out_the_tree(installed):
         "etc/nginx/snippets/wallet-locations.conf": "nginx/wallet-locations.conf",
         "etc/wallet/wallet.env": "packaging/wallet.env.example",
         "etc/wallet/wallet.env.example": "packaging/wallet.env.example",
+        "etc/wallet/processor.env": "packaging/processor.env.example",
+        "etc/wallet/processor.env.example": "packaging/processor.env.example",
     }
     same.update({f"etc/systemd/system/{unit}": f"systemd/{unit}" for unit in UNITS})
     for installed_path, source in same.items():
@@ -275,9 +279,9 @@ def program_settings():
     return set(re.findall(r'"(WALLET_[A-Z_]+)"', source))
 
 
-def test_env_example_documents_every_setting(installed, tmp_path):
-    text = (REPO / "packaging/wallet.env.example").read_text()
-    lines = text.splitlines()
+def example_settings(name):
+    """{NAME: (value, active)} of one packaging example, checking its shape."""
+    lines = (REPO / "packaging" / name).read_text().splitlines()
     settings = {}
     for i, line in enumerate(lines):
         m = re.match(r"^#?(WALLET_[A-Z_]+)=(.*)$", line)
@@ -286,16 +290,32 @@ def test_env_example_documents_every_setting(installed, tmp_path):
             # Each setting is explained by the comment right above it.
             assert i > 0 and lines[i - 1].startswith("#") and len(lines[i - 1]) > 2, f"no comment above {line}"
         else:
-            assert line == "" or line.startswith("#"), f"not a setting or a comment: {line!r}"
+            assert line == "" or line.startswith("#"), f"{name}: not a setting or a comment: {line!r}"
+    return settings
+
+
+# The bank's settings: in processor.env, which only the processor's unit reads.
+BANK_SETTINGS = ("WALLET_BANK_URL", "WALLET_MAX_RETRIES", "WALLET_RETRY_BASE_SECONDS", "WALLET_BANK_TIMEOUT_MS",
+                 "WALLET_BANK_CONCURRENCY", "WALLET_UNKNOWN_RECHECK_SECONDS", "WALLET_LEASE_GRACE_SECONDS",
+                 "WALLET_BANK_ALLOW_HTTP", "WALLET_BANK_TOKEN_FILE")
+
+
+def test_env_examples_document_every_setting_in_its_file(installed, tmp_path):
+    common = example_settings("wallet.env.example")
+    bank = example_settings("processor.env.example")
+    assert not set(common) & set(bank), "a setting in both files"
     wanted = set(API_SETTINGS) | program_settings()
-    assert wanted <= set(settings), f"missing from the example: {sorted(wanted - set(settings))}"
-    assert settings["WALLET_DB"] == ("/var/lib/wallet/wallet.db", True)
-    assert settings["WALLET_BANK_URL"] == ("https://bank.example/payouts", True)
-    assert re.search(r"(?i)must be set", text)
+    assert wanted <= set(common) | set(bank), f"missing from the examples: {sorted(wanted - set(common) - set(bank))}"
+    assert set(BANK_SETTINGS) == set(bank), "processor.env holds the bank's settings, and only them"
+    assert common["WALLET_DB"] == ("/var/lib/wallet/wallet.db", True)
+    assert bank["WALLET_BANK_URL"] == ("https://bank.example/payouts", True)
+    assert re.search(r"(?i)must be set", (REPO / "packaging/processor.env.example").read_text())
+    # No token in a file of variables: it comes from the credential.
+    assert "install -m 0600 /dev/stdin /etc/wallet/bank-token" in (REPO / "packaging/processor.env.example").read_text()
     # The active settings are valid for the programs: walletctl starts with them.
     destdir, _ = installed
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env.update({name: value for name, (value, active) in settings.items() if active})
+    env.update({name: value for name, (value, active) in {**common, **bank}.items() if active})
     missing_db = tmp_path / "none.db"
     result = subprocess.run([destdir / "usr/local/bin/walletctl", "stats", "--database", missing_db], env=env,
                             capture_output=True, text=True, timeout=30)
@@ -308,18 +328,29 @@ def test_env_example_documents_every_setting(installed, tmp_path):
     assert result.returncode != 0 and "WALLET_MAX_RETRIES" in result.stderr, result
 
 
-def test_reinstall_keeps_an_edited_env(install):
+def test_only_the_processor_unit_reads_the_bank_settings():
+    responder = (REPO / "systemd/wallet-fcgi.service").read_text()
+    processor = (REPO / "systemd/wallet-processor.service").read_text()
+    files = lambda text: re.findall(r"(?m)^EnvironmentFile=(.*)$", text)
+    assert files(responder) == ["/etc/wallet/wallet.env"]
+    assert files(processor) == ["/etc/wallet/wallet.env", "/etc/wallet/processor.env"]
+    assert "LoadCredential=bank-token:/etc/wallet/bank-token" in processor.splitlines()
+    assert not re.search(r"(?m)^(Load|Set|Import)Credential", responder)
+
+
+@pytest.mark.parametrize("name", ["wallet.env", "processor.env"])
+def test_reinstall_keeps_an_edited_env(install, name):
     destdir = install()
-    env = destdir / "etc/wallet/wallet.env"
-    edited = env.read_text().replace("https://bank.example/payouts", "https://payouts.bank.test/v1")
+    env = destdir / "etc/wallet" / name
+    edited = env.read_text() + "# edited by the operator\n"
     env.write_text(edited)
     os.chmod(env, 0o600)
     assert install() == destdir     # the same DESTDIR again
-    assert "keeping the existing" in install.output
+    assert f"keeping the existing {env}" in install.output
     assert env.read_text() == edited
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert (destdir / "etc/wallet/wallet.env.example").read_bytes() == \
-        (REPO / "packaging/wallet.env.example").read_bytes()
+    assert (destdir / "etc/wallet" / f"{name}.example").read_bytes() == \
+        (REPO / "packaging" / f"{name}.example").read_bytes()
 
 
 # --- uninstall ----------------------------------------------------------------------------
@@ -349,12 +380,13 @@ def test_uninstall_with_another_prefix(install):
     assert not (destdir / "etc/wallet").exists()
 
 
-def test_uninstall_keeps_an_edited_env(install):
+@pytest.mark.parametrize("name", ["wallet.env", "processor.env"])
+def test_uninstall_keeps_an_edited_env(install, name):
     destdir = install()
-    env = destdir / "etc/wallet/wallet.env"
+    env = destdir / "etc/wallet" / name
     env.write_text(env.read_text() + "WALLET_MAX_RETRIES=5\n")
     result = make("uninstall", destdir)
-    assert leftovers(destdir) == {"etc/wallet/wallet.env"}
+    assert leftovers(destdir) == {f"etc/wallet/{name}"}
     assert env.read_text().endswith("WALLET_MAX_RETRIES=5\n")
     assert "keeping" in result.stdout
 

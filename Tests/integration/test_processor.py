@@ -8,9 +8,11 @@ Retries use WALLET_RETRY_BASE_SECONDS=0, so a retry is due at once, but one pass
 calls the bank at most once per withdrawal: every test runs passes one by one and counts.
 """
 
+import http.server
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -707,3 +709,122 @@ def test_processor_logs_each_state_change_and_a_pass_summary(stack):
     assert log_events(result.stderr, "withdrawal") == []
     summary = log_events(result.stderr, "pass")[0]
     assert summary["claimed"] == 0
+
+
+# --- The bank's credential and URL --------------------------------------------------------
+
+class ScriptedBank:
+    """A bank on a free loopback port that records every request's Authorization header
+    and answers each with the success body."""
+
+    def __init__(self):
+        self.authorizations = []
+        bank = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                bank.authorizations.append(self.headers.get("Authorization"))
+                body = b'{"data": "success", "status": 200}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pay"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted_bank():
+    bank = ScriptedBank()
+    yield bank
+    bank.close()
+
+
+TOKEN = "tok-" + "x7Q9" * 8
+
+
+@pytest.mark.parametrize("source", ["setting", "credential"])
+def test_processor_sends_the_bank_token_and_never_logs_it(stack, scripted_bank, tmp_path, source):
+    """The token file's content (without its newline) goes out as `Authorization: Bearer`,
+    from WALLET_BANK_TOKEN_FILE or from systemd's $CREDENTIALS_DIRECTORY/bank-token, and
+    appears nowhere in the processor's output."""
+    w = funded_wallet(stack, 1_000)
+    tx = h.withdraw(stack, w, 250)
+    if source == "setting":
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN + "\n")
+        env = {"WALLET_BANK_TOKEN_FILE": str(token_file)}
+    else:
+        (tmp_path / "bank-token").write_text(TOKEN + "\n")
+        env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    env["WALLET_BANK_URL"] = scripted_bank.url
+    result = run_pass(stack, env)
+    assert scripted_bank.authorizations == [f"Bearer {TOKEN}"]
+    assert get_tx(stack, w, tx["id"])["status"] == "COMPLETED"
+    assert TOKEN not in result.stdout + result.stderr
+    assert TOKEN not in (stack.run_dir / "processor.log").read_text()
+
+
+def test_processor_without_a_token_sends_no_authorization(stack, scripted_bank):
+    w = funded_wallet(stack, 1_000)
+    h.withdraw(stack, w, 250)
+    run_pass(stack, {"WALLET_BANK_URL": scripted_bank.url})
+    assert scripted_bank.authorizations == [None]
+
+
+@pytest.mark.parametrize("content", ["", "\n", "two words\n", "x" * 4097, "ok\r\nX-Injected: 1\n"])
+def test_processor_refuses_a_bad_token_file_before_any_call(stack, scripted_bank, tmp_path, content):
+    """An empty, oversized or header-breaking token: exit 2, a message naming the file and
+    not its content, no bank call, the withdrawal untouched."""
+    w = funded_wallet(stack, 1_000)
+    tx = h.withdraw(stack, w, 250)
+    token_file = tmp_path / "token"
+    token_file.write_text(content)
+    result = stack.run_processor(extra_env={"WALLET_BANK_URL": scripted_bank.url,
+                                            "WALLET_BANK_TOKEN_FILE": str(token_file)})
+    assert result.returncode == 2, result.stderr
+    messages = json.dumps(_error_lines(result))
+    assert str(token_file) in messages, result.stderr
+    if content.strip():
+        assert content.strip()[:10] not in result.stdout + result.stderr
+    assert scripted_bank.authorizations == []
+    assert get_tx(stack, w, tx["id"])["status"] == "PENDING"
+
+
+def test_processor_refuses_plain_http_off_this_machine(stack):
+    """http:// to another host exits 2 before any call (203.0.113.1 is a documentation
+    address: nothing answers there, and a pass that tried would time out, not exit 2)."""
+    w = funded_wallet(stack, 1_000)
+    tx = h.withdraw(stack, w, 250)
+    result = stack.run_processor(extra_env={"WALLET_BANK_URL": "http://203.0.113.1/pay",
+                                            "WALLET_BANK_TIMEOUT_MS": "600000"}, timeout=30)
+    assert result.returncode == 2, result.stderr
+    messages = json.dumps(_error_lines(result))
+    assert "https://" in messages and "WALLET_BANK_ALLOW_HTTP" in messages, result.stderr
+    assert db_tx(stack, tx["id"])["attempts"] == 0
+    assert get_tx(stack, w, tx["id"])["status"] == "PENDING"
+
+
+def test_processor_never_echoes_a_password_in_the_url(stack):
+    """A URL with user:pass that is refused is shown without them."""
+    result = stack.run_processor(extra_env={"WALLET_BANK_URL": "http://user:s3cret-pw@203.0.113.1/pay"})
+    assert result.returncode == 2, result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert "user:" not in result.stdout + result.stderr
+    assert "http://203.0.113.1/pay" in json.dumps(_error_lines(result))
+    result = stack.run_processor(extra_env={"WALLET_BANK_URL": "https://user:s3cret-pw@bank example/pay"})
+    assert result.returncode == 2, result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr

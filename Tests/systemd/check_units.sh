@@ -196,6 +196,33 @@ require "$responder" ExecStart=/usr/local/bin/wallet-fcgi StandardInput=socket \
     StandardOutput=journal StandardError=journal Requires=wallet-fcgi.socket \
     User=wallet
 require "$processor" Type=oneshot ExecStart=/usr/local/bin/wallet-processor User=wallet
+# The settings every program reads, then the bank's (processor only, read
+# last so they win), and the bank token as a credential, never a variable.
+require "$responder" EnvironmentFile=/etc/wallet/wallet.env
+require "$processor" EnvironmentFile=/etc/wallet/wallet.env EnvironmentFile=/etc/wallet/processor.env \
+    LoadCredential=bank-token:/etc/wallet/bank-token "SetCredential=bank-token:no bank token"
+order=$(sed -n -E 's#^EnvironmentFile=##p' "$unit_dir/$processor" | tr '\n' ' ')
+if [ "$order" = "/etc/wallet/wallet.env /etc/wallet/processor.env " ]; then
+    pass "contract $processor: wallet.env, then processor.env"
+else
+    fail "contract $processor: wallet.env, then processor.env" "EnvironmentFile= lines: $order"
+fi
+# $1 unit, then extended regular expressions no line may match.
+forbid() {
+    local unit=$1 pattern found=()
+    shift
+    for pattern in "$@"; do
+        grep -qE -- "$pattern" "$unit_dir/$unit" && found+=("$pattern")
+    done
+    if [ "${#found[@]}" -eq 0 ]; then
+        pass "contract $unit: none of $*"
+    else
+        fail "contract $unit: none of $*" "found: ${found[*]}"
+    fi
+}
+# The responder faces the Internet: it never sees the bank's settings or token.
+forbid "$responder" '^EnvironmentFile=.*processor\.env' '^(Load|Set|Import)Credential' '^Environment=.*WALLET_BANK'
+forbid "$processor" '^Environment=.*WALLET_BANK_TOKEN'
 require "$timer" WantedBy=timers.target
 
 # -------------------------------------------------------------- 5. comments
