@@ -1,27 +1,10 @@
 /// What an operator must watch, read from the database when `/metrics` is scraped: the
 /// gauges the alerting rules in `packaging/prometheus/wallet-alerts.yml` are written on.
 public struct OperatorReadings: Sendable, Equatable {
-    /// The last row of `processor_passes`: when it finished and what it did.
-    public struct Pass: Sendable, Equatable {
-        public var finishedAt: Timestamp
-        public var claimed: Int64
-        public var completed: Int64
-        public var failed: Int64
-        public var retried: Int64
-
-        public init(finishedAt: Timestamp, claimed: Int64, completed: Int64, failed: Int64, retried: Int64) {
-            self.finishedAt = finishedAt
-            self.claimed = claimed
-            self.completed = completed
-            self.failed = failed
-            self.retried = retried
-        }
-    }
-
     /// When the readings were taken; ages are measured from it.
     public var now: Timestamp
     /// Nil until the processor has recorded a pass.
-    public var lastPass: Pass?
+    public var lastPass: ProcessorPassRecord?
     /// `PROCESSING` withdrawals held on `bank_outcome_unknown`.
     public var outcomeUnknownCount: Int64
     /// The earliest debit among them: when the payout of the oldest one began, the first
@@ -34,7 +17,7 @@ public struct OperatorReadings: Sendable, Equatable {
     public var dueUnclaimed: Int64
 
     public init(
-        now: Timestamp, lastPass: Pass?, outcomeUnknownCount: Int64, outcomeUnknownOldestDebitedAt: Timestamp?, held: Int128,
+        now: Timestamp, lastPass: ProcessorPassRecord?, outcomeUnknownCount: Int64, outcomeUnknownOldestDebitedAt: Timestamp?, held: Int128,
         dueUnclaimed: Int64
     ) {
         self.now = now
@@ -43,5 +26,25 @@ public struct OperatorReadings: Sendable, Equatable {
         self.outcomeUnknownOldestDebitedAt = outcomeUnknownOldestDebitedAt
         self.held = held
         self.dueUnclaimed = dueUnclaimed
+    }
+}
+
+/// One row of `processor_passes`: when a pass ran and what it did. For `walletctl stats`
+/// and the `/metrics` gauges alike.
+public struct ProcessorPassRecord: Sendable, Equatable {
+    public var startedAt: Timestamp
+    public var finishedAt: Timestamp
+    public var claimed: Int64
+    public var completed: Int64
+    public var failed: Int64
+    public var retried: Int64
+
+    public init(startedAt: Timestamp, finishedAt: Timestamp, claimed: Int64, completed: Int64, failed: Int64, retried: Int64) {
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.claimed = claimed
+        self.completed = completed
+        self.failed = failed
+        self.retried = retried
     }
 }

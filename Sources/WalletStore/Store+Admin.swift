@@ -26,14 +26,7 @@ public struct AdminTransactionFilter: Sendable {
 
 /// Figures for `walletctl stats`.
 public struct Statistics: Sendable {
-    public struct Pass: Sendable {
-        public var startedAt: Timestamp
-        public var finishedAt: Timestamp
-        public var claimed: Int64
-        public var completed: Int64
-        public var failed: Int64
-        public var retried: Int64
-    }
+    public typealias Pass = ProcessorPassRecord
 
     public var wallets: Int64
     public var totalBalance: Int128
@@ -80,21 +73,9 @@ extension Store {
                 "SELECT min(next_attempt_at), count(*) FROM transactions WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?",
                 [.integer(now.microseconds)]
             ) { ($0.optionalInteger(0), $0.integer(1)) } ?? (nil, 0)
-        let unknown =
-            try database.scalarInteger(
-                "SELECT count(*) FROM transactions WHERE status = ?1 AND failure_reason = ?2",
-                [SQLValue(TransactionStatus.processing), SQLValue(FailureReason.bankOutcomeUnknown)]) ?? 0
-        let pass = try database.queryFirst(
-            "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1"
-        ) {
-            Statistics.Pass(
-                startedAt: Timestamp(microseconds: $0.integer("started_at")), finishedAt: Timestamp(microseconds: $0.integer("finished_at")),
-                claimed: $0.integer("claimed"), completed: $0.integer("completed"), failed: $0.integer("failed"),
-                retried: $0.integer("retried"))
-        }
         return Statistics(
             wallets: totals.0, totalBalance: totals.1, totalHeld: totals.2, groups: groups,
             oldestDue: due.0.map(Timestamp.init(microseconds:)), dueCount: due.1,
-            outcomeUnknownCount: unknown, lastPass: pass)
+            outcomeUnknownCount: try outcomeUnknownWithdrawals().count, lastPass: try lastProcessorPass())
     }
 }

@@ -14,13 +14,14 @@ extension Store {
     }
 
     /// The processor's last recorded pass, nil before the first.
-    func lastProcessorPass() throws -> OperatorReadings.Pass? {
+    func lastProcessorPass() throws -> ProcessorPassRecord? {
         try database.queryFirst(
-            "SELECT finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1"
+            "SELECT started_at, finished_at, claimed, completed, failed, retried FROM processor_passes ORDER BY id DESC LIMIT 1"
         ) {
-            OperatorReadings.Pass(
-                finishedAt: Timestamp(microseconds: $0.integer("finished_at")), claimed: $0.integer("claimed"),
-                completed: $0.integer("completed"), failed: $0.integer("failed"), retried: $0.integer("retried"))
+            ProcessorPassRecord(
+                startedAt: Timestamp(microseconds: $0.integer("started_at")), finishedAt: Timestamp(microseconds: $0.integer("finished_at")),
+                claimed: $0.integer("claimed"), completed: $0.integer("completed"), failed: $0.integer("failed"),
+                retried: $0.integer("retried"))
         }
     }
 

@@ -94,7 +94,9 @@ struct MetricsTests {
 
         let busy = OperatorReadings(
             now: Timestamp(seconds: 10_000),
-            lastPass: .init(finishedAt: Timestamp(microseconds: 9_990_500_000), claimed: 5, completed: 2, failed: 1, retried: 2),
+            lastPass: .init(
+                startedAt: Timestamp(microseconds: 9_990_000_000), finishedAt: Timestamp(microseconds: 9_990_500_000), claimed: 5, completed: 2,
+                failed: 1, retried: 2),
             outcomeUnknownCount: 3, outcomeUnknownOldestDebitedAt: Timestamp(seconds: 6_000),
             held: Int128(Int64.max) * 4, dueUnclaimed: 7)
         let lines = metrics.render(transactionCounts: [], readings: busy).split(separator: "\n").map(String.init)

@@ -315,26 +315,11 @@ func sleepMilliseconds(_ milliseconds: Int) {
 
 // MARK: - The ledger as stored
 
-/// A `ledger` row with every column.
-struct LedgerRow: Equatable {
-    var id: Int64
-    var walletRowID: Int64
-    var transactionID: Int64
-    var kind: String
-    var delta: Int64
-    var balanceAfter: Int64
-    var createdAt: Int64
-    var hash: String
-}
+/// A `ledger` row with every column, as the store reads it for the auditor.
+typealias LedgerRow = StoredLedgerRow
 
 func ledgerRows(_ store: Store) throws -> [LedgerRow] {
-    try store.database.query(
-        "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id"
-    ) { row in
-        LedgerRow(
-            id: row.integer(0), walletRowID: row.integer(1), transactionID: row.integer(2), kind: row.text(3),
-            delta: row.integer(4), balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7))
-    }
+    try store.ledgerRows()
 }
 
 /// The ids of rows whose hash does not recompute from the previous row's hash and their content.
