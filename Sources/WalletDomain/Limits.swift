@@ -55,4 +55,11 @@ public enum Limits {
     /// The bank's bearer token, in bytes. Real tokens are a few hundred bytes; a file larger
     /// than this is the wrong file (a key, a log), and it would go out in every bank call.
     public static let bankTokenBytesMax = 4_096
+
+    /// An API key's name, in bytes: a label for the operator ("billing-service", "alice's laptop").
+    public static let apiKeyNameBytesMax = 64
+
+    /// How stale an API key's "last used" time may get, in seconds: the responder records a
+    /// use at most this often per key, so that reads stay reads.
+    public static let apiKeyLastUsedIntervalSeconds: Int64 = 60
 }

@@ -54,14 +54,18 @@ public struct Wallet: Sendable, Equatable {
     public var held: Money
     public var createdAt: Timestamp
     public var updatedAt: Timestamp
+    /// The API key that created the wallet (or was given it by the operator): the only
+    /// client that can see it.
+    public var owner: APIKeyID
 
-    public init(rowID: Int64, id: WalletID, balance: Money, held: Money, createdAt: Timestamp, updatedAt: Timestamp) {
+    public init(rowID: Int64, id: WalletID, balance: Money, held: Money, createdAt: Timestamp, updatedAt: Timestamp, owner: APIKeyID) {
         self.rowID = rowID
         self.id = id
         self.balance = balance
         self.held = held
         self.createdAt = createdAt
         self.updatedAt = updatedAt
+        self.owner = owner
     }
 }
 

@@ -26,8 +26,19 @@ public struct APIError: Error, Equatable, Sendable {
         if let field { inner.add("field", field) }
         var outer = JSONObject()
         outer.add("error", json: inner.result)
-        return Response(status: status, body: outer.result, headers: allow.map { [(name: "Allow", value: $0)] } ?? [])
+        var headers: [(name: String, value: String)] = []
+        if let allow { headers.append((name: "Allow", value: allow)) }
+        if status == 401 { headers.append((name: "WWW-Authenticate", value: APIError.bearerChallenge)) }
+        return Response(status: status, body: outer.result, headers: headers)
     }
+
+    /// The challenge of every 401 (RFC 6750): one answer whatever was wrong with the key.
+    public static let bearerChallenge = #"Bearer realm="wallet""#
+
+    /// Missing, malformed, unknown or revoked: the client learns only that the request
+    /// needs a valid key (the log says which).
+    public static let unauthenticated = APIError(
+        status: 401, code: "unauthenticated", message: "send a valid API key as Authorization: Bearer <key>")
 
     // MARK: - The catalogue
 
@@ -90,6 +101,9 @@ public struct APIError: Error, Equatable, Sendable {
         case .balanceOverflow: self = .balanceOverflow
         case .notCancelable(let status): self = .notCancelable(status)
         case .idempotencyKeyReused: self = .idempotencyKeyReused
+        case .apiKeyNotFound: self = APIError(status: 404, code: "not_found", message: "no API key with this id")
+        case .apiKeyNotUsable:
+            self = APIError(status: 409, code: "api_key_not_usable", message: "the API key is revoked or has no secret")
         }
     }
 }

@@ -15,6 +15,7 @@ public struct FastCGIRequest: Sendable {
     public var contentLength: String
     public var idempotencyKey: String?
     public var requestID: String
+    public var authorization: String?
 
     /// Takes each parameter from `parameter`, which answers nil for one nginx did not send.
     public init(parameter: (String) -> String?) {
@@ -26,6 +27,7 @@ public struct FastCGIRequest: Sendable {
         contentLength = parameter("CONTENT_LENGTH") ?? ""
         idempotencyKey = parameter("HTTP_IDEMPOTENCY_KEY")
         requestID = parameter("REQUEST_ID") ?? "-"
+        authorization = parameter("HTTP_AUTHORIZATION")
     }
 
     /// How many body bytes to read: `CONTENT_LENGTH`, which nginx sends empty on a GET.
@@ -54,7 +56,14 @@ public struct FastCGIRequest: Sendable {
         return .success(
             Request(
                 method: method, path: path, query: query, contentType: contentType,
-                idempotencyKey: idempotencyKey, body: body, requestID: requestID))
+                idempotencyKey: idempotencyKey, body: body, requestID: requestID, authorization: authorization))
+    }
+
+    /// The request without its body: enough to authenticate one whose body could not be read.
+    public var withoutBody: Request {
+        Request(
+            method: method, path: path, query: query, contentType: contentType, idempotencyKey: idempotencyKey,
+            requestID: requestID, authorization: authorization)
     }
 
     /// The route template for logs and metrics when the request could not be read.

@@ -14,11 +14,14 @@ public struct Request: Sendable {
     public var body: [UInt8]
     /// nginx's `$request_id`, which ties the access log, our log lines and the client together.
     public var requestID: String
+    /// The `Authorization` header, nil when absent. It holds a secret: never logged.
+    public var authorization: String?
 
     public init(
         method: String, path: String, query: String = "", contentType: String? = nil,
-        idempotencyKey: String? = nil, body: [UInt8] = [], requestID: String = "-"
+        idempotencyKey: String? = nil, body: [UInt8] = [], requestID: String = "-", authorization: String? = nil
     ) {
+        self.authorization = authorization
         self.method = method
         self.path = path
         self.query = query

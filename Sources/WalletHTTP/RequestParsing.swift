@@ -142,3 +142,21 @@ extension StringProtocol {
         return text[start...end]
     }
 }
+
+extension Request {
+    /// The API key in `Authorization: Bearer <key>` (RFC 6750: the scheme is
+    /// case-insensitive, one or more spaces follow it), or why there is none. The key's
+    /// shape is checked here, before any database lookup.
+    public func bearerKey() -> Result<APIKeySecret, AuthenticationFailure> {
+        guard let header = authorization, !header.isEmpty else { return .failure(.missing) }
+        let scheme = "bearer"
+        let bytes = Array(header.utf8)
+        guard bytes.count > scheme.utf8.count,
+            zip(bytes, scheme.utf8).allSatisfy({ $0 | 0x20 == $1 }),
+            bytes[scheme.utf8.count] == UInt8(ascii: " ")
+        else { return .failure(.malformed) }
+        let token = bytes[scheme.utf8.count...].drop { $0 == UInt8(ascii: " ") }
+        guard let key = APIKeySecret(String(decoding: token, as: UTF8.self)) else { return .failure(.malformed) }
+        return .success(key)
+    }
+}

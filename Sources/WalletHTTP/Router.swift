@@ -21,6 +21,15 @@ public enum Route: Equatable, Sendable {
 
     /// The methods this route answers, for 405's `Allow`. HEAD goes wherever GET does
     /// (RFC 9110 9.3.2): WalletAPI answers it as the GET without the body.
+    /// The routes that answer without an API key: the health check, and the metrics that
+    /// nginx serves to loopback clients only.
+    public var isOpen: Bool {
+        switch self {
+        case .health, .metrics: true
+        default: false
+        }
+    }
+
     public var allowedMethods: [String] {
         switch self {
         case .wallets, .deposit, .withdraw, .cancel: ["POST"]

@@ -3,6 +3,7 @@ import WalletJSON
 import WalletPlatform
 import WalletStore
 import WalletHTTP
+import Synchronization
 
 /// The REST API as a pure function from a request to a response, given a connection to
 /// read from and an executor to write through. No sockets here: the responder feeds it
@@ -10,6 +11,7 @@ import WalletHTTP
 public struct WalletAPI: Sendable {
     public let writer: any WriteExecutor
     public let metrics: Metrics
+    private let keyUses = KeyUses()
 
     public init(writer: any WriteExecutor, metrics: Metrics = Metrics()) {
         self.writer = writer
@@ -25,12 +27,21 @@ public struct WalletAPI: Sendable {
         public var ledgerEntries: [LedgerEntry]
         /// What went wrong behind a 503, for the operator's log only (never the client's).
         public var failure: String?
+        /// The API key the request was authenticated with, for the request's log line.
+        public var apiKey: APIKeyID?
+        /// Why a 401 was answered, for the log (the client sees one answer for all reasons).
+        public var authenticationFailure: AuthenticationFailure?
 
-        public init(response: Response, route: String, ledgerEntries: [LedgerEntry] = [], failure: String? = nil) {
+        public init(
+            response: Response, route: String, ledgerEntries: [LedgerEntry] = [], failure: String? = nil, apiKey: APIKeyID? = nil,
+            authenticationFailure: AuthenticationFailure? = nil
+        ) {
             self.response = response
             self.route = route
             self.ledgerEntries = ledgerEntries
             self.failure = failure
+            self.apiKey = apiKey
+            self.authenticationFailure = authenticationFailure
         }
     }
 
@@ -45,46 +56,122 @@ public struct WalletAPI: Sendable {
         return handled
     }
 
+    /// Answers a request that could not be read (a bad `Content-Length`, a body that ended
+    /// early) with `error`, unless it also lacks a valid key: the 401 comes first, as for
+    /// every request.
+    public func refuse(_ request: Request, with error: APIError, reader: Store) -> Handled {
+        let route = Route(path: request.path)
+        let template = route?.template ?? Route.unmatchedTemplate
+        if route?.isOpen != true {
+            switch authenticate(request, reader) {
+            case .failure(let handled): return Handled(response: handled.response, route: template, failure: handled.failure,
+                authenticationFailure: handled.authenticationFailure)
+            case .success(let key): return Handled(response: error.response, route: template, apiKey: key)
+            }
+        }
+        return Handled(response: error.response, route: template)
+    }
+
     private func answer(_ request: Request, reader: Store) -> Handled {
-        guard let route = Route(path: request.path) else {
-            return Handled(response: APIError.notFound.response, route: Route.unmatchedTemplate, ledgerEntries: [])
+        let route = Route(path: request.path)
+        let template = route?.template ?? Route.unmatchedTemplate
+        // Every route but the open ones needs a valid key, checked before anything else
+        // (even whether the path exists): without one, nothing is learned and nothing changes.
+        var caller: APIKeyID?
+        if route?.isOpen != true {
+            switch authenticate(request, reader) {
+            case .failure(var handled):
+                handled.route = template
+                return handled
+            case .success(let key): caller = key
+            }
+        }
+        guard let route else {
+            return Handled(response: APIError.notFound.response, route: template, apiKey: caller)
         }
         guard route.allowedMethods.contains(request.method) else {
-            return Handled(
-                response: APIError.methodNotAllowed(allow: route.allowedMethods).response,
-                route: route.template, ledgerEntries: [])
+            return Handled(response: APIError.methodNotAllowed(allow: route.allowedMethods).response, route: template, apiKey: caller)
         }
         let outcome: WriteOutcome
         var failure: String?
         do {
-            outcome = try dispatch(route, request, reader)
+            outcome = try dispatch(route, request, reader, caller)
         } catch let error as APIError {
             outcome = WriteOutcome(response: error.response, keep: false)
         } catch {
             outcome = WriteOutcome(response: APIError.unavailable.response, keep: false)
             failure = "\(error)"
         }
-        return Handled(response: outcome.response, route: route.template, ledgerEntries: outcome.ledgerEntries, failure: failure)
+        return Handled(response: outcome.response, route: template, ledgerEntries: outcome.ledgerEntries, failure: failure, apiKey: caller)
     }
 
-    private func dispatch(_ route: Route, _ request: Request, _ reader: Store) throws -> WriteOutcome {
+    /// The key the request authenticates with, or the 401 (or the 503, when the database
+    /// cannot say) to answer instead. A live key's use is recorded at most once a minute.
+    private func authenticate(_ request: Request, _ reader: Store) -> Authenticated {
+        let refused = { (reason: AuthenticationFailure) in
+            Handled(response: APIError.unauthenticated.response, route: "", authenticationFailure: reason)
+        }
+        let key: APIKeySecret
+        switch request.bearerKey() {
+        case .success(let presented): key = presented
+        case .failure(let reason): return .failure(refused(reason))
+        }
+        let lookup: KeyLookup
+        do {
+            lookup = try reader.apiKey(digest: key.digest)
+        } catch {
+            return .failure(Handled(response: APIError.unavailable.response, route: "", failure: "\(error)"))
+        }
+        switch lookup {
+        case .unknown: return .failure(refused(.unknown))
+        case .revoked: return .failure(refused(.revoked))
+        case .valid(let id, let lastUsedAt):
+            let now = Timestamp.now()
+            if keyUses.shouldRecord(id, lastUsedAt: lastUsedAt, now: now) {
+                // Bookkeeping for `walletctl keys list`: a failure here must not fail the request.
+                _ = writer.perform { store in
+                    try store.recordAPIKeyUse(id, now: now)
+                    return WriteOutcome(response: Response(status: 204, body: ""), keep: true)
+                }
+            }
+            return .success(id)
+        }
+    }
+
+    private enum Authenticated {
+        case success(APIKeyID)
+        case failure(Handled)
+    }
+
+    private func dispatch(_ route: Route, _ request: Request, _ reader: Store, _ key: APIKeyID?) throws -> WriteOutcome {
+        if route.isOpen { return try answerOpen(route, reader) }
+        guard let key else { preconditionFailure("a route that needs a key was dispatched without one") }
+        let caller = Caller.client(key)
         switch route {
         case .wallets:
-            return try createWallet(request)
+            return try createWallet(request, owner: key)
         case .wallet(let id):
-            guard let wallet = try reader.wallet(id) else { throw APIError.walletNotFound }
+            guard let wallet = try reader.wallet(id, visibleTo: caller) else { throw APIError.walletNotFound }
             return read(wallet.json)
         case .deposit(let id):
-            return try deposit(request, to: id)
+            return try deposit(request, to: id, by: key)
         case .withdraw(let id):
-            return try withdraw(request, from: id)
+            return try withdraw(request, from: id, by: key)
         case .transactions(let id):
-            return try listTransactions(request, of: id, reader)
+            return try listTransactions(request, of: id, reader, caller)
         case .transaction(let wallet, let id):
-            guard let transaction = try reader.transaction(id, of: wallet) else { throw APIError.transactionNotFound }
+            guard let transaction = try reader.transaction(id, of: wallet, visibleTo: caller) else { throw APIError.transactionNotFound }
             return read(transaction.json)
         case .cancel(let wallet, let id):
-            return try cancel(id, of: wallet)
+            return try cancel(id, of: wallet, by: key)
+        case .health, .metrics:
+            preconditionFailure("open routes are answered above")
+        }
+    }
+
+    /// `/healthz` and `/metrics`: no key (nginx lets only loopback clients reach `/metrics`).
+    private func answerOpen(_ route: Route, _ reader: Store) throws -> WriteOutcome {
+        switch route {
         case .health:
             _ = try reader.schemaVersion()
             return read("{\"status\": \"ok\"}")
@@ -92,6 +179,8 @@ public struct WalletAPI: Sendable {
             let text = metrics.render(
                 transactionCounts: try reader.transactionCounts(), readings: try reader.operatorReadings(now: Timestamp.now()))
             return WriteOutcome(response: Response(status: 200, body: text, contentType: "text/plain; version=0.0.4"), keep: false)
+        default:
+            preconditionFailure("\(route.template) is not an open route")
         }
     }
 
@@ -101,32 +190,32 @@ public struct WalletAPI: Sendable {
 
     // MARK: - Reads
 
-    private func listTransactions(_ request: Request, of id: WalletID, _ reader: Store) throws -> WriteOutcome {
+    private func listTransactions(_ request: Request, of id: WalletID, _ reader: Store, _ caller: Caller) throws -> WriteOutcome {
         let query = try TransactionQuery(request.queryItems)
-        guard let wallet = try reader.wallet(id) else { throw APIError.walletNotFound }
+        guard let wallet = try reader.wallet(id, visibleTo: caller) else { throw APIError.walletNotFound }
         let page = try reader.transactions(of: wallet, filter: query.filter, before: query.cursor, limit: query.limit)
         return read(page.json)
     }
 
     // MARK: - Writes
 
-    private func createWallet(_ request: Request) throws -> WriteOutcome {
+    private func createWallet(_ request: Request, owner: APIKeyID) throws -> WriteOutcome {
         let key = try IdempotencyKey(header: request.idempotencyKey)
         if !request.body.isEmpty {
             // Empty or `{}`; other members are ignored like everywhere else.
             _ = try RequestBody(request)
         }
-        return try write(request, key: key) { store, now in
-            let wallet = try store.createWallet(id: WalletID.random(), now: now)
+        return try write(request, key: key, by: owner) { store, now in
+            let wallet = try store.createWallet(id: WalletID.random(), owner: owner, now: now)
             return .success((Response(status: 201, body: wallet.json), []))
         }
     }
 
-    private func deposit(_ request: Request, to id: WalletID) throws -> WriteOutcome {
+    private func deposit(_ request: Request, to id: WalletID, by caller: APIKeyID) throws -> WriteOutcome {
         let key = try IdempotencyKey(header: request.idempotencyKey)
         let amount = try RequestBody(request).amount()
-        return try write(request, key: key) { store, now in
-            try store.deposit(to: id, amount: amount, idempotencyKey: key?.text, now: now).map { result in
+        return try write(request, key: key, by: caller) { store, now in
+            try store.deposit(to: id, by: .client(caller), amount: amount, idempotencyKey: key?.text, now: now).map { result in
                 var object = JSONObject()
                 object.add("wallet", json: result.wallet.json)
                 object.add("transaction", json: result.transaction.json)
@@ -135,19 +224,19 @@ public struct WalletAPI: Sendable {
         }
     }
 
-    private func withdraw(_ request: Request, from id: WalletID) throws -> WriteOutcome {
+    private func withdraw(_ request: Request, from id: WalletID, by caller: APIKeyID) throws -> WriteOutcome {
         let key = try IdempotencyKey(header: request.idempotencyKey)
         let body = try RequestBody(request)
         let amount = try body.amount()
         let requested = try body.scheduledFor()
-        return try write(request, key: key) { store, now in
+        return try write(request, key: key, by: caller) { store, now in
             // Checked here, after the key lookup: a replay after the time has passed must
             // still get its original answer.
             if let requested, requested <= now {
                 throw APIError.invalidScheduledFor("scheduled_for must be in the future")
             }
             return try store.scheduleWithdrawal(
-                from: id, amount: amount, scheduledFor: requested ?? now,
+                from: id, by: .client(caller), amount: amount, scheduledFor: requested ?? now,
                 idempotencyKey: key?.text, now: now
             ).map { transaction in
                 (Response(status: 201, body: transaction.json), [])
@@ -155,9 +244,9 @@ public struct WalletAPI: Sendable {
         }
     }
 
-    private func cancel(_ id: Int64, of wallet: WalletID) throws -> WriteOutcome {
-        try write(nil, key: nil) { store, now in
-            try store.cancelWithdrawal(id, of: wallet, now: now).map { (Response(status: 200, body: $0.json), []) }
+    private func cancel(_ id: Int64, of wallet: WalletID, by caller: APIKeyID) throws -> WriteOutcome {
+        try write(nil, key: nil, by: caller) { store, now in
+            try store.cancelWithdrawal(id, of: wallet, by: .client(caller), now: now).map { (Response(status: 200, body: $0.json), []) }
         }
     }
 
@@ -165,13 +254,14 @@ public struct WalletAPI: Sendable {
     /// answer for the key is replayed (same request) or refused (different request) before
     /// anything else, in particular before any check that depends on the time; a successful
     /// answer is stored with its effect, in the same transaction; a refused one stores nothing.
+    /// Keys are the caller's own: another client's use of the same key is another key.
     private func write(
-        _ request: Request?, key: IdempotencyKey?,
+        _ request: Request?, key: IdempotencyKey?, by caller: APIKeyID,
         _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>
     ) throws -> WriteOutcome {
         let fingerprint = request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
-            if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text) {
+            if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text, of: caller) {
                 guard stored.fingerprint == fingerprint else { return WriteOutcome(response: APIError.idempotencyKeyReused.response, keep: false) }
                 return WriteOutcome(response: Response(status: stored.status, body: stored.body), keep: false)
             }
@@ -182,7 +272,7 @@ public struct WalletAPI: Sendable {
                     if let key, let fingerprint {
                         try store.store(
                             StoredResponse(fingerprint: fingerprint, status: response.status, body: response.body),
-                            forKey: key.text, now: now)
+                            forKey: key.text, of: caller, now: now)
                     }
                     return WriteOutcome(response: response, keep: true, ledgerEntries: entries)
                 case .failure(let error):
@@ -193,5 +283,23 @@ public struct WalletAPI: Sendable {
             }
         }
         return try result.get()
+    }
+}
+
+/// When each key's use was last recorded by this process, so that a busy client costs one
+/// small write a minute, not one per request.
+final class KeyUses: Sendable {
+    private let recorded = Mutex<[APIKeyID: Timestamp]>([:])
+
+    /// True when the use at `now` should be written: neither the database (`lastUsedAt`)
+    /// nor this process has recorded one within `Limits.apiKeyLastUsedIntervalSeconds`.
+    func shouldRecord(_ key: APIKeyID, lastUsedAt: Timestamp?, now: Timestamp) -> Bool {
+        let interval = Limits.apiKeyLastUsedIntervalSeconds * 1_000_000
+        if let lastUsedAt, now.microseconds - lastUsedAt.microseconds < interval { return false }
+        return recorded.withLock { recorded in
+            if let last = recorded[key], now.microseconds - last.microseconds < interval { return false }
+            recorded[key] = now
+            return true
+        }
     }
 }

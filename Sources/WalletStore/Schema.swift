@@ -9,7 +9,7 @@ import WalletPlatform
 /// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
 /// append-only.
 public enum Schema {
-    public static let migrations: [String] = [version1, version2]
+    public static let migrations: [String] = [version1, version2, version3]
 
     /// The version this binary writes. A database with a newer version was migrated by a
     /// newer binary, and this one refuses to touch it.
@@ -152,5 +152,63 @@ public enum Schema {
         CREATE TRIGGER transactions_bank_key_fixed BEFORE UPDATE OF bank_key ON transactions
         WHEN OLD.bank_key IS NOT NEW.bank_key
         BEGIN SELECT RAISE(ABORT, 'a bank key never changes'); END;
+        """
+
+    /// API keys. Every wallet belongs to the key that created it, and idempotency keys are
+    /// scoped to the API key that sent them. Only a key's SHA-256 digest is stored. The
+    /// wallets that existed before this version (and their stored answers) go to a key
+    /// made here, named `wallets-before-api-keys`, which has no secret: nobody can use it,
+    /// and the operator hands its wallets over with `walletctl wallets assign`.
+    static let version3 = """
+        CREATE TABLE api_keys (
+            id            INTEGER PRIMARY KEY,
+            name          TEXT    NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+            -- Lower-case hex SHA-256 of the key; NULL only for the key made below.
+            digest        TEXT    UNIQUE CHECK (digest IS NULL OR length(digest) = 64),
+            created_at    INTEGER NOT NULL,
+            revoked_at    INTEGER,
+            last_used_at  INTEGER
+        ) STRICT;
+
+        INSERT INTO api_keys (name, digest, created_at)
+        SELECT 'wallets-before-api-keys', NULL, unixepoch() * 1000000
+        WHERE EXISTS (SELECT 1 FROM wallets) OR EXISTS (SELECT 1 FROM idempotency);
+
+        -- A key is made with its digest or not at all, and revoked at most once.
+        CREATE TRIGGER api_keys_digest_fixed BEFORE UPDATE OF digest ON api_keys
+        WHEN OLD.digest IS NOT NEW.digest
+        BEGIN SELECT RAISE(ABORT, 'an API key''s digest never changes'); END;
+        CREATE TRIGGER api_keys_revocation_final BEFORE UPDATE OF revoked_at ON api_keys
+        WHEN OLD.revoked_at IS NOT NULL AND OLD.revoked_at IS NOT NEW.revoked_at
+        BEGIN SELECT RAISE(ABORT, 'a revoked API key stays revoked'); END;
+        CREATE TRIGGER api_keys_no_delete BEFORE DELETE ON api_keys
+        BEGIN SELECT RAISE(ABORT, 'API keys are revoked, never deleted'); END;
+
+        -- (A column added with REFERENCES must default to NULL, so "every wallet has an
+        -- owner" is kept by triggers.)
+        ALTER TABLE wallets ADD COLUMN api_key_id INTEGER REFERENCES api_keys(id);
+        UPDATE wallets SET api_key_id = (SELECT id FROM api_keys WHERE digest IS NULL);
+        CREATE INDEX wallets_by_api_key ON wallets (api_key_id, id);
+        CREATE TRIGGER wallets_owner_on_insert BEFORE INSERT ON wallets
+        WHEN NEW.api_key_id IS NULL
+        BEGIN SELECT RAISE(ABORT, 'a wallet belongs to an API key'); END;
+        CREATE TRIGGER wallets_owner_kept BEFORE UPDATE OF api_key_id ON wallets
+        WHEN NEW.api_key_id IS NULL
+        BEGIN SELECT RAISE(ABORT, 'a wallet belongs to an API key'); END;
+
+        CREATE TABLE idempotency_by_api_key (
+            api_key_id   INTEGER NOT NULL REFERENCES api_keys(id),
+            key          TEXT    NOT NULL,
+            fingerprint  TEXT    NOT NULL,
+            status       INTEGER NOT NULL,
+            body         TEXT    NOT NULL,
+            created_at   INTEGER NOT NULL,
+            PRIMARY KEY (api_key_id, key)
+        ) STRICT, WITHOUT ROWID;
+        INSERT INTO idempotency_by_api_key (api_key_id, key, fingerprint, status, body, created_at)
+        SELECT (SELECT id FROM api_keys WHERE digest IS NULL), key, fingerprint, status, body, created_at FROM idempotency;
+        DROP TABLE idempotency;
+        ALTER TABLE idempotency_by_api_key RENAME TO idempotency;
+        CREATE INDEX idempotency_by_age ON idempotency (created_at);
         """
 }

@@ -59,7 +59,7 @@ extension Store {
     /// Cancels a `PENDING` withdrawal by id alone (the operator's view).
     public func cancelWithdrawal(_ id: Int64, now: Timestamp) throws -> Result<Transaction, DomainError> {
         guard let transaction = try transaction(id) else { return .failure(.transactionNotFound) }
-        return try cancelWithdrawal(id, of: transaction.wallet, now: now)
+        return try cancelWithdrawal(id, of: transaction.wallet, by: .operator, now: now)
     }
 
     public func statistics(now: Timestamp) throws -> Statistics {

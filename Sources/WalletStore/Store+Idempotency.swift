@@ -16,20 +16,24 @@ public struct StoredResponse: Sendable, Equatable {
 }
 
 extension Store {
-    public func storedResponse(forKey key: String) throws -> StoredResponse? {
-        try database.queryFirst("SELECT fingerprint, status, body FROM idempotency WHERE key = ?", [.text(key)]) {
+    /// The answer stored under `key` for this API key: idempotency keys are scoped to the
+    /// client that sent them, so two clients never see each other's answers.
+    public func storedResponse(forKey key: String, of apiKey: APIKeyID) throws -> StoredResponse? {
+        try database.queryFirst(
+            "SELECT fingerprint, status, body FROM idempotency WHERE api_key_id = ? AND key = ?", [.integer(apiKey.rawValue), .text(key)]
+        ) {
             StoredResponse(fingerprint: $0.text("fingerprint"), status: Int($0.integer("status")), body: $0.text("body"))
         }
     }
 
     /// Stores a successful answer. Runs in the same transaction as the effect it answers
     /// for, so a key is never stored without its effect, nor the effect without its key.
-    public func store(_ response: StoredResponse, forKey key: String, now: Timestamp) throws {
+    public func store(_ response: StoredResponse, forKey key: String, of apiKey: APIKeyID, now: Timestamp) throws {
         requireTransaction()
         try database.run(
-            "INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO idempotency (api_key_id, key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             [
-                .text(key), .text(response.fingerprint), .integer(Int64(response.status)),
+                .integer(apiKey.rawValue), .text(key), .text(response.fingerprint), .integer(Int64(response.status)),
                 .text(response.body), .integer(now.microseconds),
             ])
     }

@@ -37,11 +37,14 @@ extension Store {
             attempts: row.integer("attempts"), failureReason: reason, idempotencyKey: row.optionalText("idempotency_key"))
     }
 
-    /// The transaction with this id, if it belongs to this wallet.
-    public func transaction(_ id: Int64, of wallet: WalletID) throws -> Transaction? {
+    /// The transaction with this id, if it belongs to this wallet and `caller` may see the wallet.
+    public func transaction(_ id: Int64, of wallet: WalletID, visibleTo caller: Caller) throws -> Transaction? {
         try database.queryFirst(
-            "SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id WHERE t.id = ? AND w.uuid = ?",
-            [.integer(id), .text(wallet.text)], Store.transaction)
+            """
+            SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
+            WHERE t.id = ?1 AND w.uuid = ?2 AND (?3 IS NULL OR w.api_key_id = ?3)
+            """,
+            [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
     }
 
     /// The transaction with this id, whatever its wallet (the admin CLI's view).
@@ -73,10 +76,13 @@ extension Store {
     }
 
     /// Credits the wallet at once: the balance, a `COMPLETED` deposit and its ledger row,
-    /// all in the caller's transaction. Nothing changes when the sum would overflow.
-    public func deposit(to walletID: WalletID, amount: Amount, idempotencyKey: String?, now: Timestamp) throws -> Result<DepositResult, DomainError> {
+    /// all in the caller's transaction. Nothing changes when the sum would overflow, nor
+    /// when `caller` may not see the wallet.
+    public func deposit(to walletID: WalletID, by caller: Caller, amount: Amount, idempotencyKey: String?, now: Timestamp) throws
+        -> Result<DepositResult, DomainError>
+    {
         requireTransaction()
-        guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
+        guard let wallet = try wallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
         guard let newBalance = wallet.balance.adding(amount.money),
             newBalance.adding(wallet.held) != nil
         else { return .failure(.balanceOverflow) }
@@ -101,11 +107,11 @@ extension Store {
 
     /// Records a `PENDING` withdrawal, due at `scheduledFor`. The balance is not checked
     /// here: the processor checks it when the withdrawal is due.
-    public func scheduleWithdrawal(from walletID: WalletID, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp) throws
-        -> Result<Transaction, DomainError>
-    {
+    public func scheduleWithdrawal(
+        from walletID: WalletID, by caller: Caller, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp
+    ) throws -> Result<Transaction, DomainError> {
         requireTransaction()
-        guard let wallet = try wallet(walletID) else { return .failure(.walletNotFound) }
+        guard let wallet = try wallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
             scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
@@ -118,9 +124,9 @@ extension Store {
 
     /// Cancels a withdrawal that is still `PENDING`. The processor debits and leaves
     /// `PENDING` in one transaction, so a withdrawal found `PENDING` here holds no funds.
-    public func cancelWithdrawal(_ id: Int64, of walletID: WalletID, now: Timestamp) throws -> Result<Transaction, DomainError> {
+    public func cancelWithdrawal(_ id: Int64, of walletID: WalletID, by caller: Caller, now: Timestamp) throws -> Result<Transaction, DomainError> {
         requireTransaction()
-        guard let transaction = try transaction(id, of: walletID) else { return .failure(.transactionNotFound) }
+        guard let transaction = try transaction(id, of: walletID, visibleTo: caller) else { return .failure(.transactionNotFound) }
         guard transaction.type == .withdrawal, transaction.status == .pending else {
             return .failure(.notCancelable(transaction.status))
         }

@@ -75,7 +75,7 @@ public final class Store {
 
     // MARK: - Wallets
 
-    static let walletColumns = "id, uuid, balance, held, created_at, updated_at"
+    static let walletColumns = "id, uuid, balance, held, created_at, updated_at, api_key_id"
 
     static func wallet(from row: Row) throws -> Wallet {
         guard let id = WalletID(row.text("uuid")), let balance = Money(minorUnits: row.integer("balance")),
@@ -85,18 +85,28 @@ public final class Store {
         }
         return Wallet(
             rowID: row.integer("id"), id: id, balance: balance, held: held,
-            createdAt: Timestamp(microseconds: row.integer("created_at")), updatedAt: Timestamp(microseconds: row.integer("updated_at")))
+            createdAt: Timestamp(microseconds: row.integer("created_at")), updatedAt: Timestamp(microseconds: row.integer("updated_at")),
+            owner: APIKeyID(row.integer("api_key_id")))
     }
 
+    /// The wallet, if `caller` may see it: a client sees only its own wallets, and another
+    /// key's wallet is nil exactly as one that does not exist.
+    public func wallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
+        try database.queryFirst(
+            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (?2 IS NULL OR api_key_id = ?2)",
+            [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
+    }
+
+    /// The wallet, whoever owns it (the operator's and the processor's view).
     public func wallet(_ id: WalletID) throws -> Wallet? {
-        try database.queryFirst("SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?", [.text(id.text)], Store.wallet)
+        try wallet(id, visibleTo: .operator)
     }
 
-    public func createWallet(id: WalletID, now: Timestamp) throws -> Wallet {
+    public func createWallet(id: WalletID, owner: APIKeyID, now: Timestamp) throws -> Wallet {
         requireTransaction()
         let created = try database.queryFirst(
-            "INSERT INTO wallets (uuid, balance, created_at, updated_at) VALUES (?, 0, ?, ?) RETURNING \(Store.walletColumns)",
-            [.text(id.text), .integer(now.microseconds), .integer(now.microseconds)], Store.wallet)
+            "INSERT INTO wallets (uuid, balance, created_at, updated_at, api_key_id) VALUES (?, 0, ?, ?, ?) RETURNING \(Store.walletColumns)",
+            [.text(id.text), .integer(now.microseconds), .integer(now.microseconds), .integer(owner.rawValue)], Store.wallet)
         guard let created else { preconditionFailure("INSERT ... RETURNING returned no row") }
         return created
     }

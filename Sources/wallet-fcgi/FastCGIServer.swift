@@ -207,7 +207,7 @@ final class Worker: @unchecked Sendable {
         case .success(let request):
             handled = context.api.handle(request, reader: reader)
         case .failure(let error):
-            handled = WalletAPI.Handled(response: error.response, route: received.routeTemplate, ledgerEntries: [])
+            handled = context.api.refuse(received.withoutBody, with: error, reader: reader)
         }
         writeResponse(handled.response)
         let seconds = Double(Timestamp.now().microseconds - started.microseconds) / 1_000_000
@@ -231,6 +231,8 @@ final class Worker: @unchecked Sendable {
                     "method": .string(served.method),
                     "route": .string(handled.route),
                     "status": .integer(Int64(handled.response.status)),
+                    "api_key": .integer(handled.apiKey?.rawValue),
+                    "auth_failure": .string(handled.authenticationFailure?.rawValue),
                     "duration_ms": .number(served.seconds * 1000),
                     "error": .string(handled.failure),
                 ]))

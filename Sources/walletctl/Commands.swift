@@ -10,7 +10,8 @@ import Glibc
 #endif
 
 struct Wallets: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List wallets or show one.", subcommands: [List.self, Show.self])
+    static let configuration = CommandConfiguration(
+        abstract: "List wallets, show one, or give one to another API key.", subcommands: [List.self, Show.self, Assign.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List wallets in creation order.")
@@ -23,10 +24,10 @@ struct Wallets: ParsableCommand {
                 print(jsonArray(wallets.map(\.json)))
                 return
             }
-            var table = Table("UUID", "BALANCE", "HELD", "CREATED_AT", "UPDATED_AT")
+            var table = Table("UUID", "BALANCE", "HELD", "API_KEY", "CREATED_AT", "UPDATED_AT")
             for wallet in wallets {
                 table.add(
-                    wallet.id.text, String(wallet.balance.minorUnits), String(wallet.held.minorUnits),
+                    wallet.id.text, String(wallet.balance.minorUnits), String(wallet.held.minorUnits), String(wallet.owner.rawValue),
                     wallet.createdAt.rfc3339, wallet.updatedAt.rfc3339)
             }
             print(table.rendered)
@@ -50,7 +51,7 @@ struct Wallets: ParsableCommand {
                 print(object.result)
                 return
             }
-            print("wallet   \(wallet.id)\nbalance  \(wallet.balance)\nheld     \(wallet.held)")
+            print("wallet   \(wallet.id)\nbalance  \(wallet.balance)\nheld     \(wallet.held)\napi key  \(wallet.owner)")
             print("created  \(wallet.createdAt.rfc3339)\nupdated  \(wallet.updatedAt.rfc3339)\n")
             print(transactionTable(recent))
         }

@@ -12,9 +12,9 @@ import Glibc
 struct WalletCTL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walletctl",
-        abstract: "Inspect, audit, reconcile and back up the wallet service's database.",
+        abstract: "Inspect, audit, reconcile and back up the wallet service's database, and manage its API keys.",
         discussion: "Reads WALLET_DB (default var/wallet.db) and the other WALLET_* settings from the environment.",
-        subcommands: [Wallets.self, Transactions.self, Withdrawals.self, Audit.self, Reconcile.self, Backup.self, Stats.self])
+        subcommands: [Wallets.self, Keys.self, Transactions.self, Withdrawals.self, Audit.self, Reconcile.self, Backup.self, Stats.self])
 }
 
 /// Options every command shares.

@@ -125,7 +125,7 @@ struct DatabaseTests {
         let wallet = WalletID.random()
         try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: .now())
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 42)!, idempotencyKey: nil, now: .now()).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 42)!, idempotencyKey: nil, now: .now()).get()
         }
         let copyPath = database.path + ".backup"
         defer { TestDatabase.remove(copyPath) }

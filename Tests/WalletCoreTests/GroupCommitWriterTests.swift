@@ -12,12 +12,21 @@ private final class GroupCommitFixture {
     let writer: GroupCommitWriter
     let api: WalletAPI
     let batches = Shared<[Int]>([])
+    let keyID: APIKeyID
 
     init() throws {
         database = try TestDatabase()
         let batches = self.batches
         writer = GroupCommitWriter(store: database.store, onBatch: { size in batches.update { $0.append(size) } })
         api = WalletAPI(writer: writer)
+        // The key's use is recorded now, so that the requests of a test make no such write
+        // of their own: every batch counted here is the test's.
+        let store = database.store
+        keyID = try store.write {
+            let id = try store.createAPIKey(name: "group-commit", digest: groupCommitKey.digest, now: .now()).id
+            try store.recordAPIKeyUse(id, now: .now())
+            return id
+        }
         writer.start()
     }
 
@@ -33,7 +42,7 @@ private final class GroupCommitFixture {
 
     /// Sends a request from the calling thread with its own read connection.
     func send(_ request: Request) throws -> Response {
-        api.handle(request, reader: try reader()).response
+        api.handle(request.authorized(groupCommitKey), reader: try reader()).response
     }
 
     /// Holds the writer thread inside a batch until `release` is called, so that requests
@@ -54,10 +63,13 @@ private final class GroupCommitFixture {
     }
 }
 
+/// The API key of every request in these tests.
+private let groupCommitKey = APIKeySecret.random()
+
 private func depositRequest(_ wallet: WalletID, _ amount: Int64, key: String? = nil) -> Request {
     Request(
         method: "POST", path: "/wallets/\(wallet)/deposit", contentType: "application/json", idempotencyKey: key,
-        body: Array(#"{"amount": \#(amount)}"#.utf8))
+        body: Array(#"{"amount": \#(amount)}"#.utf8), authorization: "Bearer \(groupCommitKey.text)")
 }
 
 /// Sends every request on its own thread while the writer is held, then lets the writer go:
@@ -70,7 +82,7 @@ private func sendInOneBatch(_ fixture: GroupCommitFixture, _ requests: [Request]
         TestThread {
             guard let reader = try? fixture.reader() else { return }
             queued.update { $0 += 1 }
-            let response = fixture.api.handle(request, reader: reader).response
+            let response = fixture.api.handle(request.authorized(groupCommitKey), reader: reader).response
             answers.update { $0[index] = response }
         }
     }
@@ -121,8 +133,8 @@ struct GroupCommitWriterTests {
         let earlier = try fixture.send(Request(method: "POST", path: "/wallets/"))
         #expect(earlier.status == 201)
         _ = try fixture.writer.perform { store in
-            _ = try store.createWallet(id: wallet, now: .now())
-            _ = try store.createWallet(id: full, now: .now())
+            _ = try store.createWallet(id: wallet, owner: fixture.keyID, now: .now())
+            _ = try store.createWallet(id: full, owner: fixture.keyID, now: .now())
             try store.database.run("UPDATE wallets SET balance = ? WHERE uuid = ?", [.integer(Int64.max), .text(full.text)])
             return WriteOutcome(response: Response(status: 200, body: "{}"), keep: true)
         }.get()

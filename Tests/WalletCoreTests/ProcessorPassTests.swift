@@ -351,7 +351,7 @@ struct ProcessorPassTests {
         #expect(fixture.t.deposit(fixture.wallet, 1, key: "recent").status == 200)
         try runPass(fixture.store, ScriptedBank(always: .paid))
         #expect(try fixture.store.storedResponse(forKey: "ancient") == nil)
-        #expect(try fixture.store.storedResponse(forKey: "recent") != nil)
+        #expect(try fixture.store.storedResponse(forKey: "recent", of: fixture.t.apiKeyID) != nil)
     }
 
     /// Depositors on another connection that never pause: each commit is followed at once by
@@ -363,7 +363,7 @@ struct ProcessorPassTests {
             while !stop.current {
                 let committed =
                     (try? store.database.immediateTransaction {
-                        _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
+                        _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
                     }) != nil
                 if committed { commits.update { $0 += 1 } }
             }
@@ -380,7 +380,7 @@ struct ProcessorPassTests {
         let holder = TestThread {
             guard let store = try? Store.open(path: path) else { return }
             _ = try? store.database.immediateTransaction {
-                _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
+                _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
                 held.update { $0 = true }
                 sleepMilliseconds(milliseconds)
             }

@@ -79,7 +79,7 @@ struct SchemaTests {
     func walletChecks() throws {
         let database = try TestDatabase()
         let raw = database.store.database
-        let insert = "INSERT INTO wallets (uuid, balance, held, created_at, updated_at) VALUES (?, ?, ?, 0, 0)"
+        let insert = "INSERT INTO wallets (uuid, balance, held, created_at, updated_at, api_key_id) VALUES (?, ?, ?, 0, 0, \(try database.store.write { try database.store.testKey() }))"
         try raw.run(insert, [.text(WalletID.random().text), .integer(0), .integer(0)])
         try raw.run(insert, [.text(WalletID.random().text), .integer(Int64.max), .integer(Int64.max)])
         expectConstraint("CHECK") { try raw.run(insert, [.text(WalletID.random().text), .integer(-1), .integer(0)]) }
@@ -103,7 +103,9 @@ struct SchemaTests {
     func amountChecks(amount: Int64, accepted: Bool) throws {
         let database = try TestDatabase()
         let raw = database.store.database
-        try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        try raw.run(
+            "INSERT INTO wallets (id, uuid, created_at, updated_at, api_key_id) VALUES (1, ?, 0, 0, ?)",
+            [.text(WalletID.random().text), .integer(try database.store.write { try database.store.testKey() }.rawValue)])
         let insert = {
             _ = try raw.run(
                 """
@@ -122,7 +124,9 @@ struct SchemaTests {
     func transactionChecks() throws {
         let database = try TestDatabase()
         let raw = database.store.database
-        try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        try raw.run(
+            "INSERT INTO wallets (id, uuid, created_at, updated_at, api_key_id) VALUES (1, ?, 0, 0, ?)",
+            [.text(WalletID.random().text), .integer(try database.store.write { try database.store.testKey() }.rawValue)])
         // Withdrawals carry a bank key of their own (version 2); deposits none.
         let insert = """
             INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at, next_attempt_at, failure_reason, bank_key)
@@ -143,7 +147,9 @@ struct SchemaTests {
     func bankKeys() throws {
         let database = try TestDatabase()
         let raw = database.store.database
-        try raw.run("INSERT INTO wallets (id, uuid, created_at, updated_at) VALUES (1, ?, 0, 0)", [.text(WalletID.random().text)])
+        try raw.run(
+            "INSERT INTO wallets (id, uuid, created_at, updated_at, api_key_id) VALUES (1, ?, 0, 0, ?)",
+            [.text(WalletID.random().text), .integer(try database.store.write { try database.store.testKey() }.rawValue)])
         let insert = """
             INSERT INTO transactions (wallet_id, type, status, amount, created_at, updated_at, next_attempt_at, bank_key)
             VALUES (1, ?1, ?2, 5, 0, 0, ?3, ?4)
@@ -185,11 +191,60 @@ struct SchemaTests {
         #expect(keys.map(\.1) == [nil, "\(wallet.text):42"])
         // New withdrawals get a random key.
         let scheduled = try store.database.immediateTransaction {
-            try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()).get()
+            try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()).get()
                 .id
         }
         let key = try store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(scheduled)]) { $0.text(0) }
         #expect(key?.hasPrefix(BankKey.prefix) == true)
+    }
+
+    @Test("version 3 gives the wallets and stored answers made before API keys to a key with no secret")
+    func versionThreeOwnsExistingWallets() throws {
+        let path = "/tmp/walletcore-test-\(WalletID.random().text).db"
+        defer { TestDatabase.remove(path) }
+        let wallet = WalletID.random()
+        do {
+            let raw = try Database(path: path)
+            try raw.immediateTransaction {
+                try raw.execute(Schema.migrations[0])
+                try raw.execute(Schema.migrations[1])
+                try raw.execute("PRAGMA user_version = 2")
+                try raw.run("INSERT INTO wallets (id, uuid, balance, created_at, updated_at) VALUES (7, ?, 0, 0, 0)", [.text(wallet.text)])
+                try raw.run("INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES ('k', 'f', 201, '{}', 0)")
+            }
+        }
+        let store = try Store.open(path: path)
+        let keys = try store.apiKeys()
+        #expect(keys.map(\.name) == ["wallets-before-api-keys"])
+        let legacy = try #require(keys.first)
+        #expect(!legacy.hasSecret && legacy.wallets == 1)
+        #expect(try store.wallet(wallet)?.owner == legacy.id)
+        #expect(try store.storedResponse(forKey: "k", of: legacy.id)?.status == 201)
+        // Nobody can use it, and nobody can be given wallets through it.
+        #expect(try store.wallet(wallet, visibleTo: .client(APIKeyID(legacy.id.rawValue + 1))) == nil)
+        let fresh = try store.write { try store.createAPIKey(name: "new-client", digest: APIKeySecret.random().digest, now: .now()) }
+        #expect(try store.write { try store.assignWallet(wallet, to: legacy.id, now: .now()) } == .failure(.apiKeyNotUsable))
+        #expect(try store.write { try store.assignWallet(wallet, to: fresh.id, now: .now()) }.map(\.owner) == .success(fresh.id))
+        #expect(try store.wallet(wallet, visibleTo: .client(fresh.id)) != nil)
+        #expect(try store.wallet(wallet, visibleTo: .client(legacy.id)) == nil)
+    }
+
+    @Test("a fresh database makes no key of its own, and a wallet must have an owner")
+    func walletsNeedAnOwner() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        #expect(try raw.scalarInteger("SELECT count(*) FROM api_keys") == 0)
+        expectConstraint("belongs to an API key") {
+            try raw.run("INSERT INTO wallets (uuid, created_at, updated_at) VALUES (?, 0, 0)", [.text(WalletID.random().text)])
+        }
+        let wallet = WalletID.random()
+        try database.store.write { _ = try database.store.createWallet(id: wallet, now: .now()) }
+        expectConstraint("belongs to an API key") { try raw.run("UPDATE wallets SET api_key_id = NULL") }
+        expectConstraint("FOREIGN KEY") { try raw.run("UPDATE wallets SET api_key_id = 999") }
+        expectConstraint("never deleted") { try raw.run("DELETE FROM api_keys") }
+        expectConstraint("digest never changes") { try raw.run("UPDATE api_keys SET digest = ?", [.text(String(repeating: "0", count: 64))]) }
+        try raw.run("UPDATE api_keys SET revoked_at = 5")
+        expectConstraint("stays revoked") { try raw.run("UPDATE api_keys SET revoked_at = NULL") }
     }
 
     @Test("the ledger refuses UPDATE and DELETE, and inconsistent rows")
@@ -199,7 +254,7 @@ struct SchemaTests {
         let wallet = WalletID.random()
         try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: .now())
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: .now()).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: .now()).get()
         }
         let raw = store.database
         expectConstraint("append-only") { try raw.run("UPDATE ledger SET delta = 1000") }

@@ -98,20 +98,19 @@ private final class LedgerDriver {
     func run(_ step: LedgerStep) throws -> Int64? {
         switch step {
         case .deposit(let amount):
-            _ = try transaction { now in try store.deposit(to: wallet, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: now).get() }
+            _ = try transaction { now in try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: now).get() }
             return nil
         case .cancel(let amount):
             let id = try transaction { now in
-                try store.scheduleWithdrawal(
-                    from: wallet, amount: Amount(minorUnits: amount)!, scheduledFor: now.adding(seconds: 3_600),
+                try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: amount)!, scheduledFor: now.adding(seconds: 3_600),
                     idempotencyKey: nil, now: now
                 ).get().id
             }
-            _ = try transaction { now in try store.cancelWithdrawal(id, of: wallet, now: now).get() }
+            _ = try transaction { now in try store.cancelWithdrawal(id, of: wallet, by: .operator, now: now).get() }
             return id
         case .withdraw(let amount, let outcomes):
             let id = try transaction { now in
-                try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: amount)!, scheduledFor: now, idempotencyKey: nil, now: now)
+                try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: amount)!, scheduledFor: now, idempotencyKey: nil, now: now)
                     .get().id
             }
             var remaining = outcomes[...]
@@ -165,7 +164,7 @@ struct StoreTests {
         try store.database.immediateTransaction { _ = try store.createWallet(id: wallet, now: .now()) }
         #expect(throws: Abort.self) {
             try store.database.immediateTransaction {
-                _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 500)!, idempotencyKey: nil, now: .now()).get()
+                _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 500)!, idempotencyKey: nil, now: .now()).get()
                 #expect(try store.wallet(wallet)?.balance.minorUnits == 500)
                 #expect(try ledgerRows(store).count == 1)
                 throw Abort()
@@ -185,7 +184,7 @@ struct StoreTests {
             for wallet in wallets { _ = try store.createWallet(id: wallet, now: .now()) }
             for round in 1...4 {
                 for wallet in wallets {
-                    _ = try store.deposit(to: wallet, amount: Amount(minorUnits: Int64(round * 10))!, idempotencyKey: nil, now: .now()).get()
+                    _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: Int64(round * 10))!, idempotencyKey: nil, now: .now()).get()
                 }
             }
         }
@@ -213,13 +212,13 @@ struct StoreTests {
         // Hold 1,000 in a withdrawal with the bank: the balance drops, the room for deposits does not grow.
         let now = Timestamp.now()
         try store.database.immediateTransaction {
-            _ = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 1_000)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
+            _ = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 1_000)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
             _ = try store.claimDue(owner: "o", dueBy: now, now: now, leaseUntil: now.adding(seconds: 60), limit: 1)
         }
         let rowsBefore = try ledgerRows(store).count
         let deposit = { (amount: Int64) in
             try store.database.immediateTransaction {
-                try store.deposit(to: wallet, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: .now())
+                try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: .now())
             }
         }
         #expect(try deposit(roomAfterFill + 1).map(\.wallet.balance) == .failure(.balanceOverflow))
@@ -240,12 +239,12 @@ struct StoreTests {
         let amount = Amount(minorUnits: 1)!
         let now = Timestamp.now()
         let deposit = try store.database.immediateTransaction {
-            try store.deposit(to: unknown, amount: amount, idempotencyKey: nil, now: now).map(\.transaction.id)
+            try store.deposit(to: unknown, by: .operator, amount: amount, idempotencyKey: nil, now: now).map(\.transaction.id)
         }
         let withdrawal = try store.database.immediateTransaction {
-            try store.scheduleWithdrawal(from: unknown, amount: amount, scheduledFor: now, idempotencyKey: nil, now: now).map(\.id)
+            try store.scheduleWithdrawal(from: unknown, by: .operator, amount: amount, scheduledFor: now, idempotencyKey: nil, now: now).map(\.id)
         }
-        let cancel = try store.database.immediateTransaction { try store.cancelWithdrawal(1, of: unknown, now: now).map(\.id) }
+        let cancel = try store.database.immediateTransaction { try store.cancelWithdrawal(1, of: unknown, by: .operator, now: now).map(\.id) }
         #expect(deposit == .failure(.walletNotFound))
         #expect(withdrawal == .failure(.walletNotFound))
         #expect(cancel == .failure(.transactionNotFound))
@@ -265,8 +264,7 @@ struct StoreTests {
         let now = Timestamp.now()
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
-            let id = try store.scheduleWithdrawal(
-                from: wallet, amount: Amount(minorUnits: 5)!, scheduledFor: now.adding(seconds: 60),
+            let id = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 5)!, scheduledFor: now.adding(seconds: 60),
                 idempotencyKey: nil, now: now
             ).get().id
             if status != .pending {
@@ -276,7 +274,7 @@ struct StoreTests {
             }
             return id
         }
-        let result = try store.database.immediateTransaction { try store.cancelWithdrawal(id, of: wallet, now: .now()) }
+        let result = try store.database.immediateTransaction { try store.cancelWithdrawal(id, of: wallet, by: .operator, now: .now()) }
         if cancelable {
             #expect(result.map(\.status) == .success(.canceled))
             #expect(try store.transaction(id)?.failureReason == .canceled)
@@ -293,9 +291,9 @@ struct StoreTests {
         let wallet = WalletID.random()
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: .now())
-            return try store.deposit(to: wallet, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: .now()).get().transaction.id
+            return try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: .now()).get().transaction.id
         }
-        let result = try store.database.immediateTransaction { try store.cancelWithdrawal(id, of: wallet, now: .now()) }
+        let result = try store.database.immediateTransaction { try store.cancelWithdrawal(id, of: wallet, by: .operator, now: .now()) }
         #expect(result.map(\.id) == .failure(.notCancelable(.completed)))
     }
 
@@ -307,10 +305,10 @@ struct StoreTests {
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: mine, now: .now())
             _ = try store.createWallet(id: other, now: .now())
-            return try store.deposit(to: mine, amount: Amount(minorUnits: 5)!, idempotencyKey: "k", now: .now()).get().transaction.id
+            return try store.deposit(to: mine, by: .operator, amount: Amount(minorUnits: 5)!, idempotencyKey: "k", now: .now()).get().transaction.id
         }
-        #expect(try store.transaction(id, of: mine)?.idempotencyKey == "k")
-        #expect(try store.transaction(id, of: other) == nil)
+        #expect(try store.transaction(id, of: mine, visibleTo: .operator)?.idempotencyKey == "k")
+        #expect(try store.transaction(id, of: other, visibleTo: .operator) == nil)
         #expect(try store.transaction(id)?.wallet == mine)
     }
 
@@ -322,10 +320,9 @@ struct StoreTests {
         let now = Timestamp.now()
         let ids = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 1_000)!, idempotencyKey: nil, now: now).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 1_000)!, idempotencyKey: nil, now: now).get()
             return try [-3, -1, -2, 60].map { offset in
-                try store.scheduleWithdrawal(
-                    from: wallet, amount: Amount(minorUnits: 10)!, scheduledFor: now.adding(seconds: Int64(offset)),
+                try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 10)!, scheduledFor: now.adding(seconds: Int64(offset)),
                     idempotencyKey: nil, now: now
                 ).get().id
             }
@@ -355,8 +352,8 @@ struct StoreTests {
         let now = Timestamp.now()
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
-            let id = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now)
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
+            let id = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now)
                 .get().id
             _ = try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1)
             // Due again at once, but still leased.
@@ -382,8 +379,8 @@ struct StoreTests {
         let now = Timestamp.now()
         let payout = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
-            _ = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
+            _ = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
             return try #require(
                 try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1).payouts.first)
         }
@@ -428,9 +425,9 @@ struct StoreTests {
         try store.database.immediateTransaction {
             let now = Timestamp.now()
             _ = try store.createWallet(id: wallet, now: now)
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: now).get()
-            _ = try store.deposit(to: wallet, amount: Amount(minorUnits: 7)!, idempotencyKey: nil, now: now).get()
-            _ = try store.scheduleWithdrawal(from: wallet, amount: Amount(minorUnits: 3)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: now).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 7)!, idempotencyKey: nil, now: now).get()
+            _ = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 3)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
         }
         let counts = try store.transactionCounts().map { "\($0.type.rawValue) \($0.status.rawValue) \($0.count) \($0.amount)" }
         #expect(Set(counts) == ["DEPOSIT COMPLETED 2 12", "WITHDRAWAL PENDING 1 3"])

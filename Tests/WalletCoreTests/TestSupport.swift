@@ -46,25 +46,52 @@ final class TestAPI {
     let api: WalletAPI
     let reader: Store
     let metrics: Metrics
+    /// The API key every request of `send` carries unless told otherwise.
+    let apiKey: APIKeySecret
+    let apiKeyID: APIKeyID
 
     init() throws {
         database = try TestDatabase()
         metrics = Metrics()
         api = WalletAPI(writer: SerialWriter(store: database.store), metrics: metrics)
         reader = try database.connection()
+        (apiKey, apiKeyID) = try TestAPI.makeKey(database.store, name: "test-client")
     }
 
+    /// A new API key stored in `store`: its secret and its id.
+    static func makeKey(_ store: Store, name: String) throws -> (APIKeySecret, APIKeyID) {
+        let secret = APIKeySecret.random()
+        let record = try store.write { try store.createAPIKey(name: name, digest: secret.digest, now: .now()) }
+        return (secret, record.id)
+    }
+
+    /// Another client: a key of its own.
+    func makeKey(_ name: String) throws -> APIKeySecret {
+        try TestAPI.makeKey(database.store, name: name).0
+    }
+
+    /// Sends the request, with this API's key unless it carries an `Authorization` of its own.
     func send(_ request: Request) -> Response {
-        api.handle(request, reader: reader).response
+        api.handle(request.authorization == nil ? request.authorized(apiKey) : request, reader: reader).response
     }
 
-    /// Sends a request; a `json` body goes with `Content-Type: application/json`.
+    /// Sends a request as the client holding `as` (by default this API's key; nil sends
+    /// none); a `json` body goes with `Content-Type: application/json`.
     @discardableResult
-    func send(_ method: String, _ path: String, json: String? = nil, key: String? = nil, query: String = "") -> Response {
-        send(
+    func send(
+        _ method: String, _ path: String, json: String? = nil, key: String? = nil, query: String = "", as client: APIKeySecret?? = .none
+    ) -> Response {
+        let secret: APIKeySecret? =
+            switch client {
+            case .none: apiKey
+            case .some(let chosen): chosen
+            }
+        return api.handle(
             Request(
                 method: method, path: path, query: query, contentType: json == nil ? nil : "application/json",
-                idempotencyKey: key, body: Array((json ?? "").utf8)))
+                idempotencyKey: key, body: Array((json ?? "").utf8), authorization: secret.map { "Bearer \($0.text)" }),
+            reader: reader
+        ).response
     }
 
     func createWallet(sourceLocation: SourceLocation = #_sourceLocation) throws -> WalletID {
@@ -359,7 +386,7 @@ func fillNearMaximum(_ store: Store, _ wallet: WalletID) throws {
     try store.database.immediateTransaction {
         let now = Timestamp.now()
         for _ in 0..<count {
-            _ = try store.deposit(to: wallet, amount: largest, idempotencyKey: nil, now: now).get()
+            _ = try store.deposit(to: wallet, by: .operator, amount: largest, idempotencyKey: nil, now: now).get()
         }
     }
 }
@@ -376,4 +403,37 @@ func waitUntil(milliseconds: Int = 2_000, _ condition: () -> Bool) -> Bool {
         sleepMilliseconds(1)
     }
     return condition()
+}
+
+// MARK: - API keys in store-level tests
+
+extension Store {
+    /// The API key that store-level tests' wallets and stored answers belong to, made on
+    /// first use (inside a write transaction).
+    func testKey() throws -> APIKeyID {
+        if let id = try database.scalarInteger("SELECT id FROM api_keys WHERE name = 'store-tests'") { return APIKeyID(id) }
+        return try createAPIKey(name: "store-tests", digest: APIKeySecret.random().digest, now: .now()).id
+    }
+
+    func createWallet(id: WalletID, now: Timestamp) throws -> Wallet {
+        try createWallet(id: id, owner: testKey(), now: now)
+    }
+
+    func storedResponse(forKey key: String) throws -> StoredResponse? {
+        guard let id = try database.scalarInteger("SELECT id FROM api_keys WHERE name = 'store-tests'") else { return nil }
+        return try storedResponse(forKey: key, of: APIKeyID(id))
+    }
+
+    func store(_ response: StoredResponse, forKey key: String, now: Timestamp) throws {
+        try store(response, forKey: key, of: testKey(), now: now)
+    }
+}
+
+extension Request {
+    /// The request with `Authorization: Bearer <key>`.
+    func authorized(_ key: APIKeySecret) -> Request {
+        var request = self
+        request.authorization = "Bearer \(key.text)"
+        return request
+    }
 }

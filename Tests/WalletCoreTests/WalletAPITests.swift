@@ -39,7 +39,7 @@ struct WalletAPITests {
     func unknownPaths(path: String) throws {
         let t = try TestAPI()
         for method in ["GET", "POST"] {
-            let handled = t.api.handle(Request(method: method, path: path), reader: t.reader)
+            let handled = t.api.handle(Request(method: method, path: path).authorized(t.apiKey), reader: t.reader)
             expectError(handled.response, status: 404, code: "not_found")
             #expect(handled.route == Route.unmatchedTemplate)
         }
@@ -57,7 +57,7 @@ struct WalletAPITests {
         ])
     func wrongMethod(method: String, path: String, allow: String) throws {
         let t = try TestAPI()
-        let handled = t.api.handle(Request(method: method, path: path), reader: t.reader)
+        let handled = t.api.handle(Request(method: method, path: path).authorized(t.apiKey), reader: t.reader)
         expectError(handled.response, status: 405, code: "method_not_allowed")
         #expect(handled.response.header("Allow") == allow)
         #expect(handled.route == Route(path: path)?.template)
@@ -75,8 +75,8 @@ struct WalletAPITests {
             "/healthz", "/wallets/\(unknownWallet)/", "/wallets/\(id)/transactions/99/", "/nowhere",
         ]
         for path in paths {
-            let get = t.api.handle(Request(method: "GET", path: path), reader: t.reader)
-            let head = t.api.handle(Request(method: "HEAD", path: path), reader: t.reader)
+            let get = t.api.handle(Request(method: "GET", path: path).authorized(t.apiKey), reader: t.reader)
+            let head = t.api.handle(Request(method: "HEAD", path: path).authorized(t.apiKey), reader: t.reader)
             #expect(head.response.status == get.response.status, "\(path)")
             #expect(head.response.contentType == get.response.contentType, "\(path)")
             #expect(head.response.headers.map(\.name) == get.response.headers.map(\.name), "\(path)")
@@ -87,11 +87,11 @@ struct WalletAPITests {
             #expect(head.route == get.route, "\(path)")
         }
         // A query applies to HEAD as to GET: a bad filter is the same 400.
-        let bad = t.api.handle(Request(method: "HEAD", path: "/wallets/\(id)/transactions/", query: "limit=0"), reader: t.reader)
+        let bad = t.api.handle(Request(method: "HEAD", path: "/wallets/\(id)/transactions/", query: "limit=0").authorized(t.apiKey), reader: t.reader)
         #expect(bad.response.status == 400)
         #expect(bad.response.omitsBody)
         // HEAD /metrics is GET's text/plain answer without the text.
-        let metrics = t.api.handle(Request(method: "HEAD", path: "/metrics"), reader: t.reader).response
+        let metrics = t.api.handle(Request(method: "HEAD", path: "/metrics").authorized(t.apiKey), reader: t.reader).response
         #expect(metrics.status == 200)
         #expect(metrics.contentType.hasPrefix("text/plain"))
         #expect(metrics.omitsBody)
@@ -157,7 +157,8 @@ struct WalletAPITests {
         let handled = t.api.handle(
             Request(
                 method: "POST", path: "/wallets/\(id)/deposit", contentType: "application/json; charset=utf-8",
-                idempotencyKey: "dep-1", body: Array(#"{"amount": 5000}"#.utf8)), reader: t.reader)
+                idempotencyKey: "dep-1", body: Array(#"{"amount": 5000}"#.utf8)
+            ).authorized(t.apiKey), reader: t.reader)
         let response = handled.response
         #expect(response.status == 200)
         #expect(Set(response.json.members?.keys ?? [:].keys) == ["wallet", "transaction"])
@@ -377,7 +378,7 @@ struct WalletAPITests {
         let id = try t.createWallet()
         try t.database.store.database.immediateTransaction {
             for _ in 0..<(Limits.pageSizeDefault + 1) {
-                _ = try t.database.store.deposit(to: id, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
+                _ = try t.database.store.deposit(to: id, by: .operator, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
             }
         }
         let page = t.send("GET", "/wallets/\(id)/transactions/")
@@ -542,7 +543,7 @@ struct WalletAPITests {
         t.withdraw(id, 5, scheduledFor: "2999-01-01T00:00:00Z")
         t.metrics.record(method: "POST", route: "/wallets/{uuid}/deposit", status: 200, seconds: 0.002)
         t.metrics.record(method: "POST", route: "/wallets/{uuid}/deposit", status: 200, seconds: 0.3)
-        let handled = t.api.handle(Request(method: "GET", path: "/metrics"), reader: t.reader)
+        let handled = t.api.handle(Request(method: "GET", path: "/metrics").authorized(t.apiKey), reader: t.reader)
         let response = handled.response
         #expect(response.status == 200)
         #expect(response.contentType == "text/plain; version=0.0.4")

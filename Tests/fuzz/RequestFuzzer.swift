@@ -70,9 +70,8 @@ final class Fixture {
                     fatalError("the fixture's wallet id and amount are valid")
                 }
                 _ = try writer.createWallet(id: id, now: now)
-                _ = try writer.deposit(to: id, amount: amount, idempotencyKey: "fixture-deposit", now: now).get()
-                _ = try writer.scheduleWithdrawal(
-                    from: id, amount: amount, scheduledFor: now.adding(seconds: 86_400),
+                _ = try writer.deposit(to: id, by: .operator, amount: amount, idempotencyKey: "fixture-deposit", now: now).get()
+                _ = try writer.scheduleWithdrawal(from: id, by: .operator, amount: amount, scheduledFor: now.adding(seconds: 86_400),
                     idempotencyKey: nil, now: now
                 ).get()
             }

@@ -1,0 +1,89 @@
+import WalletDomain
+import WalletJSON
+import WalletPlatform
+
+/// What the store knows of a presented key's digest.
+public enum KeyLookup: Sendable, Equatable {
+    /// A live key, with when its use was last recorded.
+    case valid(APIKeyID, lastUsedAt: Timestamp?)
+    case unknown
+    case revoked
+}
+
+extension Store {
+    /// The key with this digest, found through the unique index and then compared in
+    /// constant time (the index finds candidates; the comparison decides).
+    public func apiKey(digest: String) throws -> KeyLookup {
+        let row = try database.queryFirst(
+            "SELECT id, digest, revoked_at, last_used_at FROM api_keys WHERE digest = ?", [.text(digest)]
+        ) { row in
+            (id: APIKeyID(row.integer("id")), digest: row.text("digest"), revoked: row.optionalInteger("revoked_at") != nil,
+             lastUsed: row.optionalInteger("last_used_at").map(Timestamp.init(microseconds:)))
+        }
+        guard let row, SHA256.constantTimeEqual(Array(row.digest.utf8), Array(digest.utf8)) else { return .unknown }
+        return row.revoked ? .revoked : .valid(row.id, lastUsedAt: row.lastUsed)
+    }
+
+    /// Stores a new key's digest under `name`. The secret itself is never stored.
+    public func createAPIKey(name: String, digest: String, now: Timestamp) throws -> APIKeyRecord {
+        requireTransaction()
+        try database.run(
+            "INSERT INTO api_keys (name, digest, created_at) VALUES (?, ?, ?)", [.text(name), .text(digest), .integer(now.microseconds)])
+        return APIKeyRecord(
+            id: APIKeyID(database.lastInsertRowID), name: name, createdAt: now, revokedAt: nil, lastUsedAt: nil, hasSecret: true, wallets: 0)
+    }
+
+    /// Every key, oldest first, with how many wallets each owns.
+    public func apiKeys() throws -> [APIKeyRecord] {
+        try database.query(
+            """
+            SELECT k.id, k.name, k.digest IS NOT NULL AS has_secret, k.created_at, k.revoked_at, k.last_used_at,
+                   (SELECT count(*) FROM wallets w WHERE w.api_key_id = k.id) AS wallets
+            FROM api_keys k ORDER BY k.id
+            """
+        ) { row in
+            APIKeyRecord(
+                id: APIKeyID(row.integer("id")), name: row.text("name"),
+                createdAt: Timestamp(microseconds: row.integer("created_at")),
+                revokedAt: row.optionalInteger("revoked_at").map(Timestamp.init(microseconds:)),
+                lastUsedAt: row.optionalInteger("last_used_at").map(Timestamp.init(microseconds:)),
+                hasSecret: row.integer("has_secret") != 0, wallets: row.integer("wallets"))
+        }
+    }
+
+    /// The key with this id, if any.
+    public func apiKey(_ id: APIKeyID) throws -> APIKeyRecord? {
+        try apiKeys().first { $0.id == id }
+    }
+
+    /// Revokes a key: from the next request on, it is refused. A key already revoked keeps
+    /// its first revocation time.
+    public func revokeAPIKey(_ id: APIKeyID, now: Timestamp) throws -> Result<APIKeyRecord, DomainError> {
+        requireTransaction()
+        try database.run(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [.integer(now.microseconds), .integer(id.rawValue)])
+        guard let record = try apiKey(id) else { return .failure(.apiKeyNotFound) }
+        return .success(record)
+    }
+
+    /// Records that the key was used at `now`, unless a later use is already recorded.
+    public func recordAPIKeyUse(_ id: APIKeyID, now: Timestamp) throws {
+        requireTransaction()
+        try database.run(
+            "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+            [.integer(now.microseconds), .integer(id.rawValue)])
+    }
+
+    /// Hands a wallet to another key (the operator's tool for the wallets made before API
+    /// keys, and for moving a client's wallets to its new key). The wallet's transactions
+    /// and ledger go with it. A revoked key cannot be given wallets.
+    public func assignWallet(_ wallet: WalletID, to key: APIKeyID, now: Timestamp) throws -> Result<Wallet, DomainError> {
+        requireTransaction()
+        guard let record = try apiKey(key) else { return .failure(.apiKeyNotFound) }
+        guard record.revokedAt == nil, record.hasSecret else { return .failure(.apiKeyNotUsable) }
+        guard var found = try self.wallet(wallet) else { return .failure(.walletNotFound) }
+        try database.run("UPDATE wallets SET api_key_id = ? WHERE id = ?", [.integer(key.rawValue), .integer(found.rowID)])
+        found.owner = key
+        return .success(found)
+    }
+}
