@@ -21,6 +21,14 @@
 #      drifts by tens of percent within a minute, and alternating puts both
 #      sides of a ratio under the same drift. The table shows the round with
 #      the median ratio and lists every round's ratio under it.
+#      Every request carries the stack's API key; nginx's rate limits are
+#      off (WALLET_RATE_LIMIT=0: the table says so), since one key sends
+#      thousands of requests per second here.
+#   2b. The same two figures against the binaries of a baseline commit
+#      (BENCH_BASELINE, by default the commit before API keys, which
+#      answers without a key), in a stack of its own on its own database,
+#      measured in the same alternating rounds: what authentication and
+#      ownership cost, with both sides under the same drift.
 #   3. The responder's peak RSS (VmHWM) after that load.
 #   4. wallet-processor, one pass each, over withdrawals created through the
 #      API (many funded wallets):
@@ -60,6 +68,9 @@
 #   BENCH_B_MAX_SECONDS  [20]
 #   BENCH_WITHDRAWALS_C  [2000]   withdrawals for pass (c)
 #   BENCH_KEEP           [0]      1: keep the temporary directory (logs, db)
+#   BENCH_BASELINE       [before API keys]  the git revision measured beside
+#                                 HEAD; `none` skips it. Built once into
+#                                 .build-bench-baseline/ (release) and kept
 # Every WALLET_* variable of the caller's environment is ignored: a stray
 # WALLET_SYNCHRONOUS=NORMAL or WALLET_BANK_TIMEOUT_MS would silently change
 # what the figures mean.
@@ -94,6 +105,11 @@ WITHDRAWALS_B_SMALL=${BENCH_WITHDRAWALS_B_SMALL:-2000}
 B_MAX_SECONDS=${BENCH_B_MAX_SECONDS:-20}
 WITHDRAWALS_C=${BENCH_WITHDRAWALS_C:-2000}
 KEEP=${BENCH_KEEP:-0}
+# The baseline: by default the parent of the commit that added API keys.
+BASELINE=${BENCH_BASELINE:-$(git -C "$(dirname -- "${BASH_SOURCE[0]}")/.." log --diff-filter=A --format=%H -- Sources/WalletDomain/APIKey.swift 2>/dev/null | tail -n 1)^}
+# The stack's API key, in every request (report.lua and curl below).
+API_KEY="wsk_$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
+export WALLET_BENCH_KEY=$API_KEY
 # Fixed by the issues: the processor's calls in flight and the bank's workers.
 readonly CONCURRENCY_B=16 WORKERS_B=16 CONCURRENCY_C=64 WORKERS_C=64
 readonly MODE_C="random 10 1000"
@@ -148,7 +164,7 @@ fi
 
 # --- Cleanup ---------------------------------------------------------------------------
 
-TMP="" STACK_PID="" CHILD_PID="" MY_FCGI_PID="" RUN_DIR="" HTTP_PORT="" BANK_PORT=""
+TMP="" STACK_PID="" CHILD_PID="" MY_FCGI_PID="" RUN_DIR="" HTTP_PORT="" BANK_PORT="" BASE_STACK_PID=""
 FAILED_RUN=0
 
 # kill_tree PID: SIGTERM to PID and its direct children (the processor under
@@ -196,6 +212,10 @@ cleanup() {
     trap - EXIT
     if [[ -n $CHILD_PID ]]; then kill_tree "$CHILD_PID"; CHILD_PID=""; fi
     stop_stack || rc=1
+    if [[ -n $BASE_STACK_PID ]]; then
+        STACK_PID=$BASE_STACK_PID BASE_STACK_PID=""
+        stop_stack || rc=1
+    fi
     # Nothing may be left behind: look for any process still naming our
     # temporary directory (a report, not a kill by name).
     if [[ -n $TMP ]]; then
@@ -272,9 +292,33 @@ if ! run_child -o "$TMP/build.log" -e "$TMP/build.log.err" swift build -c releas
     die "swift build -c release --static-swift-stdlib failed"
 fi
 BIN_DIR=$(swift build -c release --static-swift-stdlib --show-bin-path)
-for exe in wallet-fcgi wallet-processor; do
+for exe in wallet-fcgi wallet-processor walletctl; do
     [[ -x $BIN_DIR/$exe ]] || die "$BIN_DIR/$exe missing after the build"
 done
+
+# The baseline's tree (git archive of BASELINE, so that its own stack.sh
+# runs its own binaries) and its release build, kept between runs in
+# .build-bench-baseline/ and rebuilt only when BASELINE names another commit.
+BASE_DIR="" BASE_BIN="" BASE_COMMIT=""
+if [[ $BASELINE != none ]]; then
+    BASE_COMMIT=$(git -C "$REPO" rev-parse --verify --quiet "$BASELINE^{commit}") || die "BENCH_BASELINE $BASELINE is not a commit"
+    BASE_DIR=$REPO/.build-bench-baseline/src
+    if [[ $(cat "$REPO/.build-bench-baseline/commit" 2>/dev/null) != "$BASE_COMMIT" ]]; then
+        log "extracting the baseline ${BASE_COMMIT:0:10} into $BASE_DIR"
+        rm -rf -- "$BASE_DIR"
+        mkdir -p "$BASE_DIR"
+        git -C "$REPO" archive "$BASE_COMMIT" | tar -x -C "$BASE_DIR"
+        printf '%s\n' "$BASE_COMMIT" >"$REPO/.build-bench-baseline/commit"
+    fi
+    log "building the baseline's release binaries (log $TMP/build-baseline.log)"
+    if ! run_child -o "$TMP/build-baseline.log" -e "$TMP/build-baseline.log.err" \
+        swift build -c release --static-swift-stdlib --package-path "$BASE_DIR" --scratch-path "$REPO/.build-bench-baseline/build"; then
+        cat "$TMP/build-baseline.log.err" >>"$TMP/build-baseline.log"
+        tail -n 20 "$TMP/build-baseline.log" >&2
+        die "the baseline's build failed"
+    fi
+    BASE_BIN=$(swift build -c release --static-swift-stdlib --package-path "$BASE_DIR" --scratch-path "$REPO/.build-bench-baseline/build" --show-bin-path)
+fi
 
 # --- The stack -----------------------------------------------------------------------------
 
@@ -305,20 +349,23 @@ free_port() {
     die "no free loopback port found"
 }
 
-# start_stack NAME BANK_WORKERS BANK_MODE: starts scripts/stack.sh
-# --no-processor in $TMP/run-NAME on the shared database and waits for its
-# `stack ready` line. Sets STACK_PID, RUN_DIR, HTTP_PORT, BANK_PORT.
+# start_stack NAME BANK_WORKERS BANK_MODE [TREE BIN_DIR DB]: starts
+# TREE/scripts/stack.sh --no-processor (TREE: this repository unless given)
+# in $TMP/run-NAME on the shared database (or DB) and waits for its
+# `stack ready` line. Sets STACK_PID, RUN_DIR, HTTP_PORT, BANK_PORT. The
+# stack's development API key is ours; its rate limits are off.
 start_stack() {
-    local name=$1 workers=$2 mode=$3 out deadline
+    local name=$1 workers=$2 mode=$3 tree=${4:-$REPO} bin=${5:-$BIN_DIR} db=${6:-$DB} out deadline
     RUN_DIR=$TMP/run-$name
     free_port HTTP_PORT
     free_port BANK_PORT
     out=$TMP/stack-$name.out
     log "starting stack '$name' (wallet :$HTTP_PORT, bank :$BANK_PORT, $workers bank workers, bank mode '$mode')"
     env WALLET_RUN_DIR="$RUN_DIR" WALLET_HTTP_PORT="$HTTP_PORT" WALLET_BANK_PORT="$BANK_PORT" \
-        WALLET_DB="$DB" WALLET_BIN_DIR="$BIN_DIR" WALLET_BANK_MODE="$mode" \
+        WALLET_DB="$db" WALLET_BIN_DIR="$bin" WALLET_BANK_MODE="$mode" \
         WALLET_BANK_WORKERS="$workers" WALLET_ACCESS_LOG=off \
-        bash "$REPO/scripts/stack.sh" --no-processor </dev/null >"$out" 2>"$TMP/stack-$name.log" &
+        WALLET_DEV_API_KEY="$API_KEY" WALLET_RATE_LIMIT=0 \
+        bash "$tree/scripts/stack.sh" --no-processor </dev/null >"$out" 2>"$TMP/stack-$name.log" &
     STACK_PID=$!
     deadline=$(($(now_us) + 60000000))
     until grep -q '^stack ready' "$out" 2>/dev/null; do
@@ -455,6 +502,21 @@ median_round() {
     log "  $fig / $ceil by round: ${ROUND_RATIOS[$fig]}; the median is round $chosen"
 }
 
+# median_ratio FIGURE BASE: the median over the rounds of FIGURE_rN /
+# BASE_rN, in MEDIAN_RATIO[FIGURE] (a fraction), with every round's ratio in
+# BASE_RATIOS[FIGURE] and BASE's median req/s in BASE_RPS[FIGURE]. Leaves
+# FIGURE's own figures to median_round.
+declare -A MEDIAN_RATIO=() BASE_RATIOS=() BASE_RPS=()
+median_ratio() {
+    local fig=$1 base=$2 r ratios=()
+    for ((r = 1; r <= ROUNDS; r++)); do ratios+=("$(pct "${RPS[${fig}_r$r]}" "${RPS[${base}_r$r]}")"); done
+    MEDIAN_RATIO[$fig]=$(for ((r = 1; r <= ROUNDS; r++)); do calc "${RPS[${fig}_r$r]} / ${RPS[${base}_r$r]}"; echo; done |
+        sort -g | sed -n "$(((ROUNDS + 1) / 2))p")
+    BASE_RPS[$fig]=$(for ((r = 1; r <= ROUNDS; r++)); do printf '%s\n' "${RPS[${base}_r$r]}"; done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p")
+    BASE_RATIOS[$fig]=$(IFS=,; printf '%s' "${ratios[*]}" | sed 's/,/, /g')
+    log "  $fig / $base by round: ${BASE_RATIOS[$fig]}; median $(pct "${MEDIAN_RATIO[$fig]}" 1)"
+}
+
 # --- Fixtures through the API ----------------------------------------------------------------
 
 # curl_many CONFIG BODY: runs the requests of a curl config file (url/output
@@ -463,7 +525,7 @@ median_round() {
 # thousands: a parallel client fast enough that the setup stays seconds.
 curl_many() {
     curl --no-progress-meter --parallel --parallel-max 32 --max-time 30 \
-        -H 'Content-Type: application/json' --data-binary "$2" \
+        -H 'Content-Type: application/json' -H "Authorization: Bearer $API_KEY" --data-binary "$2" \
         -w '%{http_code}\n' --config "$1"
 }
 
@@ -565,6 +627,18 @@ processor_pass() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# --- The baseline's stack, beside stack 1 for the rounds ----------------------------------------
+
+if [[ -n $BASE_BIN ]]; then
+    start_stack baseline 2 success "$BASE_DIR" "$BASE_BIN" "$TMP/baseline.db"
+    BASE_STACK_PID=$STACK_PID STACK_PID=""
+    BASE_URL="http://127.0.0.1:$HTTP_PORT/wallets"
+    BASE_WALLET=$(curl -fsS -X POST -H "Authorization: Bearer $API_KEY" "$BASE_URL/" | grep -oE '[0-9a-f-]{36}' | head -n 1) ||
+        die "the baseline did not create a wallet"
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $API_KEY" \
+        --data-binary '{"amount": 1000000}' "$BASE_URL/$BASE_WALLET/deposit" || die "the baseline refused a deposit"
+fi
+
 # --- Stack 1: the API, and passes (a) and (b) ---------------------------------------------------
 
 start_stack api "$WORKERS_B" success
@@ -586,7 +660,9 @@ read -r WALLET <"$WALLET_FILE"
 for ((round = 1; round <= ROUNDS; round++)); do
     RUN_SECONDS=$ROUND_DURATION bench "static32_r$round" 32 "$BANK_URL/static" report.lua
     RUN_SECONDS=$ROUND_DURATION bench "get32_r$round" 32 "$WALLET_URL/$WALLET/" report.lua
+    if [[ -n $BASE_BIN ]]; then RUN_SECONDS=$ROUND_DURATION bench "baseget32_r$round" 32 "$BASE_URL/$BASE_WALLET/" report.lua; fi
 done
+[[ -z $BASE_BIN ]] || median_ratio get32 baseget32
 median_round static32 get32
 bench get1 1 "$WALLET_URL/$WALLET/" report.lua
 bench wallet32 32 "$WALLET_URL/" wallet.lua
@@ -598,6 +674,9 @@ bench deposit1 1 "$WALLET_URL/$WALLET/deposit" deposit.lua
 # synchronous=NORMAL, the responder restarted between them (same database).
 for ((round = 1; round <= ROUNDS; round++)); do
     RUN_SECONDS=$ROUND_DURATION bench "deposit32_r$round" 32 "$WALLET_URL/$WALLET/deposit" deposit.lua
+    if [[ -n $BASE_BIN ]]; then
+        RUN_SECONDS=$ROUND_DURATION bench "basedeposit32_r$round" 32 "$BASE_URL/$BASE_WALLET/deposit" deposit.lua
+    fi
     if ((round == 1)); then
         # The responder's peak RSS over all the API load above (a restart
         # starts a new process).
@@ -612,7 +691,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
     log "restarting the responder with the default synchronous=FULL"
     restart_responder
 done
+[[ -z $BASE_BIN ]] || median_ratio deposit32 basedeposit32
 median_round normal32 deposit32
+if [[ -n $BASE_STACK_PID ]]; then
+    log "stopping the baseline's stack"
+    STACK_PID_API=$STACK_PID STACK_PID=$BASE_STACK_PID BASE_STACK_PID=""
+    stop_stack || die "stopping the baseline's stack failed"
+    STACK_PID=$STACK_PID_API
+fi
 
 # (a) The processor's own ceiling: a bank that answers at once.
 log "creating $(thousands "$WITHDRAWALS_A") due withdrawals for pass (a)"
@@ -674,12 +760,24 @@ DEPOSIT_MET=$(yesno deposit_goal)
 wrk_row static32 'nginx `return 200` (HTTP ceiling)' "" "—" "—" "—"
 wrk_row static1 'nginx `return 200` (HTTP ceiling)' "" "—" "—" "—"
 wrk_row get32 'GET wallet' static32 "static @32" "≥ 20 %, p99 ≤ 5 ms" "$GET_MET"
+if [[ -n $BASE_BIN ]]; then
+    row "GET wallet, HEAD over the baseline \`${BASE_COMMIT:0:10}\` (median of the rounds' ratios)" 32 \
+        "$(thousands "$(calc "${MEDIAN_RATIO[get32]} * ${BASE_RPS[get32]}")") req/s" "—" "—" "—" \
+        "baseline $(thousands "${BASE_RPS[get32]}") req/s" "$(pct "${MEDIAN_RATIO[get32]}" 1)" "≥ 90 %" \
+        "$(yesno ge "${MEDIAN_RATIO[get32]}" 0.90)"
+fi
 wrk_row get1 'GET wallet' static1 "static @1" "—" "—"
 wrk_row wallet32 'POST wallet (empty body)' static32 "static @32" "—" "—"
 wrk_row wallet1 'POST wallet (empty body)' static1 "static @1" "—" "—"
 wrk_row withdraw32 'POST withdraw (due 2099)' normal32 "deposit NORMAL @32" "—" "—"
 wrk_row withdraw1 'POST withdraw (due 2099)' normal1 "deposit NORMAL @1" "—" "—"
 wrk_row deposit32 'POST deposit (durable, FULL)' normal32 "deposit NORMAL @32" "≥ 80 %, p99 ≤ 15 ms" "$DEPOSIT_MET"
+if [[ -n $BASE_BIN ]]; then
+    row "POST deposit (durable), HEAD over the baseline \`${BASE_COMMIT:0:10}\` (median of the rounds' ratios)" 32 \
+        "$(thousands "$(calc "${MEDIAN_RATIO[deposit32]} * ${BASE_RPS[deposit32]}")") req/s" "—" "—" "—" \
+        "baseline $(thousands "${BASE_RPS[deposit32]}") req/s" "$(pct "${MEDIAN_RATIO[deposit32]}" 1)" "≥ 90 %" \
+        "$(yesno ge "${MEDIAN_RATIO[deposit32]}" 0.90)"
+fi
 wrk_row deposit1 'POST deposit (durable, FULL)' normal1 "deposit NORMAL @1" "—" "—"
 wrk_row normal32 'POST deposit, `WALLET_SYNCHRONOUS=NORMAL` (durability ceiling)' static32 "static @32" "—" "—"
 wrk_row normal1 'POST deposit, `WALLET_SYNCHRONOUS=NORMAL` (durability ceiling)' static1 "static @1" "—" "—"
@@ -738,6 +836,13 @@ render() {
     printf -- '- GET wallet and durable deposits at 32 connections, with their ceilings: %s alternating rounds\n' "$ROUNDS"
     printf -- '  of %s s each, the round with the median ratio shown (requests and errors: all rounds).\n' "$ROUND_DURATION"
     printf -- '  Ratios by round: GET wallet %s; durable deposits %s.\n' "${ROUND_RATIOS[get32]}" "${ROUND_RATIOS[deposit32]}"
+    printf -- '- Every request to the service carries an API key; nginx rate limits were off (WALLET_RATE_LIMIT=0).\n'
+    if [[ -n $BASE_BIN ]]; then
+        printf -- '- Baseline: commit %s (%s), release build, its own stack and database, measured in the same\n' \
+            "${BASE_COMMIT:0:10}" "$(git -C "$REPO" log -1 --format=%s "$BASE_COMMIT" | cut -c1-60)"
+        printf -- '  rounds as HEAD. HEAD/baseline by round: GET wallet %s; durable deposits %s.\n' \
+            "${BASE_RATIOS[get32]}" "${BASE_RATIOS[deposit32]}"
+    fi
     printf -- '- Processor passes are timed from the start of `wallet-processor` to its exit; withdrawals were\n'
     printf -- '  created through the API over %s funded wallets. Peak RSS from %s.\n' \
         "$(thousands "$WALLETS")" "$RSS_SOURCE"

@@ -31,6 +31,8 @@
 #   WALLET_BANK_URL          [http://127.0.0.1:$WALLET_BANK_PORT/pay]
 #   WALLET_BANK_MODE         [random 10 1000]  written to RUN_DIR/bank/mode
 #   WALLET_PROCESS_INTERVAL  [10]       seconds from one processor pass to the next
+#   WALLET_DEV_API_KEY       [RUN_DIR/api-key, else new]  the development API key
+#   WALLET_RATE_LIMIT        [20]       requests per second per API key (0 = off)
 # Extras of this script:
 #   WALLET_ACCESS_LOG        [on]       `off` disables the JSON access log (benchmarks)
 #   WALLET_NGINX_WORKERS     [2]        nginx worker_processes
@@ -43,7 +45,7 @@
 # Files in RUN_DIR: nginx.conf, fcgi.sock, bank.sock, bank/ (mode, ledger,
 # calls), tmp/ (nginx temp paths), wallet-fcgi.pid, nginx.pid, fcgiwrap.pid,
 # wallet-fcgi.log, nginx-access.log, nginx-error.log, fcgiwrap.log,
-# processor.log.
+# processor.log, api-key (the development key, 0600), walletctl.log.
 #
 # The responder may be killed and replaced while the stack runs (the tests
 # do): whoever replaces it rewrites RUN_DIR/wallet-fcgi.pid, and the stop
@@ -122,6 +124,7 @@ BANK_MODE=${WALLET_BANK_MODE:-random 10 1000}
 INTERVAL=${WALLET_PROCESS_INTERVAL:-10}
 ACCESS_LOG=${WALLET_ACCESS_LOG:-on}
 NGINX_WORKERS=${WALLET_NGINX_WORKERS:-2}
+RATE_LIMIT=${WALLET_RATE_LIMIT:-20}
 STOP_TIMEOUT=${WALLET_STOP_TIMEOUT:-10}
 # fcgiwrap serves one CGI call per preforked child, and its children mostly
 # sleep (the bank's delay modes), so what matters is concurrency, not cores:
@@ -149,6 +152,16 @@ is_port "$BANK_PORT" || die "WALLET_BANK_PORT must be a port number, got '$BANK_
 [[ $NGINX_WORKERS =~ ^[1-9][0-9]?$ ]] || die "WALLET_NGINX_WORKERS must be 1-99, got '$NGINX_WORKERS'"
 [[ $BANK_WORKERS =~ ^[1-9][0-9]?$ ]] || die "WALLET_BANK_WORKERS must be 1-99, got '$BANK_WORKERS'"
 [[ $STOP_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "WALLET_STOP_TIMEOUT must be a whole number of seconds, got '$STOP_TIMEOUT'"
+[[ $RATE_LIMIT =~ ^(0|[1-9][0-9]{0,5})$ ]] ||
+    die "WALLET_RATE_LIMIT must be a whole number of requests per second (0 = off), got '$RATE_LIMIT'"
+# nginx's limit_req: the per-key rate, the address's five times as much, and
+# bursts of two seconds' worth; with 0, the zones stay (unused) and the
+# limit_req lines are commented out.
+if ((RATE_LIMIT > 0)); then
+    KEY_RATE=$RATE_LIMIT limit_req=limit_req
+else
+    KEY_RATE=1 limit_req="# limit_req"
+fi
 # The paths end up unquoted in nginx.conf and in sed replacements: keep them
 # to characters that need no quoting anywhere.
 for path in "$RUN_DIR" "$REPO" "$DB" "$BIN_DIR"; do
@@ -532,6 +545,9 @@ sed -e "s|@ACCESS_LOG@|$(sed_escape "$access_log_args")|g" \
     -e "s|@HTTP_PORT@|$HTTP_PORT|g" \
     -e "s|@BANK_PORT@|$BANK_PORT|g" \
     -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" \
+    -e "s|@KEY_RATE@|$KEY_RATE|g" -e "s|@KEY_BURST@|$((KEY_RATE * 2))|g" \
+    -e "s|@ADDRESS_RATE@|$((KEY_RATE * 5))|g" -e "s|@ADDRESS_BURST@|$((KEY_RATE * 10))|g" \
+    -e "s|@LIMIT_REQ@|$limit_req|g" \
     "$TEMPLATE" >"$RUN_DIR/nginx.conf.new"
 if leftover=$(grep -n -o '@[A-Z_]*@' "$RUN_DIR/nginx.conf.new"); then
     die "unreplaced placeholders in $TEMPLATE: ${leftover//$'\n'/ }"
@@ -615,6 +631,36 @@ wait_until "GET http://127.0.0.1:$HTTP_PORT/healthz to answer 200" 10 "$NGINX_PI
 wait_until "the bank server on 127.0.0.1:$BANK_PORT" 5 "$NGINX_PID" bank_ok
 mapfile -t NGINX_WORKERS_SEEN < <(descendants "$NGINX_PID")
 
+# The development API key: $WALLET_DEV_API_KEY when set, else the one an
+# earlier run left in RUN_DIR/api-key, else a new one (wsk_ and 256 random
+# bits, the shape `walletctl keys create` makes). It is stored through
+# `walletctl keys create --stdin`, so it never appears in a command line, and
+# written to RUN_DIR/api-key (0600, by the umask above).
+readonly KEY_FILE="$RUN_DIR/api-key"
+key_shape='^[A-Za-z0-9_-]{32,128}$'
+new_key() { printf 'wsk_%s\n' "$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"; }
+store_key() { printf '%s\n' "$1" | "$BIN_DIR/walletctl" keys create development --stdin --existing-ok >>"$RUN_DIR/walletctl.log" 2>&1; }
+if [[ -n ${WALLET_DEV_API_KEY:-} ]]; then
+    [[ $WALLET_DEV_API_KEY =~ $key_shape ]] || die "WALLET_DEV_API_KEY must be 32 to 128 characters of A-Z a-z 0-9 _ -"
+    API_KEY=$WALLET_DEV_API_KEY
+    store_key "$API_KEY" || { show_logs walletctl.log; die "cannot store WALLET_DEV_API_KEY (revoked?)"; }
+else
+    API_KEY=""
+    if [[ -s $KEY_FILE ]]; then
+        API_KEY=$(<"$KEY_FILE")
+        if ! [[ $API_KEY =~ $key_shape ]] || ! store_key "$API_KEY"; then
+            warn "the key in $KEY_FILE is malformed or revoked: making a new one"
+            API_KEY=""
+        fi
+    fi
+    if [[ -z $API_KEY ]]; then
+        API_KEY=$(new_key)
+        store_key "$API_KEY" || { show_logs walletctl.log; die "cannot store a new development API key"; }
+    fi
+fi
+printf '%s\n' "$API_KEY" >"$KEY_FILE.new"
+mv -f "$KEY_FILE.new" "$KEY_FILE"
+
 # 4. The processor loop: one pass every INTERVAL seconds, start to start
 # (like the timer's OnUnitActiveSec), never two passes at once.
 interval_us() {
@@ -657,6 +703,7 @@ if ((RUN_PROCESSOR)); then
     LOOP_PID=$!
 fi
 
+log "development API key $API_KEY (in $KEY_FILE); e.g. curl -H \"Authorization: Bearer \$(cat $KEY_FILE)\" ..."
 log "bank http://127.0.0.1:$BANK_PORT/pay, run dir $RUN_DIR; Ctrl-C stops everything"
 printf 'stack ready http://127.0.0.1:%s\n' "$HTTP_PORT"
 

@@ -9,9 +9,4 @@ public enum DomainError: Error, Equatable, Sendable {
     case notCancelable(TransactionStatus)
     /// The idempotency key was first used for a different request.
     case idempotencyKeyReused
-    /// No API key has this id (the operator's commands).
-    case apiKeyNotFound
-    /// The API key is revoked, or is the key that owns the wallets made before API keys,
-    /// which has no secret: it cannot be given wallets.
-    case apiKeyNotUsable
 }

@@ -101,9 +101,6 @@ public struct APIError: Error, Equatable, Sendable {
         case .balanceOverflow: self = .balanceOverflow
         case .notCancelable(let status): self = .notCancelable(status)
         case .idempotencyKeyReused: self = .idempotencyKeyReused
-        case .apiKeyNotFound: self = APIError(status: 404, code: "not_found", message: "no API key with this id")
-        case .apiKeyNotUsable:
-            self = APIError(status: 409, code: "api_key_not_usable", message: "the API key is revoked or has no secret")
         }
     }
 }

@@ -64,8 +64,10 @@ public struct WalletAPI: Sendable {
         let template = route?.template ?? Route.unmatchedTemplate
         if route?.isOpen != true {
             switch authenticate(request, reader) {
-            case .failure(let handled): return Handled(response: handled.response, route: template, failure: handled.failure,
-                authenticationFailure: handled.authenticationFailure)
+            case .failure(let handled):
+                return Handled(
+                    response: handled.response, route: template, failure: handled.failure,
+                    authenticationFailure: handled.authenticationFailure)
             case .success(let key): return Handled(response: error.response, route: template, apiKey: key)
             }
         }

@@ -2,6 +2,15 @@ import WalletDomain
 import WalletJSON
 import WalletPlatform
 
+/// Why a wallet could not be handed to a key.
+public enum AssignmentError: Error, Equatable, Sendable {
+    case walletNotFound
+    case apiKeyNotFound
+    /// The key is revoked, or is the key that owns the wallets made before API keys, which
+    /// has no secret.
+    case apiKeyNotUsable
+}
+
 /// What the store knows of a presented key's digest.
 public enum KeyLookup: Sendable, Equatable {
     /// A live key, with when its use was last recorded.
@@ -17,8 +26,10 @@ extension Store {
         let row = try database.queryFirst(
             "SELECT id, digest, revoked_at, last_used_at FROM api_keys WHERE digest = ?", [.text(digest)]
         ) { row in
-            (id: APIKeyID(row.integer("id")), digest: row.text("digest"), revoked: row.optionalInteger("revoked_at") != nil,
-             lastUsed: row.optionalInteger("last_used_at").map(Timestamp.init(microseconds:)))
+            (
+                id: APIKeyID(row.integer("id")), digest: row.text("digest"), revoked: row.optionalInteger("revoked_at") != nil,
+                lastUsed: row.optionalInteger("last_used_at").map(Timestamp.init(microseconds:))
+            )
         }
         guard let row, SHA256.constantTimeEqual(Array(row.digest.utf8), Array(digest.utf8)) else { return .unknown }
         return row.revoked ? .revoked : .valid(row.id, lastUsedAt: row.lastUsed)
@@ -57,13 +68,12 @@ extension Store {
     }
 
     /// Revokes a key: from the next request on, it is refused. A key already revoked keeps
-    /// its first revocation time.
-    public func revokeAPIKey(_ id: APIKeyID, now: Timestamp) throws -> Result<APIKeyRecord, DomainError> {
+    /// its first revocation time. Nil when no key has this id.
+    public func revokeAPIKey(_ id: APIKeyID, now: Timestamp) throws -> APIKeyRecord? {
         requireTransaction()
         try database.run(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [.integer(now.microseconds), .integer(id.rawValue)])
-        guard let record = try apiKey(id) else { return .failure(.apiKeyNotFound) }
-        return .success(record)
+        return try apiKey(id)
     }
 
     /// Records that the key was used at `now`, unless a later use is already recorded.
@@ -77,7 +87,7 @@ extension Store {
     /// Hands a wallet to another key (the operator's tool for the wallets made before API
     /// keys, and for moving a client's wallets to its new key). The wallet's transactions
     /// and ledger go with it. A revoked key cannot be given wallets.
-    public func assignWallet(_ wallet: WalletID, to key: APIKeyID, now: Timestamp) throws -> Result<Wallet, DomainError> {
+    public func assignWallet(_ wallet: WalletID, to key: APIKeyID, now: Timestamp) throws -> Result<Wallet, AssignmentError> {
         requireTransaction()
         guard let record = try apiKey(key) else { return .failure(.apiKeyNotFound) }
         guard record.revokedAt == nil, record.hasSecret else { return .failure(.apiKeyNotUsable) }

@@ -51,7 +51,7 @@ struct Wallets: ParsableCommand {
                 print(object.result)
                 return
             }
-            print("wallet   \(wallet.id)\nbalance  \(wallet.balance)\nheld     \(wallet.held)\napi key  \(wallet.owner)")
+            print("wallet   \(wallet.id)\nbalance  \(wallet.balance)\nheld     \(wallet.held)\napi_key  \(wallet.owner)")
             print("created  \(wallet.createdAt.rfc3339)\nupdated  \(wallet.updatedAt.rfc3339)\n")
             print(transactionTable(recent))
         }

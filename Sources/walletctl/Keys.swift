@@ -110,11 +110,11 @@ struct Keys: ParsableCommand {
         func run() throws {
             let store = try common.store(writable: true)
             switch try store.write({ try store.revokeAPIKey(APIKeyID(id), now: Timestamp.now()) }) {
-            case .success(let record):
+            case let record?:
                 Log(component: "walletctl").write(
                     .info, "api_key_revoked", ["api_key": .integer(id), "name": .string(record.name), "actor": .string(currentUser())])
                 print(common.json ? record.jsonObject.result : "key \(id) (\(record.name)) revoked at \(record.revokedAt?.rfc3339 ?? "-")")
-            case .failure:
+            case nil:
                 throw Failed(description: "no API key with id \(id)")
             }
         }
@@ -150,7 +150,6 @@ extension Wallets {
             case .failure(.walletNotFound): throw Failed(description: "no wallet \(uuid)")
             case .failure(.apiKeyNotFound): throw Failed(description: "no API key with id \(keyID)")
             case .failure(.apiKeyNotUsable): throw Failed(description: "key \(keyID) is revoked or has no secret; choose a live key")
-            case .failure(let error): throw Failed(description: APIError(error).message)
             }
         }
     }

@@ -241,7 +241,8 @@ struct RequestParsingTests {
     @Test(
         "every status the API answers has its reason phrase",
         arguments: [
-            (200, "OK"), (201, "Created"), (400, "Bad Request"), (404, "Not Found"), (405, "Method Not Allowed"), (409, "Conflict"),
+            (200, "OK"), (201, "Created"), (204, "No Content"), (400, "Bad Request"), (401, "Unauthorized"), (403, "Forbidden"),
+            (404, "Not Found"), (429, "Too Many Requests"), (405, "Method Not Allowed"), (409, "Conflict"),
             (413, "Content Too Large"), (415, "Unsupported Media Type"), (422, "Unprocessable Content"), (500, "Internal Server Error"),
             (503, "Service Unavailable"),
         ])

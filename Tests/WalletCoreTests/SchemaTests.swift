@@ -79,7 +79,8 @@ struct SchemaTests {
     func walletChecks() throws {
         let database = try TestDatabase()
         let raw = database.store.database
-        let insert = "INSERT INTO wallets (uuid, balance, held, created_at, updated_at, api_key_id) VALUES (?, ?, ?, 0, 0, \(try database.store.write { try database.store.testKey() }))"
+        let insert =
+            "INSERT INTO wallets (uuid, balance, held, created_at, updated_at, api_key_id) VALUES (?, ?, ?, 0, 0, \(try database.store.write { try database.store.testKey() }))"
         try raw.run(insert, [.text(WalletID.random().text), .integer(0), .integer(0)])
         try raw.run(insert, [.text(WalletID.random().text), .integer(Int64.max), .integer(Int64.max)])
         expectConstraint("CHECK") { try raw.run(insert, [.text(WalletID.random().text), .integer(-1), .integer(0)]) }
@@ -191,7 +192,9 @@ struct SchemaTests {
         #expect(keys.map(\.1) == [nil, "\(wallet.text):42"])
         // New withdrawals get a random key.
         let scheduled = try store.database.immediateTransaction {
-            try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()).get()
+            try store.scheduleWithdrawal(
+                from: wallet, by: .operator, amount: Amount(minorUnits: 5)!, scheduledFor: .now(), idempotencyKey: nil, now: .now()
+            ).get()
                 .id
         }
         let key = try store.database.queryFirst("SELECT bank_key FROM transactions WHERE id = ?", [.integer(scheduled)]) { $0.text(0) }

@@ -98,11 +98,14 @@ private final class LedgerDriver {
     func run(_ step: LedgerStep) throws -> Int64? {
         switch step {
         case .deposit(let amount):
-            _ = try transaction { now in try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: now).get() }
+            _ = try transaction { now in
+                try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: now).get()
+            }
             return nil
         case .cancel(let amount):
             let id = try transaction { now in
-                try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: amount)!, scheduledFor: now.adding(seconds: 3_600),
+                try store.scheduleWithdrawal(
+                    from: wallet, by: .operator, amount: Amount(minorUnits: amount)!, scheduledFor: now.adding(seconds: 3_600),
                     idempotencyKey: nil, now: now
                 ).get().id
             }
@@ -110,8 +113,10 @@ private final class LedgerDriver {
             return id
         case .withdraw(let amount, let outcomes):
             let id = try transaction { now in
-                try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: amount)!, scheduledFor: now, idempotencyKey: nil, now: now)
-                    .get().id
+                try store.scheduleWithdrawal(
+                    from: wallet, by: .operator, amount: Amount(minorUnits: amount)!, scheduledFor: now, idempotencyKey: nil, now: now
+                )
+                .get().id
             }
             var remaining = outcomes[...]
             while true {
@@ -184,7 +189,8 @@ struct StoreTests {
             for wallet in wallets { _ = try store.createWallet(id: wallet, now: .now()) }
             for round in 1...4 {
                 for wallet in wallets {
-                    _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: Int64(round * 10))!, idempotencyKey: nil, now: .now()).get()
+                    _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: Int64(round * 10))!, idempotencyKey: nil, now: .now())
+                        .get()
                 }
             }
         }
@@ -212,7 +218,9 @@ struct StoreTests {
         // Hold 1,000 in a withdrawal with the bank: the balance drops, the room for deposits does not grow.
         let now = Timestamp.now()
         try store.database.immediateTransaction {
-            _ = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 1_000)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
+            _ = try store.scheduleWithdrawal(
+                from: wallet, by: .operator, amount: Amount(minorUnits: 1_000)!, scheduledFor: now, idempotencyKey: nil, now: now
+            ).get()
             _ = try store.claimDue(owner: "o", dueBy: now, now: now, leaseUntil: now.adding(seconds: 60), limit: 1)
         }
         let rowsBefore = try ledgerRows(store).count
@@ -264,7 +272,8 @@ struct StoreTests {
         let now = Timestamp.now()
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
-            let id = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 5)!, scheduledFor: now.adding(seconds: 60),
+            let id = try store.scheduleWithdrawal(
+                from: wallet, by: .operator, amount: Amount(minorUnits: 5)!, scheduledFor: now.adding(seconds: 60),
                 idempotencyKey: nil, now: now
             ).get().id
             if status != .pending {
@@ -322,7 +331,8 @@ struct StoreTests {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 1_000)!, idempotencyKey: nil, now: now).get()
             return try [-3, -1, -2, 60].map { offset in
-                try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 10)!, scheduledFor: now.adding(seconds: Int64(offset)),
+                try store.scheduleWithdrawal(
+                    from: wallet, by: .operator, amount: Amount(minorUnits: 10)!, scheduledFor: now.adding(seconds: Int64(offset)),
                     idempotencyKey: nil, now: now
                 ).get().id
             }
@@ -353,8 +363,10 @@ struct StoreTests {
         let id = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
-            let id = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now)
-                .get().id
+            let id = try store.scheduleWithdrawal(
+                from: wallet, by: .operator, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now
+            )
+            .get().id
             _ = try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1)
             // Due again at once, but still leased.
             try store.database.run("UPDATE transactions SET next_attempt_at = ? WHERE id = ?", [.integer(now.microseconds), .integer(id)])
@@ -380,7 +392,9 @@ struct StoreTests {
         let payout = try store.database.immediateTransaction {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: now).get()
-            _ = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
+            _ = try store.scheduleWithdrawal(
+                from: wallet, by: .operator, amount: Amount(minorUnits: 40)!, scheduledFor: now, idempotencyKey: nil, now: now
+            ).get()
             return try #require(
                 try store.claimDue(owner: "holder", dueBy: now, now: now, leaseUntil: now.adding(seconds: 30), limit: 1).payouts.first)
         }
@@ -427,7 +441,9 @@ struct StoreTests {
             _ = try store.createWallet(id: wallet, now: now)
             _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: now).get()
             _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 7)!, idempotencyKey: nil, now: now).get()
-            _ = try store.scheduleWithdrawal(from: wallet, by: .operator, amount: Amount(minorUnits: 3)!, scheduledFor: now, idempotencyKey: nil, now: now).get()
+            _ = try store.scheduleWithdrawal(
+                from: wallet, by: .operator, amount: Amount(minorUnits: 3)!, scheduledFor: now, idempotencyKey: nil, now: now
+            ).get()
         }
         let counts = try store.transactionCounts().map { "\($0.type.rawValue) \($0.status.rawValue) \($0.count) \($0.amount)" }
         #expect(Set(counts) == ["DEPOSIT COMPLETED 2 12", "WITHDRAWAL PENDING 1 3"])

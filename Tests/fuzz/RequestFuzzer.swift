@@ -13,7 +13,9 @@
 // Lines of NAME=VALUE up to the first empty line are the FastCGI parameters (the first of
 // a name wins, as with FCGX_GetParam; a value ends at a NUL byte, as a C string does);
 // what follows the empty line is the input stream the body is read from, which may be
-// shorter or longer than CONTENT_LENGTH says.
+// shorter or longer than CONTENT_LENGTH says. An input without HTTP_AUTHORIZATION is sent
+// with the key that owns the fixture's wallet, so that inputs reach past authentication;
+// one with it explores the header's parsing and the 401.
 //
 // The path it runs is the responder's: `FastCGIRequest` (parameters and body to a
 // `Request` or an error), then `WalletAPI.handle` (router, JSON parser, validation of
@@ -35,6 +37,8 @@ import WalletStore
 
 /// The wallet the database holds; the seed corpus uses its id.
 let knownWallet = "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b"
+/// The API key that owns it.
+let knownKey = "wsk_fuzzFixtureKey0123456789abcdefghijklmnopqrs"
 
 /// Runs write work like the responder's writer, on its own connection, but rolls every
 /// transaction back: nothing an input does is seen by the next one.
@@ -69,9 +73,12 @@ final class Fixture {
                 guard let id = WalletID(knownWallet), let amount = Amount(minorUnits: 5_000) else {
                     fatalError("the fixture's wallet id and amount are valid")
                 }
-                _ = try writer.createWallet(id: id, now: now)
+                guard let key = APIKeySecret(knownKey) else { fatalError("the fixture's key has the shape of one") }
+                let owner = try writer.createAPIKey(name: "fuzz", digest: key.digest, now: now).id
+                _ = try writer.createWallet(id: id, owner: owner, now: now)
                 _ = try writer.deposit(to: id, by: .operator, amount: amount, idempotencyKey: "fixture-deposit", now: now).get()
-                _ = try writer.scheduleWithdrawal(from: id, by: .operator, amount: amount, scheduledFor: now.adding(seconds: 86_400),
+                _ = try writer.scheduleWithdrawal(
+                    from: id, by: .operator, amount: amount, scheduledFor: now.adding(seconds: 86_400),
                     idempotencyKey: nil, now: now
                 ).get()
             }
@@ -125,6 +132,9 @@ func checkError(_ response: Response, _ input: String) {
     if response.status == 405, !response.headers.contains(where: { $0.name == "Allow" }) {
         fatalError("405 without Allow\n\(input)")
     }
+    if response.status == 401, !response.headers.contains(where: { $0.name == "WWW-Authenticate" }) {
+        fatalError("401 without WWW-Authenticate\n\(input)")
+    }
 }
 
 /// Whatever the input, the answer is a 2xx or a 4xx in the contract's shape: a 5xx from a
@@ -175,7 +185,8 @@ func checkTimestamp(_ text: String) {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRequest(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let data = start.map { Array(UnsafeBufferPointer(start: $0, count: count)) } ?? []
-    let (parameters, stream) = split(data)
+    var (parameters, stream) = split(data)
+    if parameters["HTTP_AUTHORIZATION"] == nil { parameters["HTTP_AUTHORIZATION"] = "Bearer " + knownKey }
     let input = String(decoding: data.prefix(2048), as: UTF8.self)
     for value in parameters.values { checkTimestamp(value) }
     checkTimestamp(String(decoding: stream, as: UTF8.self))
@@ -184,11 +195,11 @@ public func fuzzRequest(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let response: Response
     switch received.bodyLength() {
     case .failure(let error):
-        response = error.response
+        response = fixture.api.refuse(received.withoutBody, with: error, reader: fixture.reader).response
     case .success(let length):
         // The responder reads at most the announced length; the stream may end sooner.
         switch received.request(body: Array(stream.prefix(length))) {
-        case .failure(let error): response = error.response
+        case .failure(let error): response = fixture.api.refuse(received.withoutBody, with: error, reader: fixture.reader).response
         case .success(let request): response = fixture.api.handle(request, reader: fixture.reader).response
         }
     }

@@ -35,6 +35,7 @@ import collections
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +48,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+
+from .helpers import API_KEYS, with_api_key
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "scripts" / "stack.sh"
@@ -193,7 +196,7 @@ def http_request(port, method, path, body=None, headers=None, raw_body=None, tim
     neither, a POST carries `Content-Length: 0`."""
     if body is not None and raw_body is not None:
         raise ValueError("pass body or raw_body, not both")
-    hdrs = dict(headers or {})
+    hdrs = with_api_key(port, headers)
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -266,6 +269,8 @@ class Stack:
         self._ready = threading.Event()
         self._stdout_lines = []
         self.stack_exit_status = None
+        # The key every request helper sends (helpers.API_KEYS, by port).
+        self.api_key = "wsk_" + secrets.token_urlsafe(32)
         self._choose_ports()
 
     # -- setup -----------------------------------------------------------------
@@ -276,6 +281,7 @@ class Stack:
         while self.bank_port == self.http_port:
             self.bank_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
+        API_KEYS[self.http_port] = self.api_key
         self.bank_url = f"http://127.0.0.1:{self.bank_port}/pay"
         self.instant_bank_url = f"http://127.0.0.1:{self.bank_port}/instant"
         self.static_url = f"http://127.0.0.1:{self.bank_port}/static"
@@ -293,6 +299,10 @@ class Stack:
             "WALLET_BANK_URL": self.bank_url,
             "WALLET_BANK_MODE": self._bank_mode,
             "WALLET_ACCESS_LOG": "on" if self._access_log else "off",
+            # The stack's API key, chosen here (stack.sh stores it), and no
+            # rate limit unless a test asks for one: tests send bursts.
+            "WALLET_DEV_API_KEY": self.api_key,
+            "WALLET_RATE_LIMIT": "0",
         })
         for key, value in self._extra_env.items():
             if value is None:

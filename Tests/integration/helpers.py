@@ -253,6 +253,24 @@ class Response:
         return f"<Response {self.status} {self.body[:200]!r}>"
 
 
+# The API key of each running stack, by its HTTP port: every request helper
+# sends it as `Authorization: Bearer <key>` unless the request names its own
+# Authorization header (a value of None sends none at all).
+API_KEYS = {}
+
+
+def with_api_key(port, headers):
+    """`headers` (a dict) with the stack's key added unless it names Authorization."""
+    hdrs = dict(headers or {})
+    named = [k for k in hdrs if k.lower() == "authorization"]
+    if not named and port in API_KEYS:
+        hdrs["Authorization"] = f"Bearer {API_KEYS[port]}"
+    for k in named:
+        if hdrs[k] is None:
+            del hdrs[k]
+    return hdrs
+
+
 def host_port(url):
     parts = urllib.parse.urlsplit(url)
     return parts.hostname, parts.port or 80
@@ -273,7 +291,7 @@ class Client:
             self.conn = None
 
     def request(self, method, path, body=None, headers=None, raw_body=None):
-        hdrs = dict(headers or {})
+        hdrs = with_api_key(self.port, headers)
         data = raw_body
         if body is not None:
             data = json.dumps(body).encode()
@@ -366,7 +384,13 @@ def raw_request(url, method, path, headers=(), body=b"", timeout=10.0):
     lines = [f"{method} {path} HTTP/1.1".encode("latin-1") if isinstance(path, str) else
              method.encode() + b" " + path + b" HTTP/1.1",
              f"Host: {host}:{port}".encode(), b"Connection: close"]
+    headers = list(headers)
+    named = [n for n, _ in headers if (n.decode("latin-1") if isinstance(n, bytes) else n).lower() == "authorization"]
+    if not named and port in API_KEYS:
+        headers.append(("Authorization", f"Bearer {API_KEYS[port]}"))
     for name, value in headers:
+        if value is None:
+            continue
         name = name.encode("latin-1") if isinstance(name, str) else name
         value = value.encode("latin-1") if isinstance(value, str) else value
         lines.append(name + b": " + value)

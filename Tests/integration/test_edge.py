@@ -153,8 +153,9 @@ def test_head_keeps_the_connection_framing(stack):
     start right after its headers."""
     u = h.create_wallet(stack)["uuid"]
     h.deposit(stack, u, 3)
-    head = f"HEAD /wallets/{u}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    data = head * 3 + _request("GET", f"/wallets/{u}/")
+    auth = ("Authorization", f"Bearer {stack.api_key}")
+    head = f"HEAD /wallets/{u}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth[0]}: {auth[1]}\r\n\r\n".encode()
+    data = head * 3 + _request("GET", f"/wallets/{u}/", headers=[auth])
     raw = h.raw_exchange(stack.url, data)
     # Three bodiless answers, then the GET's.
     for _ in range(3):

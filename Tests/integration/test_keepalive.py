@@ -70,10 +70,13 @@ def _fastcgi_response(sock):
     return status, body
 
 
-def _params(method, path, length=0):
-    return {"REQUEST_METHOD": method, "DOCUMENT_URI": path, "QUERY_STRING": "",
-            "CONTENT_TYPE": "application/json" if length else "", "CONTENT_LENGTH": str(length) if length else "",
-            "REQUEST_ID": "keepalive-test"}
+def _params(method, path, length=0, key=None):
+    params = {"REQUEST_METHOD": method, "DOCUMENT_URI": path, "QUERY_STRING": "",
+              "CONTENT_TYPE": "application/json" if length else "", "CONTENT_LENGTH": str(length) if length else "",
+              "REQUEST_ID": "keepalive-test"}
+    if key:
+        params["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return params
 
 
 def test_a_kept_connection_serves_the_next_request_after_an_unread_body(stack):
@@ -85,16 +88,16 @@ def test_a_kept_connection_serves_the_next_request_after_an_unread_body(stack):
         sock.settimeout(10)
         sock.connect(str(stack.run_dir / "fcgi.sock"))
         oversized = b'{"amount": 1, "pad": "' + b"x" * (h.BODY_BYTES_MAX + 100) + b'"}'
-        sock.sendall(_fastcgi_request(_params("POST", f"/wallets/{wallet}/deposit", len(oversized)), oversized))
+        sock.sendall(_fastcgi_request(_params("POST", f"/wallets/{wallet}/deposit", len(oversized), stack.api_key), oversized))
         status, body = _fastcgi_response(sock)
         assert status == 413, body
         assert b'"payload_too_large"' in body
 
         deposit = b'{"amount": 25}'
-        sock.sendall(_fastcgi_request(_params("POST", f"/wallets/{wallet}/deposit", len(deposit)), deposit))
+        sock.sendall(_fastcgi_request(_params("POST", f"/wallets/{wallet}/deposit", len(deposit), stack.api_key), deposit))
         status, body = _fastcgi_response(sock)
         assert status == 200, body
-        sock.sendall(_fastcgi_request(_params("GET", f"/wallets/{wallet}/")))
+        sock.sendall(_fastcgi_request(_params("GET", f"/wallets/{wallet}/", key=stack.api_key)))
         status, body = _fastcgi_response(sock)
         assert status == 200, body
         assert b'"balance": 25' in body

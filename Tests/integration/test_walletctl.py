@@ -216,7 +216,8 @@ def test_wallets_show(world):
         text = ok(s.walletctl("wallets", "show", wallet), "wallets show")
         head, _, table = text.partition("\n\n")
         fields = dict(line.split(None, 1) for line in head.splitlines())
-        assert fields == {"wallet": wallet, "balance": str(doc["wallet"]["balance"]), "held": "0",
+        owner = str(s.sqlite("SELECT api_key_id FROM wallets WHERE uuid = ?", (wallet,))[0][0])
+        assert fields == {"wallet": wallet, "balance": str(doc["wallet"]["balance"]), "held": "0", "api_key": owner,
                           "created": doc["wallet"]["created_at"], "updated": doc["wallet"]["updated_at"]}
         assert [int(r["ID"]) for r in parse_table(table)] == [t["id"] for t in recent]
 

@@ -12,6 +12,10 @@
 #   status_code_conformance      every status is documented for its operation
 #   content_type_conformance     every Content-Type is documented
 #   response_schema_conformance  every body matches its documented schema
+#   ignored_auth                 an operation that declares bearerAuth refuses
+#                                requests without the key or with a wrong one
+# Every request carries the stack's development API key (WALLET_DEV_API_KEY,
+# made here); the stack runs without rate limits (WALLET_RATE_LIMIT=0).
 # over all of Schemathesis' phases (the spec's examples, coverage of each
 # schema's edges, random fuzzing, and stateful sequences that follow the
 # links it infers: create a wallet, deposit into it, read it back, ...).
@@ -45,7 +49,7 @@ repo=$(cd "$here/../.." && pwd)
 venv=$repo/.build-venv
 examples=${WALLET_SCHEMATHESIS_EXAMPLES:-100}
 seed=${WALLET_SCHEMATHESIS_SEED:-1}
-checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth
 
 passed=0
 failed=0
@@ -82,6 +86,7 @@ done
 # 0755: when run as root, nginx's workers run as `nobody` and must reach the
 # sockets in the run dir (see nginx/dev.conf.template).
 work=$(mktemp -d /tmp/wallet-schemathesis.XXXXXX)
+api_key="wsk_$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
 chmod 0755 "$work"
 mkdir "$work/run"
 stack_pid=
@@ -121,7 +126,7 @@ export no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
     cd "$repo"
     exec env WALLET_RUN_DIR="$work/run" WALLET_HTTP_PORT="$http_port" WALLET_BANK_PORT="$bank_port" \
         WALLET_DB="$work/wallet.db" WALLET_BIN_DIR="$bin_dir" WALLET_BANK_MODE=success \
-        WALLET_BANK_URL="http://127.0.0.1:$bank_port/pay" \
+        WALLET_BANK_URL="http://127.0.0.1:$bank_port/pay" WALLET_DEV_API_KEY="$api_key" WALLET_RATE_LIMIT=0 \
         bash scripts/stack.sh --no-processor >"$work/stack.out" 2>"$work/stack.err" </dev/null
 ) &
 stack_pid=$!
@@ -152,6 +157,7 @@ url=http://127.0.0.1:$http_port
 # on a shared machine it would fail by the clock, not by the service.
 schemathesis() {
     (cd "$work" && "$venv/bin/schemathesis" run --url "$url" --checks "$checks" --workers 1 \
+        --header "Authorization: Bearer $api_key" \
         --seed "$seed" --suppress-health-check too_slow "$@")
 }
 

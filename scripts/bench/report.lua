@@ -9,6 +9,13 @@
 -- (it has no notion of 1xx/3xx being errors); the API answers 200/201 on
 -- success, so that is the same as "not 2xx" here.
 
+-- Every request carries the API key of the stack under test (bench.sh sets
+-- WALLET_BENCH_KEY; the servers that need none ignore the header).
+local key = os.getenv("WALLET_BENCH_KEY")
+if key and key ~= "" then
+   wrk.headers["Authorization"] = "Bearer " .. key
+end
+
 function done(summary, latency, requests)
    local errors = summary.errors
    io.write(string.format(
