@@ -59,8 +59,11 @@ BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
 # sqlite3 (inspecting the database), procps (ps, used to stop fcgiwrap's
 # children by pid), jq (the mock bank reads its request body with it);
 # strace and shellcheck for the mock bank's tests (that it flushes its
-# ledger before answering; that its scripts are clean).
-RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck
+# ledger before answering; that its scripts are clean); openssl (the TLS
+# test makes its CA and certificate, and probes protocol versions with
+# s_client) and ssl-cert (the snakeoil pair the installed site's
+# nginx/wallet-tls.conf names by default).
+RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck openssl ssl-cert
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
@@ -307,13 +310,17 @@ bench: deps deps-bench
 #   $(SYSTEMD_UNIT_DIR)/wallet-fcgi.{socket,service},
 #     wallet-processor.{service,timer}                          0644
 #   /etc/nginx/sites-available/wallet.conf,
-#   /etc/nginx/snippets/wallet-locations.conf                   0644
+#   /etc/nginx/snippets/wallet-locations.conf,
+#   /etc/nginx/snippets/wallet-tls.conf.example                 0644
+#   /etc/nginx/snippets/wallet-tls.conf  0644, only if there is none yet
 #   /etc/wallet/{wallet,processor}.env.example                  0644
 #   /etc/wallet/{wallet,processor}.env   0640, only if there is none yet
 #   $(PREFIX)/share/wallet/bank.cgi  0755, only with INSTALL_MOCK_BANK=1
 #   /var/lib/wallet               0700 (owned by `wallet`, see below)
 # and, when DESTDIR is empty and make runs as root, the system user and
-# group `wallet` if missing. The nginx and /etc/wallet paths are fixed:
+# group `wallet` if missing, and Debian's snakeoil certificate (which
+# wallet-tls.conf names until the operator puts a real one there) if
+# missing. The nginx and /etc/wallet paths are fixed:
 # nginx/wallet.conf and the units name them.
 #
 # Enabling is left to the operator (install prints the commands): a package
@@ -361,6 +368,27 @@ install: $(if $(RELEASE_BIN_DIR),,release)
 	fi
 	install -D -m 0644 nginx/wallet.conf "$(DESTDIR)/etc/nginx/sites-available/wallet.conf"
 	install -D -m 0644 nginx/wallet-locations.conf "$(DESTDIR)/etc/nginx/snippets/wallet-locations.conf"
+# wallet-tls.conf names the certificate: the operator's once it exists, like
+# the .env files below; the example beside it shows the current TLS policy.
+	install -m 0644 nginx/wallet-tls.conf "$(DESTDIR)/etc/nginx/snippets/wallet-tls.conf.example"
+	@tls="$(DESTDIR)/etc/nginx/snippets/wallet-tls.conf"; \
+	if [ -e "$$tls" ] || [ -L "$$tls" ]; then \
+	  echo "keeping the existing $$tls (compare it with wallet-tls.conf.example)"; \
+	else \
+	  echo "install -m 0644 nginx/wallet-tls.conf $$tls"; \
+	  install -m 0644 nginx/wallet-tls.conf "$$tls"; \
+	fi
+# The snakeoil pair wallet-tls.conf names by default, so that nginx starts
+# at once: ssl-cert's postinst makes it, but not always (containers, images
+# built without it). Only on the real system, as root.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && \
+	    { [ ! -e /etc/ssl/certs/ssl-cert-snakeoil.pem ] || [ ! -e /etc/ssl/private/ssl-cert-snakeoil.key ]; }; then \
+	  if command -v make-ssl-cert >/dev/null; then \
+	    echo "make-ssl-cert generate-default-snakeoil"; make-ssl-cert generate-default-snakeoil; \
+	  else \
+	    echo "warning: no snakeoil certificate and no make-ssl-cert: apt-get install ssl-cert, or name a certificate in /etc/nginx/snippets/wallet-tls.conf"; \
+	  fi; \
+	fi
 # The mock bank only on request: installed by accident it would "pay" anything.
 	if [ "$(INSTALL_MOCK_BANK)" = 1 ]; then \
 	  install -D -m 0755 bank/bank.cgi "$(DESTDIR)$(PREFIX)/share/wallet/bank.cgi"; \
@@ -413,6 +441,7 @@ install: $(if $(RELEASE_BIN_DIR),,release)
 	  echo "  if the bank wants a token: install -m 0600 /dev/stdin /etc/wallet/bank-token"; \
 	  echo "  systemctl daemon-reload"; \
 	  echo "  systemctl enable --now wallet-fcgi.socket wallet-processor.timer"; \
+	  echo "  put the real certificate in /etc/nginx/snippets/wallet-tls.conf (README: Deployment, TLS)"; \
 	  echo "  ln -s ../sites-available/wallet.conf /etc/nginx/sites-enabled/wallet.conf"; \
 	  echo "  nginx -t && systemctl reload nginx"; \
 	fi
@@ -425,6 +454,16 @@ uninstall:
 	for exe in $(WALLET_EXECUTABLES); do rm -f "$(DESTDIR)$(PREFIX)/bin/$$exe"; done
 	for unit in $(WALLET_UNITS); do rm -f "$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit"; done
 	rm -f "$(DESTDIR)/etc/nginx/sites-available/wallet.conf" "$(DESTDIR)/etc/nginx/snippets/wallet-locations.conf"
+# wallet-tls.conf goes only if it is still the example (otherwise it names
+# the operator's certificate), as for the .env files below.
+	@tls="$(DESTDIR)/etc/nginx/snippets/wallet-tls.conf"; example="$$tls.example"; \
+	[ -f "$$example" ] || example="nginx/wallet-tls.conf"; \
+	if [ -f "$$tls" ] && [ ! -L "$$tls" ] && cmp -s "$$tls" "$$example"; then \
+	  echo "rm -f $$tls"; rm -f "$$tls"; \
+	elif [ -e "$$tls" ] || [ -L "$$tls" ]; then \
+	  echo "keeping $$tls: it differs from the example (the operator's certificate)"; \
+	fi; \
+	rm -f "$$tls.example"
 # Removed whatever INSTALL_MOCK_BANK says now: it may have been set at install.
 	rm -f "$(DESTDIR)$(PREFIX)/share/wallet/bank.cgi"
 # An .env file goes only if it is still the example as installed (or, with

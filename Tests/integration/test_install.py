@@ -76,6 +76,8 @@ def expected_files(prefix="/usr/local", mock_bank=False):
     out.update({
         "etc/nginx/sites-available/wallet.conf": 0o644,
         "etc/nginx/snippets/wallet-locations.conf": 0o644,
+        "etc/nginx/snippets/wallet-tls.conf": 0o644,
+        "etc/nginx/snippets/wallet-tls.conf.example": 0o644,
         "etc/wallet/wallet.env": 0o640,
         "etc/wallet/wallet.env.example": 0o644,
         "etc/wallet/processor.env": 0o640,
@@ -141,6 +143,8 @@ def test_install_lays_out_the_tree(installed):
     same = {
         "etc/nginx/sites-available/wallet.conf": "nginx/wallet.conf",
         "etc/nginx/snippets/wallet-locations.conf": "nginx/wallet-locations.conf",
+        "etc/nginx/snippets/wallet-tls.conf": "nginx/wallet-tls.conf",
+        "etc/nginx/snippets/wallet-tls.conf.example": "nginx/wallet-tls.conf",
         "etc/wallet/wallet.env": "packaging/wallet.env.example",
         "etc/wallet/wallet.env.example": "packaging/wallet.env.example",
         "etc/wallet/processor.env": "packaging/processor.env.example",
@@ -351,6 +355,24 @@ def test_reinstall_keeps_an_edited_env(install, name):
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert (destdir / "etc/wallet" / f"{name}.example").read_bytes() == \
         (REPO / "packaging" / f"{name}.example").read_bytes()
+
+
+def test_reinstall_keeps_the_operators_certificate(install):
+    """wallet-tls.conf names the certificate: the operator's once edited,
+    kept by install and uninstall alike; the example beside it refreshed."""
+    destdir = install()
+    tls = destdir / "etc/nginx/snippets/wallet-tls.conf"
+    edited = tls.read_text().replace("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/letsencrypt/live/x/fullchain.pem")
+    tls.write_text(edited)
+    (destdir / "etc/nginx/snippets/wallet-tls.conf.example").write_text("old\n")
+    install()
+    assert f"keeping the existing {tls}" in install.output
+    assert tls.read_text() == edited
+    assert (destdir / "etc/nginx/snippets/wallet-tls.conf.example").read_bytes() == \
+        (REPO / "nginx/wallet-tls.conf").read_bytes()
+    result = make("uninstall", destdir)
+    assert "etc/nginx/snippets/wallet-tls.conf" in leftovers(destdir) and tls.read_text() == edited
+    assert "the operator's certificate" in result.stdout
 
 
 # --- uninstall ----------------------------------------------------------------------------

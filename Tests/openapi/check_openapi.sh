@@ -14,8 +14,8 @@
 #   3. Every error code of Sources/WalletHTTP/APIError.swift, of the
 #      responder's own errors in Sources/wallet-fcgi/ and
 #      Sources/WalletHTTP/FastCGIRequest.swift and of nginx's JSON
-#      error pages in nginx/wallet-locations.conf is listed in the `code`
-#      enum of the `Error` schema.
+#      error pages in nginx/wallet-locations.conf and nginx/wallet.conf
+#      (https_required) is listed in the `code` enum of the `Error` schema.
 #
 # Prints one line per check (details of a failure go to stderr) and a last
 # line "N passed, M failed". Exit status 0 only if nothing failed.
@@ -32,6 +32,7 @@ api_error=$repo/Sources/WalletHTTP/APIError.swift
 fcgi_dir=$repo/Sources/wallet-fcgi
 fastcgi_request=$repo/Sources/WalletHTTP/FastCGIRequest.swift
 nginx_locations=$repo/nginx/wallet-locations.conf
+nginx_site=$repo/nginx/wallet.conf
 
 passed=0
 failed=0
@@ -168,5 +169,7 @@ check_codes "wallet-fcgi" 1 \
     "$(cat "$fcgi_dir"/*.swift "$fastcgi_request" | grep -o 'code: "[a-z_]*"' | sed 's/^code: "//; s/"$//' | sort -u)"
 check_codes "wallet-locations.conf" 5 \
     "$(grep -o '"code": "[a-z_]*"' "$nginx_locations" | sed 's/^"code": "//; s/"$//' | sort -u)"
+check_codes "wallet.conf" 1 \
+    "$(grep -o '"code": "[a-z_]*"' "$nginx_site" | sed 's/^"code": "//; s/"$//' | sort -u)"
 
 finish
