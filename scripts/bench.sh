@@ -109,7 +109,7 @@ KEEP=${BENCH_KEEP:-0}
 BASELINE=${BENCH_BASELINE:-$(git -C "$(dirname -- "${BASH_SOURCE[0]}")/.." log --diff-filter=A --format=%H -- Sources/WalletDomain/APIKey.swift 2>/dev/null | tail -n 1)^}
 # The stack's API key, in every request (report.lua and curl below).
 API_KEY="wsk_$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
-export WALLET_BENCH_KEY=$API_KEY
+export BENCH_API_KEY=$API_KEY
 # Fixed by the issues: the processor's calls in flight and the bank's workers.
 readonly CONCURRENCY_B=16 WORKERS_B=16 CONCURRENCY_C=64 WORKERS_C=64
 readonly MODE_C="random 10 1000"
@@ -206,16 +206,25 @@ stop_stack() {
     return "$rc"
 }
 
+# stop_baseline: stops the baseline's stack (its responder was never
+# replaced, so only stack.sh's own stop is needed), leaving stack 1 alone.
+stop_baseline() {
+    local rc=0
+    [[ -n $BASE_STACK_PID ]] || return 0
+    if alive "$BASE_STACK_PID"; then kill -s TERM "$BASE_STACK_PID" 2>/dev/null || true; fi
+    wait "$BASE_STACK_PID" 2>/dev/null || rc=$?
+    ((rc == 0)) || warn "the baseline's stack.sh (pid $BASE_STACK_PID) exited with status $rc; see $TMP/stack-baseline.log"
+    BASE_STACK_PID=""
+    return "$rc"
+}
+
 cleanup() {
     local rc=$? pid dir leftovers=() args=()
     trap '' INT TERM
     trap - EXIT
     if [[ -n $CHILD_PID ]]; then kill_tree "$CHILD_PID"; CHILD_PID=""; fi
     stop_stack || rc=1
-    if [[ -n $BASE_STACK_PID ]]; then
-        STACK_PID=$BASE_STACK_PID BASE_STACK_PID=""
-        stop_stack || rc=1
-    fi
+    stop_baseline || rc=1
     # Nothing may be left behind: look for any process still naming our
     # temporary directory (a report, not a kill by name).
     if [[ -n $TMP ]]; then
@@ -695,9 +704,7 @@ done
 median_round normal32 deposit32
 if [[ -n $BASE_STACK_PID ]]; then
     log "stopping the baseline's stack"
-    STACK_PID_API=$STACK_PID STACK_PID=$BASE_STACK_PID BASE_STACK_PID=""
-    stop_stack || die "stopping the baseline's stack failed"
-    STACK_PID=$STACK_PID_API
+    stop_baseline || die "stopping the baseline's stack failed"
 fi
 
 # (a) The processor's own ceiling: a bank that answers at once.

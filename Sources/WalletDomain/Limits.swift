@@ -62,4 +62,9 @@ public enum Limits {
     /// How stale an API key's "last used" time may get, in seconds: the responder records a
     /// use at most this often per key, so that reads stay reads.
     public static let apiKeyLastUsedIntervalSeconds: Int64 = 60
+
+    /// API key lookups a database connection remembers between two changes to the
+    /// database (Store.apiKey(digest:)); past this many (a client inventing keys) it forgets
+    /// them all and starts again.
+    public static let apiKeyLookupsCachedMax = 1_024
 }

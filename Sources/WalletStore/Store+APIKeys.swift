@@ -22,7 +22,34 @@ public enum KeyLookup: Sendable, Equatable {
 extension Store {
     /// The key with this digest, found through the unique index and then compared in
     /// constant time (the index finds candidates; the comparison decides).
+    ///
+    /// Every request asks this, so answers are remembered per connection for as long as
+    /// nothing else has committed: `PRAGMA data_version` changes whenever another
+    /// connection or process commits (a revocation by walletctl, a new key, any write), and
+    /// then every remembered answer is dropped. A revoked key is thus refused from the
+    /// next request on, and a connection that only reads (the responder's readers) asks
+    /// the table once per key while nothing changes.
     public func apiKey(digest: String) throws -> KeyLookup {
+        let version = try database.scalarInteger("PRAGMA data_version") ?? 0
+        if version != keyLookupsVersion || keyLookups.count >= Limits.apiKeyLookupsCachedMax {
+            keyLookups.removeAll(keepingCapacity: true)
+            keyLookupsVersion = version
+        } else if let known = keyLookups[digest] {
+            return known
+        }
+        let found = try lookUpAPIKey(digest: digest)
+        keyLookups[digest] = found
+        return found
+    }
+
+    /// A connection's own commits leave its `data_version` as it was: a change to the keys
+    /// made through this connection drops what it remembers itself.
+    private func forgetKeyLookups() {
+        keyLookups.removeAll()
+        keyLookupsVersion = -1
+    }
+
+    private func lookUpAPIKey(digest: String) throws -> KeyLookup {
         let row = try database.queryFirst(
             "SELECT id, digest, revoked_at, last_used_at FROM api_keys WHERE digest = ?", [.text(digest)]
         ) { row in
@@ -38,6 +65,7 @@ extension Store {
     /// Stores a new key's digest under `name`. The secret itself is never stored.
     public func createAPIKey(name: String, digest: String, now: Timestamp) throws -> APIKeyRecord {
         requireTransaction()
+        forgetKeyLookups()
         try database.run(
             "INSERT INTO api_keys (name, digest, created_at) VALUES (?, ?, ?)", [.text(name), .text(digest), .integer(now.microseconds)])
         return APIKeyRecord(
@@ -71,6 +99,7 @@ extension Store {
     /// its first revocation time. Nil when no key has this id.
     public func revokeAPIKey(_ id: APIKeyID, now: Timestamp) throws -> APIKeyRecord? {
         requireTransaction()
+        forgetKeyLookups()
         try database.run(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [.integer(now.microseconds), .integer(id.rawValue)])
         return try apiKey(id)
@@ -79,6 +108,7 @@ extension Store {
     /// Records that the key was used at `now`, unless a later use is already recorded.
     public func recordAPIKeyUse(_ id: APIKeyID, now: Timestamp) throws {
         requireTransaction()
+        forgetKeyLookups()
         try database.run(
             "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
             [.integer(now.microseconds), .integer(id.rawValue)])

@@ -146,6 +146,37 @@ struct AuthenticationTests {
         expectError(t.send("GET", "/wallets/\(wallet)/"), status: 401, code: "unauthenticated")
     }
 
+    @Test("a connection's remembered lookups follow revocations by another connection, by another process and by itself")
+    func rememberedLookups() throws {
+        let database = try TestDatabase()
+        let writer = database.store
+        let reader = try database.connection(queryOnly: true)
+        let (first, second) = (APIKeySecret.random(), APIKeySecret.random())
+        let ids = try writer.write {
+            (
+                try writer.createAPIKey(name: "a", digest: first.digest, now: .now()).id,
+                try writer.createAPIKey(name: "b", digest: second.digest, now: .now()).id
+            )
+        }
+        #expect(try reader.apiKey(digest: first.digest) == .valid(ids.0, lastUsedAt: nil))
+        #expect(try reader.apiKey(digest: first.digest) == .valid(ids.0, lastUsedAt: nil))
+        // Another connection revokes: the reader sees it at once.
+        _ = try writer.write { try writer.revokeAPIKey(ids.0, now: .now()) }
+        #expect(try reader.apiKey(digest: first.digest) == .revoked)
+        // The same connection looks up, then revokes itself: it sees its own change.
+        #expect(try writer.apiKey(digest: second.digest) == .valid(ids.1, lastUsedAt: nil))
+        _ = try writer.write { try writer.revokeAPIKey(ids.1, now: .now()) }
+        #expect(try writer.apiKey(digest: second.digest) == .revoked)
+        #expect(try reader.apiKey(digest: second.digest) == .revoked)
+        // Another process (a plain SQL change through a third connection) is seen too.
+        let third = try database.connection()
+        let late = APIKeySecret.random()
+        #expect(try reader.apiKey(digest: late.digest) == .unknown)
+        try third.database.run(
+            "INSERT INTO api_keys (name, digest, created_at) VALUES ('late', ?, 0)", [.text(late.digest)])
+        if case .valid = try reader.apiKey(digest: late.digest) {} else { Issue.record("a key added elsewhere was not seen") }
+    }
+
     @Test("/healthz and /metrics answer without a key", arguments: ["/healthz", "/metrics"])
     func openRoutes(path: String) throws {
         let t = try TestAPI()

@@ -10,8 +10,8 @@
 -- success, so that is the same as "not 2xx" here.
 
 -- Every request carries the API key of the stack under test (bench.sh sets
--- WALLET_BENCH_KEY; the servers that need none ignore the header).
-local key = os.getenv("WALLET_BENCH_KEY")
+-- BENCH_API_KEY; the servers that need none ignore the header).
+local key = os.getenv("BENCH_API_KEY")
 if key and key ~= "" then
    wrk.headers["Authorization"] = "Bearer " .. key
 end
