@@ -72,8 +72,9 @@ public struct WalletAPI: Sendable {
         case .wallets:
             return try createWallet(request)
         case .wallet(let id):
-            guard let wallet = try reader.wallet(id) else { throw APIError.walletNotFound }
-            return read(wallet.json)
+            return read(try lookUpWallet(id, request, reader).json)
+        case .balance(let id):
+            return try balance(request, of: id, reader)
         case .deposit(let id):
             return try deposit(request, to: id)
         case .withdraw(let id):
@@ -100,6 +101,28 @@ public struct WalletAPI: Sendable {
     }
 
     // MARK: - Reads
+
+    /// The wallet a read route names: the one place a route finds its wallet (404 when
+    /// there is none).
+    private func lookUpWallet(_ id: WalletID, _ request: Request, _ reader: Store) throws -> Wallet {
+        guard let wallet = try reader.wallet(id) else { throw APIError.walletNotFound }
+        return wallet
+    }
+
+    /// The balance and held funds at `at` (now without it), from the ledger, in one snapshot.
+    private func balance(_ request: Request, of id: WalletID, _ reader: Store) throws -> WriteOutcome {
+        let at = try BalanceQuery(request.queryItems).at ?? Timestamp.now()
+        return try reader.read {
+            let wallet = try lookUpWallet(id, request, reader)
+            let figures = try reader.balance(of: wallet, at: at)
+            var object = JSONObject()
+            object.add("wallet", wallet.id.text)
+            object.add("at", at.rfc3339)
+            object.add("balance", figures.balance)
+            object.add("held", figures.held)
+            return read(object.result)
+        }
+    }
 
     private func listTransactions(_ request: Request, of id: WalletID, _ reader: Store) throws -> WriteOutcome {
         let query = try TransactionQuery(request.queryItems)
