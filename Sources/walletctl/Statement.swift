@@ -9,9 +9,9 @@ struct Statement: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "A wallet's statement for [FROM, TO): opening balance, every ledger row, closing balance, ledger checkpoint.",
         discussion: """
-            The opening balance is the balance before FROM, the closing one the balance before TO, so that one \\
-            statement's closing balance is the next one's opening. The checkpoint ID:HASH covers every ledger \\
-            row (of every wallet) written before TO: `walletctl audit verify --anchor ID:HASH` checks that the \\
+            The opening balance is the balance before FROM, the closing one the balance before TO, so that one \
+            statement's closing balance is the next one's opening. The checkpoint ID:HASH covers every ledger \
+            row (of every wallet) written before TO: `walletctl audit verify --anchor ID:HASH` checks that the \
             ledger still yields it. CSV (RFC 4180, a header row, CRLF line ends) unless --format json (or --json).
             """)
 
@@ -23,7 +23,7 @@ struct Statement: ParsableCommand {
     @Argument(help: "The wallet's uuid.") var uuid: String
     @Option(help: "The start of the period, included (RFC 3339).") var from: String
     @Option(help: "The end of the period, excluded (RFC 3339).") var to: String
-    @Option(help: "csv (the default) or json.") var format: Format = .csv
+    @Option(help: "The output format.") var format: Format = .csv
 
     func run() throws {
         let wallet = try parseWalletID(uuid)
