@@ -69,6 +69,10 @@ public struct APIError: Error, Equatable, Sendable {
         APIError(status: 400, code: "invalid_scheduled_for", message: detail, field: "scheduled_for")
     }
 
+    public static let invalidAt = APIError(
+        status: 400, code: "invalid_at", message: "at must be an RFC 3339 time with an offset, such as 2026-02-15T15:00:00Z",
+        field: "at")
+
     public static func invalidQuery(field: String, _ detail: String) -> APIError {
         APIError(status: 400, code: "invalid_query", message: detail, field: field)
     }

@@ -32,6 +32,7 @@ extension Route {
         switch self {
         case .wallets: "/wallets"
         case .wallet(let id): "/wallets/\(id)"
+        case .balance(let id): "/wallets/\(id)/balance"
         case .deposit(let id): "/wallets/\(id)/deposit"
         case .withdraw(let id): "/wallets/\(id)/withdraw"
         case .transactions(let id): "/wallets/\(id)/transactions"
@@ -91,6 +92,17 @@ public struct RequestBody {
         default:
             throw APIError.invalidScheduledFor("scheduled_for must be a string")
         }
+    }
+}
+
+/// The balance route's query: `at`, an RFC 3339 time with an offset; absent means now.
+public struct BalanceQuery {
+    public var at: Timestamp?
+
+    public init(_ items: [String: String]) throws(APIError) {
+        guard let text = items["at"] else { return }
+        guard let at = Timestamp(rfc3339: text) else { throw APIError.invalidAt }
+        self.at = at
     }
 }
 

@@ -6,6 +6,7 @@ import WalletPlatform
 public enum Route: Equatable, Sendable {
     case wallets
     case wallet(WalletID)
+    case balance(WalletID)
     case deposit(WalletID)
     case withdraw(WalletID)
     case transactions(WalletID)
@@ -33,7 +34,7 @@ public enum Route: Equatable, Sendable {
     public var allowedMethods: [String] {
         switch self {
         case .wallets, .deposit, .withdraw, .cancel: ["POST"]
-        case .wallet, .transactions, .transaction, .health, .metrics: ["GET", "HEAD"]
+        case .wallet, .balance, .transactions, .transaction, .health, .metrics: ["GET", "HEAD"]
         }
     }
 
@@ -43,6 +44,7 @@ public enum Route: Equatable, Sendable {
         switch self {
         case .wallets: "/wallets/"
         case .wallet: "/wallets/{uuid}/"
+        case .balance: "/wallets/{uuid}/balance"
         case .deposit: "/wallets/{uuid}/deposit"
         case .withdraw: "/wallets/{uuid}/withdraw"
         case .transactions: "/wallets/{uuid}/transactions/"
@@ -82,6 +84,7 @@ public enum Route: Equatable, Sendable {
         switch (fourth, fifth) {
         case (nil, nil) where third.is("deposit"): self = .deposit(wallet)
         case (nil, nil) where third.is("withdraw"): self = .withdraw(wallet)
+        case (nil, nil) where third.is("balance"): self = .balance(wallet)
         case (nil, nil) where third.is("transactions"): self = .transactions(wallet)
         case (let id?, nil) where third.is("transactions"):
             guard let id = Route.transactionID(id) else { return nil }

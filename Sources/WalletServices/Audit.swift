@@ -14,6 +14,12 @@ public struct Discrepancy: Sendable, Equatable, CustomStringConvertible {
         case heldMismatch = "held_mismatch"
         case negativeBalance = "negative_balance"
         case ledgerMismatch = "ledger_mismatch"
+        /// The ledger no longer yields a checkpoint given with `--anchor`.
+        case anchorMismatch = "anchor_mismatch"
+        /// A checkpoint the processor stored does not match the ledger.
+        case checkpointMismatch = "checkpoint_mismatch"
+        case brokenAdminChain = "broken_admin_chain"
+        case adminGap = "admin_gap"
     }
 
     public var kind: Kind
@@ -40,6 +46,13 @@ public struct AuditReport: Sendable {
     /// The last row's hash: an operator who records it can later prove nothing was cut
     /// from the end.
     public var headHash: String = Store.genesisHash
+    /// The checkpoint of the last ledger row, recomputed from the rows' contents.
+    public var checkpoint: LedgerCheckpoint = .genesis
+    /// The anchors checked, each found in the ledger or not.
+    public var anchors: [(anchor: LedgerCheckpoint, held: Bool)] = []
+    public var adminActions: Int64 = 0
+    /// The last admin action's hash.
+    public var adminHeadHash: String = Store.genesisHash
     public var discrepancies: [Discrepancy] = []
 
     public var passed: Bool { discrepancies.isEmpty }
@@ -50,6 +63,9 @@ public struct AuditReport: Sendable {
 /// - each row's `balance_after` as the running sum of its wallet's deltas;
 /// - each wallet's balance as the sum of its deltas, and its held funds as the sum of its
 ///   `PROCESSING` withdrawals; no negative balance;
+/// - the ledger's checkpoints (docs/CHECKPOINTS.md) against the anchors given and the
+///   checkpoints the processor stored;
+/// - the admin trail's hash chain, row by row, with no gap in the ids;
 /// - each transaction's ledger rows against its type and status: a completed deposit has one
 ///   credit; a `PROCESSING` or `COMPLETED` withdrawal one debit and no refund; a `FAILED` one
 ///   either nothing (insufficient funds) or one debit and one refund; `PENDING` and
@@ -69,20 +85,83 @@ public struct Auditor {
     }
 
     /// Runs every check inside one read transaction, so the service may keep writing.
-    public func verify() throws -> AuditReport {
+    /// Each of `anchors` must still be a checkpoint of the ledger.
+    public func verify(anchors: [LedgerCheckpoint] = []) throws -> AuditReport {
         try store.read {
             var report = AuditReport()
             var sums: [Int64: Int64] = [:]
             var entries: [Int64: [LedgerLine]] = [:]
-            try checkChain(&report, sums: &sums, entries: &entries)
+            // The checkpoints to compare: the anchors' and the stored ones, not every row's.
+            let stored = try store.storedCheckpoints()
+            var checkpoints: [Int64: String] = [:]
+            for id in anchors.map(\.ledgerID) + stored.map(\.ledgerID) { checkpoints[id] = "" }
+            try checkChain(&report, sums: &sums, entries: &entries, checkpoints: &checkpoints)
+            checkpoints = checkpoints.filter { !$0.value.isEmpty }
+            checkpoints[0] = Store.genesisHash
+            checkAnchors(&report, anchors: anchors, stored: stored, checkpoints: checkpoints)
+            try checkAdminTrail(&report)
             try checkWallets(&report, sums: sums)
             try checkTransactions(&report, entries: entries)
             return report
         }
     }
 
-    private func checkChain(_ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [LedgerLine]]) throws {
+    /// Each anchor, then each stored checkpoint, against the checkpoints recomputed.
+    private func checkAnchors(
+        _ report: inout AuditReport, anchors: [LedgerCheckpoint], stored: [LedgerCheckpoint], checkpoints: [Int64: String]
+    ) {
+        for anchor in anchors {
+            let found = checkpoints[anchor.ledgerID]
+            report.anchors.append((anchor, found == anchor.hash))
+            guard found != anchor.hash else { continue }
+            report.discrepancies.append(
+                Discrepancy(
+                    kind: .anchorMismatch, subject: "anchor \(anchor.ledgerID)",
+                    detail: found == nil
+                        ? "the ledger has no row \(anchor.ledgerID): rows were removed"
+                        : "the ledger's rows up to \(anchor.ledgerID) hash to \(found!), not \(anchor.hash): a row up to it was changed, removed or inserted"
+                ))
+        }
+        for stored in stored where checkpoints[stored.ledgerID] != stored.hash {
+            report.discrepancies.append(
+                Discrepancy(
+                    kind: .checkpointMismatch, subject: "checkpoint \(stored.ledgerID)",
+                    detail: "the stored checkpoint \(stored.hash) is not the ledger's (\(checkpoints[stored.ledgerID] ?? "no such row"))"))
+        }
+    }
+
+    /// The admin trail's chain, as the ledger's.
+    private func checkAdminTrail(_ report: inout AuditReport) throws {
         var previousHash = Store.genesisHash
+        var expectedID: Int64 = 1
+        for action in try store.allAdminActions() {
+            report.adminActions += 1
+            if action.id != expectedID {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .adminGap, subject: "admin action \(action.id)",
+                        detail: "expected action \(expectedID) next: actions were removed or renumbered"))
+            }
+            expectedID = action.id + 1
+            let input = Store.adminHashInput(
+                previousHash: previousHash, id: action.id, createdAt: action.createdAt.microseconds, actor: action.actor,
+                command: action.command, arguments: action.arguments, result: action.result)
+            if SHA256.hex(Array(input.utf8)) != action.hash {
+                report.discrepancies.append(
+                    Discrepancy(
+                        kind: .brokenAdminChain, subject: "admin action \(action.id)",
+                        detail: "the hash does not match the action's content and the previous action's hash"))
+            }
+            previousHash = action.hash
+        }
+        report.adminHeadHash = previousHash
+    }
+
+    private func checkChain(
+        _ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [LedgerLine]], checkpoints: inout [Int64: String]
+    ) throws {
+        var previousHash = Store.genesisHash
+        var checkpoint = LedgerCheckpoint.genesis
         var expectedID: Int64 = 1
         for row in try store.ledgerRows() {
             report.ledgerRows += 1
@@ -96,7 +175,14 @@ public struct Auditor {
             let input = Store.ledgerHashInput(
                 previousHash: previousHash, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
                 kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
-            if SHA256.hex(Array(input.utf8)) != row.hash {
+            let chained = SHA256.hex(Array(input.utf8))
+            // The checkpoint chains from the previous checkpoint, not from the stored hash;
+            // while it hashes the same text (an intact chain), it is the same hash.
+            checkpoint =
+                LedgerCheckpoint.stepInput(checkpoint.hash, row) == input
+                ? LedgerCheckpoint(ledgerID: row.id, hash: chained) : checkpoint.next(row)
+            if checkpoints[row.id] != nil { checkpoints[row.id] = checkpoint.hash }
+            if chained != row.hash {
                 report.discrepancies.append(
                     Discrepancy(
                         kind: .brokenHashChain, subject: "ledger \(row.id)",
@@ -114,6 +200,7 @@ public struct Auditor {
             entries[row.transactionID, default: []].append(LedgerLine(wallet: row.walletRowID, kind: row.kind, delta: row.delta))
         }
         report.headHash = previousHash
+        report.checkpoint = checkpoint
     }
 
     private func checkWallets(_ report: inout AuditReport, sums: [Int64: Int64]) throws {

@@ -127,16 +127,22 @@ public final class ProcessorPass {
             if answered.isEmpty && !finished.isEmpty { oldestAnswer = clock() }
             answered += finished
         }
+        let checkpoint = ledgerCheckpoint()
         do {
             try store.write {
                 try store.purgeIdempotencyKeys(olderThan: clock().adding(seconds: -Limits.idempotencyRetentionSeconds))
                 try store.recordPass(
                     startedAt: started, finishedAt: clock(), claimed: summary.claimed, completed: summary.completed,
                     failed: summary.failed, retried: summary.retried)
+                if let checkpoint { try store.storeCheckpoint(checkpoint, now: clock()) }
             }
         } catch let error as DatabaseError where error.isBusy {
             // Every outcome is recorded; only the bookkeeping waits for the next pass.
-            log.write(.warning, "database_busy", ["message": .string("\(error)"), "skipped": .string("pass record and key purge")])
+            log.write(
+                .warning, "database_busy", ["message": .string("\(error)"), "skipped": .string("pass record, checkpoint and key purge")])
+        }
+        if let checkpoint {
+            log.write(.info, "ledger_checkpoint", ["ledger_id": .integer(checkpoint.ledgerID), "hash": .string(checkpoint.hash)])
         }
         log.write(
             .info, "pass",
@@ -147,6 +153,20 @@ public final class ProcessorPass {
                 "duration_ms": .number(Double(clock().microseconds - started.microseconds) / 1000),
             ])
         return summary
+    }
+
+    /// The checkpoint of the ledger's last row (docs/CHECKPOINTS.md), for the journal to
+    /// keep as an anchor. Computed in a read transaction, from the last stored checkpoint
+    /// over the rows since: no write lock, and the cost of the rows since the last pass.
+    /// nil when the ledger is empty or the checkpoint cannot be computed (logged: rows
+    /// removed from the ledger's end make it so).
+    private func ledgerCheckpoint() -> LedgerCheckpoint? {
+        do {
+            return try store.read { try store.latestCheckpoint() }
+        } catch {
+            log.write(.error, "ledger_checkpoint_failed", ["message": .string("\(error)")])
+            return nil
+        }
     }
 
     /// After a step found the database busy: drops the answers whose lease has run out (the

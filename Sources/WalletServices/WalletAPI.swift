@@ -153,8 +153,9 @@ public struct WalletAPI: Sendable {
         case .wallets:
             return try createWallet(request, owner: key)
         case .wallet(let id):
-            guard let wallet = try reader.wallet(id, visibleTo: caller) else { throw APIError.walletNotFound }
-            return read(wallet.json)
+            return read(try lookUpWallet(id, caller, reader).json)
+        case .balance(let id):
+            return try balance(request, of: id, reader, caller)
         case .deposit(let id):
             return try deposit(request, to: id, by: key)
         case .withdraw(let id):
@@ -192,9 +193,31 @@ public struct WalletAPI: Sendable {
 
     // MARK: - Reads
 
+    /// The wallet a read route names: the one place a route finds its wallet (404 when
+    /// there is none).
+    private func lookUpWallet(_ id: WalletID, _ caller: Caller, _ reader: Store) throws -> Wallet {
+        guard let wallet = try reader.wallet(id, visibleTo: caller) else { throw APIError.walletNotFound }
+        return wallet
+    }
+
+    /// The balance and held funds at `at` (now without it), from the ledger, in one snapshot.
+    private func balance(_ request: Request, of id: WalletID, _ reader: Store, _ caller: Caller) throws -> WriteOutcome {
+        let at = try BalanceQuery(request.queryItems).at ?? Timestamp.now()
+        return try reader.read {
+            let wallet = try lookUpWallet(id, caller, reader)
+            let figures = try reader.balance(of: wallet, at: at)
+            var object = JSONObject()
+            object.add("wallet", wallet.id.text)
+            object.add("at", at.rfc3339)
+            object.add("balance", figures.balance)
+            object.add("held", figures.held)
+            return read(object.result)
+        }
+    }
+
     private func listTransactions(_ request: Request, of id: WalletID, _ reader: Store, _ caller: Caller) throws -> WriteOutcome {
         let query = try TransactionQuery(request.queryItems)
-        guard let wallet = try reader.wallet(id, visibleTo: caller) else { throw APIError.walletNotFound }
+        let wallet = try lookUpWallet(id, caller, reader)
         let page = try reader.transactions(of: wallet, filter: query.filter, before: query.cursor, limit: query.limit)
         return read(page.json)
     }

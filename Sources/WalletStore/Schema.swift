@@ -9,7 +9,7 @@ import WalletPlatform
 /// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
 /// append-only.
 public enum Schema {
-    public static let migrations: [String] = [version1, version2, version3]
+    public static let migrations: [String] = [version1, version2, version3, adminTrail]
 
     /// The version this binary writes. A database with a newer version was migrated by a
     /// newer binary, and this one refuses to touch it.
@@ -210,5 +210,53 @@ public enum Schema {
         DROP TABLE idempotency;
         ALTER TABLE idempotency_by_api_key RENAME TO idempotency;
         CREATE INDEX idempotency_by_age ON idempotency (created_at);
+        """
+
+    /// The admin trail, the ledger's checkpoints and the indexes of the balance at a time.
+    ///
+    /// - `admin_actions`: one row per `walletctl` command that changes anything (or tried
+    ///   to), written in the transaction of its change: who (the kernel's uid, the login uid,
+    ///   sudo's uid), what (the command and its arguments, secrets redacted) and the result.
+    ///   Append-only like the ledger, and hash-chained the same way (`Store.adminHashInput`).
+    /// - `ledger_checkpoints`: the checkpoints the processor logged (docs/CHECKPOINTS.md),
+    ///   so that the next pass continues from the last one instead of rehashing the ledger.
+    /// - A wallet's ledger rows by time, and its withdrawals by status and last change: the
+    ///   balance and held funds at a time are then lookups (`Store.balance(of:at:)`).
+    static let adminTrail = """
+        CREATE TABLE admin_actions (
+            id          INTEGER PRIMARY KEY,
+            created_at  INTEGER NOT NULL,
+            -- getuid(): who the process ran as.
+            uid         INTEGER NOT NULL CHECK (uid >= 0),
+            -- /proc/self/loginuid: who logged in, kept through su and sudo; NULL when unset.
+            login_uid   INTEGER CHECK (login_uid IS NULL OR login_uid >= 0),
+            -- $SUDO_UID: who ran sudo, when walletctl ran under it.
+            sudo_uid    INTEGER CHECK (sudo_uid IS NULL OR sudo_uid >= 0),
+            command     TEXT    NOT NULL CHECK (length(command) BETWEEN 1 AND 200),
+            -- A JSON object of the command's arguments, each secret one as "[redacted]".
+            arguments   TEXT    NOT NULL CHECK (length(arguments) BETWEEN 2 AND 10000),
+            -- "ok", or the code of the error that stopped it.
+            result      TEXT    NOT NULL CHECK (length(result) BETWEEN 1 AND 200),
+            hash        TEXT    NOT NULL CHECK (length(hash) = 64)
+        ) STRICT;
+        CREATE TRIGGER admin_actions_no_update BEFORE UPDATE ON admin_actions
+        BEGIN SELECT RAISE(ABORT, 'admin actions are append-only'); END;
+        CREATE TRIGGER admin_actions_no_delete BEFORE DELETE ON admin_actions
+        BEGIN SELECT RAISE(ABORT, 'admin actions are append-only'); END;
+
+        CREATE TABLE ledger_checkpoints (
+            ledger_id   INTEGER PRIMARY KEY CHECK (ledger_id > 0),
+            hash        TEXT    NOT NULL CHECK (length(hash) = 64),
+            created_at  INTEGER NOT NULL
+        ) STRICT;
+        CREATE TRIGGER ledger_checkpoints_no_update BEFORE UPDATE ON ledger_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'ledger checkpoints are append-only'); END;
+        CREATE TRIGGER ledger_checkpoints_no_delete BEFORE DELETE ON ledger_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'ledger checkpoints are append-only'); END;
+
+        -- The last row of a wallet at or before a time (the rowid, the id, ends every key).
+        CREATE INDEX ledger_by_wallet_time ON ledger (wallet_id, created_at);
+        -- A wallet's withdrawals still PROCESSING, or settled after a time.
+        CREATE INDEX transactions_by_wallet_status ON transactions (wallet_id, status, updated_at) WHERE type = 'WITHDRAWAL';
         """
 }

@@ -47,14 +47,7 @@ public struct StoredPayout: Sendable, Equatable {
 extension Store {
     /// Every ledger row in id order.
     public func ledgerRows() throws -> [StoredLedgerRow] {
-        try database.query(
-            "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash FROM ledger ORDER BY id"
-        ) { row in
-            StoredLedgerRow(
-                id: row.integer("id"), walletRowID: row.integer("wallet_id"), transactionID: row.integer("transaction_id"),
-                kind: row.text("kind"), delta: row.integer("delta"), balanceAfter: row.integer("balance_after"),
-                createdAt: row.integer("created_at"), hash: row.text("hash"))
-        }
+        try database.query("SELECT \(Store.ledgerColumns) FROM ledger ORDER BY id", [], Store.ledgerRow)
     }
 
     /// Every wallet with the exact total of its `PROCESSING` withdrawals, in id order.

@@ -100,42 +100,62 @@ struct Withdrawals: ParsableCommand {
 
         func run() throws {
             let store = try common.store(writable: true)
-            let result = try store.write { try store.cancelWithdrawal(id, now: Timestamp.now()) }
-            switch result {
-            case .success(let transaction):
-                Log(component: "walletctl").write(
-                    .info, "withdrawal",
-                    [
-                        "withdrawal": .integer(transaction.id), "wallet": .string(transaction.wallet.text),
-                        "amount": .integer(transaction.amount.minorUnits), "status": .string(transaction.status.rawValue),
-                        "failure_reason": .string(transaction.failureReason?.rawValue), "actor": .string(currentUser()),
-                    ])
-                print(common.json ? transaction.json : "withdrawal \(id) canceled")
-            case .failure(let error):
-                var apiError = APIError(error)
-                if error == .transactionNotFound { apiError.message = "no transaction with id \(id)" }
+            let transaction: Transaction
+            do {
+                transaction = try administer(store, AdminCommand("withdrawals cancel", ["id": .integer(id)])) { store, now in
+                    switch try store.cancelWithdrawal(id, now: now) {
+                    case .success(let transaction):
+                        return transaction
+                    case .failure(let error):
+                        var apiError = APIError(error)
+                        if error == .transactionNotFound { apiError.message = "no transaction with id \(id)" }
+                        throw apiError
+                    }
+                }
+            } catch let apiError as APIError {
                 if common.json { print(apiError.response.body) }
-                throw Failed(description: apiError.message)
+                throw Failed(description: apiError.message, code: apiError.code)
             }
+            let actor = AdminActor.current()
+            Log(component: "walletctl").write(
+                .info, "withdrawal",
+                [
+                    "withdrawal": .integer(transaction.id), "wallet": .string(transaction.wallet.text),
+                    "amount": .integer(transaction.amount.minorUnits), "status": .string(transaction.status.rawValue),
+                    "failure_reason": .string(transaction.failureReason?.rawValue), "uid": .integer(actor.uid),
+                    "login_uid": .integer(actor.loginUID), "sudo_uid": .integer(actor.sudoUID),
+                ])
+            print(common.json ? transaction.json : "withdrawal \(id) canceled")
         }
     }
 }
 
-func currentUser() -> String {
-    getenv("SUDO_USER").map { String(cString: $0) } ?? getenv("USER").map { String(cString: $0) } ?? "uid \(getuid())"
-}
-
 struct Audit: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Audit the ledger.", subcommands: [Verify.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Audit the ledger and the admin trail.", subcommands: [Verify.self, AuditLog.self])
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Recompute every balance from the ledger, check every invariant and the hash chain.",
-            discussion: "Exits 1 and names each discrepancy when anything is off.")
+            abstract: "Recompute every balance from the ledger, check every invariant, both hash chains and the anchors given.",
+            discussion: """
+                Exits 1 and names each discrepancy when anything is off. An anchor is a ledger checkpoint \
+                ID:HASH as wallet-processor logs it (event ledger_checkpoint) or a statement ends with; \
+                the check fails when the ledger no longer yields it.
+                """)
         @OptionGroup var common: Common
+        @Option(
+            name: .customLong("anchor"), parsing: .singleValue,
+            help: ArgumentHelp("A ledger checkpoint ID:HASH the ledger must still yield (repeatable).", valueName: "ID:HASH"))
+        var anchors: [String] = []
 
         func run() throws {
-            let report = try Auditor(store: try common.store()).verify()
+            let parsed = try anchors.map { text in
+                guard let anchor = LedgerCheckpoint(anchor: text) else {
+                    throw ValidationError("\(text) is not an anchor: ID:HASH, a ledger row id and 64 hex digits")
+                }
+                return anchor
+            }
+            let report = try Auditor(store: try common.store()).verify(anchors: parsed)
             if common.json {
                 var object = JSONObject()
                 object.add("passed", json: report.passed ? "true" : "false")
@@ -143,17 +163,64 @@ struct Audit: ParsableCommand {
                 object.add("wallets", report.wallets)
                 object.add("transactions", report.transactions)
                 object.add("head_hash", report.headHash)
+                object.add("checkpoint", json: checkpointJSON(report.checkpoint))
+                object.add(
+                    "anchors",
+                    json: jsonArray(
+                        report.anchors.map { anchor, held in
+                            var item = JSONObject()
+                            item.add("ledger_id", anchor.ledgerID)
+                            item.add("hash", anchor.hash)
+                            item.add("held", json: held ? "true" : "false")
+                            return item.result
+                        }))
+                object.add("admin_actions", report.adminActions)
+                object.add("admin_head_hash", report.adminHeadHash)
                 object.add("discrepancies", json: jsonArray(report.discrepancies.map(\.json)))
                 print(object.result)
             } else {
-                print("checked \(report.ledgerRows) ledger rows, \(report.wallets) wallets, \(report.transactions) transactions")
+                print(
+                    "checked \(report.ledgerRows) ledger rows, \(report.wallets) wallets, \(report.transactions) transactions, \(report.adminActions) admin actions"
+                )
                 print("ledger head \(report.headHash)")
+                print("ledger checkpoint \(report.checkpoint.anchor)")
+                print("admin trail head \(report.adminHeadHash)")
+                for (anchor, held) in report.anchors { print("anchor \(anchor.anchor): \(held ? "holds" : "DOES NOT HOLD")") }
                 for discrepancy in report.discrepancies { print(discrepancy) }
                 print(report.passed ? "audit passed" : "audit FAILED: \(report.discrepancies.count) discrepancies")
             }
             if !report.passed { throw ExitCode(1) }
         }
     }
+
+    struct AuditLog: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "log", abstract: "List the admin trail: who changed what with walletctl, newest first.")
+        @OptionGroup var common: Common
+        @Option(help: "At most this many actions.") var limit = 100
+
+        func run() throws {
+            let actions = try common.store().adminActions(limit: limit)
+            if common.json {
+                print(jsonArray(actions.map(\.json)))
+                return
+            }
+            var table = Table("ID", "TIME", "UID", "LOGIN_UID", "SUDO_UID", "COMMAND", "ARGUMENTS", "RESULT")
+            for action in actions {
+                table.add(
+                    String(action.id), action.createdAt.rfc3339, String(action.actor.uid), action.actor.loginUID.map(String.init) ?? "",
+                    action.actor.sudoUID.map(String.init) ?? "", action.command, action.arguments, action.result)
+            }
+            print(table.rendered)
+        }
+    }
+}
+
+func checkpointJSON(_ checkpoint: LedgerCheckpoint) -> String {
+    var object = JSONObject()
+    object.add("ledger_id", checkpoint.ledgerID)
+    object.add("hash", checkpoint.hash)
+    return object.result
 }
 
 struct Reconcile: ParsableCommand {

@@ -42,23 +42,22 @@ struct Keys: ParsableCommand {
         func run() throws {
             let secret = stdin ? try readKey() : APIKeySecret.random()
             let store = try common.store(writable: true)
-            let now = Timestamp.now()
-            let outcome: (record: APIKeyRecord, created: Bool) = try store.write {
+            let command = AdminCommand(
+                "keys create", ["name": .text(name), "stdin": .flag(stdin), "existing_ok": .flag(existingOk), "key": .secret])
+            let outcome: (record: APIKeyRecord, created: Bool) = try administer(store, command) { store, now in
                 switch try store.apiKey(digest: secret.digest) {
                 case .valid(let id, _):
-                    guard existingOk, let record = try store.apiKey(id) else { throw Failed(description: "this key is already stored, as key \(id)") }
+                    guard existingOk, let record = try store.apiKey(id) else {
+                        throw Failed(description: "this key is already stored, as key \(id)", code: "key_exists")
+                    }
                     return (record, false)
                 case .revoked:
-                    throw Failed(description: "this key was revoked; a revoked key cannot be stored again")
+                    throw Failed(description: "this key was revoked; a revoked key cannot be stored again", code: "key_revoked")
                 case .unknown:
                     return (try store.createAPIKey(name: name, digest: secret.digest, now: now), true)
                 }
             }
             let record = outcome.record
-            if outcome.created {
-                Log(component: "walletctl").write(
-                    .info, "api_key_created", ["api_key": .integer(record.id.rawValue), "name": .string(name), "actor": .string(currentUser())])
-            }
             if common.json {
                 var object = record.jsonObject
                 if !stdin { object.add("key", secret.text) }
@@ -109,14 +108,13 @@ struct Keys: ParsableCommand {
 
         func run() throws {
             let store = try common.store(writable: true)
-            switch try store.write({ try store.revokeAPIKey(APIKeyID(id), now: Timestamp.now()) }) {
-            case let record?:
-                Log(component: "walletctl").write(
-                    .info, "api_key_revoked", ["api_key": .integer(id), "name": .string(record.name), "actor": .string(currentUser())])
-                print(common.json ? record.jsonObject.result : "key \(id) (\(record.name)) revoked at \(record.revokedAt?.rfc3339 ?? "-")")
-            case nil:
-                throw Failed(description: "no API key with id \(id)")
+            let record = try administer(store, AdminCommand("keys revoke", ["id": .integer(id)])) { store, now in
+                guard let record = try store.revokeAPIKey(APIKeyID(id), now: now) else {
+                    throw Failed(description: "no API key with id \(id)", code: "not_found")
+                }
+                return record
             }
+            print(common.json ? record.jsonObject.result : "key \(id) (\(record.name)) revoked at \(record.revokedAt?.rfc3339 ?? "-")")
         }
     }
 }
@@ -137,20 +135,17 @@ extension Wallets {
         func run() throws {
             let wallet = try parseWalletID(uuid)
             let store = try common.store(writable: true)
-            let before = try store.wallet(wallet)?.owner
-            switch try store.write({ try store.assignWallet(wallet, to: APIKeyID(keyID), now: Timestamp.now()) }) {
-            case .success(let assigned):
-                Log(component: "walletctl").write(
-                    .info, "wallet_assigned",
-                    [
-                        "wallet": .string(wallet.text), "from_api_key": .integer(before?.rawValue), "api_key": .integer(keyID),
-                        "actor": .string(currentUser()),
-                    ])
-                print(common.json ? assigned.json : "wallet \(wallet) now belongs to key \(keyID)")
-            case .failure(.walletNotFound): throw Failed(description: "no wallet \(uuid)")
-            case .failure(.apiKeyNotFound): throw Failed(description: "no API key with id \(keyID)")
-            case .failure(.apiKeyNotUsable): throw Failed(description: "key \(keyID) is revoked or has no secret; choose a live key")
+            let command = AdminCommand("wallets assign", ["wallet": .text(wallet.text), "api_key": .integer(keyID)])
+            let assigned = try administer(store, command) { store, now in
+                switch try store.assignWallet(wallet, to: APIKeyID(keyID), now: now) {
+                case .success(let assigned): return assigned
+                case .failure(.walletNotFound): throw Failed(description: "no wallet \(uuid)", code: "not_found")
+                case .failure(.apiKeyNotFound): throw Failed(description: "no API key with id \(keyID)", code: "not_found")
+                case .failure(.apiKeyNotUsable):
+                    throw Failed(description: "key \(keyID) is revoked or has no secret; choose a live key", code: "api_key_not_usable")
+                }
             }
+            print(common.json ? assigned.json : "wallet \(wallet) now belongs to key \(keyID)")
         }
     }
 }

@@ -12,9 +12,17 @@ import Glibc
 struct WalletCTL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walletctl",
-        abstract: "Inspect, audit, reconcile and back up the wallet service's database, and manage its API keys.",
-        discussion: "Reads WALLET_DB (default var/wallet.db) and the other WALLET_* settings from the environment.",
-        subcommands: [Wallets.self, Keys.self, Transactions.self, Withdrawals.self, Audit.self, Reconcile.self, Backup.self, Stats.self])
+        abstract: "Inspect, audit, reconcile and back up the wallet service's database; manage its API keys; print statements.",
+        discussion: """
+            Reads WALLET_DB (default var/wallet.db) and the other WALLET_* settings from the environment. \
+            Every command that changes the database (withdrawals cancel, keys create and revoke, wallets \
+            assign) is recorded in the admin trail (audit log) with who ran it, and logged through syslog \
+            (facility authpriv).
+            """,
+        subcommands: [
+            Wallets.self, Keys.self, Transactions.self, Withdrawals.self, Audit.self, Statement.self, Reconcile.self, Backup.self,
+            Stats.self,
+        ])
 }
 
 /// Options every command shares.
@@ -42,6 +50,8 @@ struct Common: ParsableArguments {
 /// 64 usage errors (ArgumentParser's own).
 struct Failed: Error, CustomStringConvertible {
     let description: String
+    /// What the admin trail records as the result of a command that failed so.
+    var code = "failed"
 }
 
 func parseWalletID(_ text: String) throws -> WalletID {

@@ -68,9 +68,13 @@ struct AuditTests {
         arguments: [
             (
                 "UPDATE ledger SET delta = delta + 1 WHERE id = 1",
-                [Discrepancy.Kind.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch]
+                [Discrepancy.Kind.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
             ),
-            ("DELETE FROM ledger WHERE id = 3", [.ledgerGap, .brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch]),
+            (
+                "DELETE FROM ledger WHERE id = 3",
+                [.ledgerGap, .brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
+            ),
+            // The stored hash column is not part of a checkpoint: only the chain breaks.
             ("UPDATE ledger SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE id = 2", [.brokenHashChain, .brokenHashChain]),
             ("UPDATE wallets SET balance = balance + 5 WHERE id = 1", [.balanceMismatch]),
             ("UPDATE wallets SET held = 0 WHERE id = 2", [.heldMismatch]),

@@ -12,6 +12,7 @@ private func walletRoutes(_ wallet: WalletID, transaction: Int64) -> [(method: S
         ("GET", "/wallets/\(wallet)/", nil),
         ("POST", "/wallets/\(wallet)/deposit", #"{"amount": 5}"#),
         ("POST", "/wallets/\(wallet)/withdraw", #"{"amount": 5}"#),
+        ("GET", "/wallets/\(wallet)/balance", nil),
         ("GET", "/wallets/\(wallet)/transactions/", nil),
         ("GET", "/wallets/\(wallet)/transactions/\(transaction)/", nil),
         ("POST", "/wallets/\(wallet)/transactions/\(transaction)/cancel", nil),

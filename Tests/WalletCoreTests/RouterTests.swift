@@ -17,6 +17,7 @@ struct RouterTests {
             ("/wallets", Route.wallets),
             ("/wallets/\(uuid)", .wallet(wallet)),
             ("/wallets/\(uuid.uppercased())", .wallet(wallet)),
+            ("/wallets/\(uuid)/balance", .balance(wallet)),
             ("/wallets/\(uuid)/deposit", .deposit(wallet)),
             ("/wallets/\(uuid)/withdraw", .withdraw(wallet)),
             ("/wallets/\(uuid)/transactions", .transactions(wallet)),
@@ -38,6 +39,7 @@ struct RouterTests {
             "", "/", "//", "wallets", "wallets/", "/wallet", "/wallets//", "/wallets///", "/Wallets", "/WALLETS/", "/healthz/x",
             "/metrics/x", "/wallets/not-a-uuid", "/wallets/\(uuid)x", "/wallets/\(uuid.dropLast())",
             "/wallets/\(uuid)/Deposit", "/wallets/\(uuid)/deposits", "/wallets/\(uuid)/deposit/x", "/wallets/\(uuid)//",
+            "/wallets/\(uuid)/Balance", "/wallets/\(uuid)/balance/x",
             "/wallets/\(uuid)/withdraw/1", "/wallets/\(uuid)/transactions/0", "/wallets/\(uuid)/transactions/042",
             "/wallets/\(uuid)/transactions/-1", "/wallets/\(uuid)/transactions/+1", "/wallets/\(uuid)/transactions/1.0",
             "/wallets/\(uuid)/transactions/1e3", "/wallets/\(uuid)/transactions/abc", "/wallets/\(uuid)/transactions/ 1",
@@ -63,6 +65,7 @@ struct RouterTests {
         arguments: [
             (Route.wallets, ["POST"], "/wallets/"),
             (.wallet(wallet), ["GET", "HEAD"], "/wallets/{uuid}/"),
+            (.balance(wallet), ["GET", "HEAD"], "/wallets/{uuid}/balance"),
             (.deposit(wallet), ["POST"], "/wallets/{uuid}/deposit"),
             (.withdraw(wallet), ["POST"], "/wallets/{uuid}/withdraw"),
             (.transactions(wallet), ["GET", "HEAD"], "/wallets/{uuid}/transactions/"),
@@ -85,6 +88,7 @@ struct RouterTests {
         let canonical = try spellings.map { try #require(Route(path: $0)).canonicalPath }
         #expect(Set(canonical) == ["/wallets/\(uuid)/deposit"])
         #expect(Route(path: "/wallets/")?.canonicalPath == "/wallets")
+        #expect(Route(path: "/wallets/\(uuid.uppercased())/balance/")?.canonicalPath == "/wallets/\(uuid)/balance")
         #expect(Route(path: "/wallets/\(uuid)/transactions/5/cancel/")?.canonicalPath == "/wallets/\(uuid)/transactions/5/cancel")
     }
 

@@ -42,6 +42,8 @@ def wallet_routes(wallet, transaction):
         ("GET", f"/wallets/{wallet}", None),
         ("POST", f"/wallets/{wallet}/deposit", {"amount": 5}),
         ("POST", f"/wallets/{wallet}/withdraw", {"amount": 5}),
+        ("GET", f"/wallets/{wallet}/balance", None),
+        ("GET", f"/wallets/{wallet}/balance?at=2026-01-01T00:00:00Z", None),
         ("GET", f"/wallets/{wallet}/transactions/", None),
         ("GET", f"/wallets/{wallet}/transactions/{transaction}/", None),
         ("POST", f"/wallets/{wallet}/transactions/{transaction}/cancel", None),
@@ -187,6 +189,15 @@ def test_walletctl_keys_end_to_end(world):
     assert stack.request("POST", "/wallets/", headers=bearer(chosen)).status == 201
     assert stack.walletctl("keys", "create", "again", "--stdin", input=chosen + "\n").returncode == 1
     assert stack.walletctl("keys", "create", "again", "--stdin", "--existing-ok", input=chosen + "\n").returncode == 0
+    # Every change is in the admin trail, failures included, and no key is ever in it.
+    trail = stack.sqlite("SELECT command, arguments, result FROM admin_actions ORDER BY id")
+    commands = [(command, result) for command, _, result in trail]
+    for expected in [("keys create", "ok"), ("wallets assign", "ok"), ("keys revoke", "ok"), ("keys revoke", "not_found"),
+                     ("wallets assign", "api_key_not_usable"), ("keys create", "key_exists")]:
+        assert expected in commands, (expected, commands)
+    dump = "\n".join(map(str, stack.sqlite("SELECT * FROM admin_actions")))
+    assert secret not in dump and chosen not in dump and stack.api_key not in dump
+    assert '"key": "[redacted]"' in dump
 
 
 def test_logs_name_the_key_by_id_and_never_show_a_presented_value(world):

@@ -396,13 +396,20 @@ def test_audit_verify_passes(world):
     assert "audit passed" in text
     doc = ctl_json(s, "audit", "verify")
     ledger_rows = s.sqlite("SELECT COUNT(*) FROM ledger")[0][0]
-    head = s.sqlite("SELECT hash FROM ledger ORDER BY id DESC LIMIT 1")[0][0]
+    head_id, head = s.sqlite("SELECT id, hash FROM ledger ORDER BY id DESC LIMIT 1")[0]
+    admin = s.sqlite("SELECT count(*) FROM admin_actions")[0]
+    admin_head = s.sqlite("SELECT hash FROM admin_actions ORDER BY id DESC LIMIT 1")
     assert doc == {
         "passed": True,
         "ledger_rows": ledger_rows,
         "wallets": 2,
         "transactions": len(all_api_transactions(world)),
         "head_hash": head,
+        # On an intact ledger the checkpoint of the last row is the chain's head.
+        "checkpoint": {"ledger_id": head_id, "hash": head},
+        "anchors": [],
+        "admin_actions": admin[0],
+        "admin_head_hash": admin_head[0][0] if admin_head else "0" * 64,
         "discrepancies": [],
     }
     assert f"checked {ledger_rows} ledger rows" in text and head in text
