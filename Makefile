@@ -86,8 +86,9 @@ TEST_SUITES += deb
 # Plain `make` builds.
 all: build
 
+# The usage block at the top of this file, up to its first empty comment line.
 help:
-	@sed -n '3,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,/^#$$/{/^#$$/!s/^# \{0,1\}//p}' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
