@@ -276,8 +276,7 @@ check "Depends: the libraries (dpkg-shlibdeps), nginx, adduser, systemd, ca-cert
     "missing: ${missing[*]} in: $depends" test "${#missing[@]}" -eq 0
 dpkg-deb -e "$deb" "$tmp/DEBIAN"
 check "conffiles: /etc/wallet/wallet.env and processor.env among them" "$(cat "$tmp/DEBIAN/conffiles")" \
-    grep -qxF -e /etc/wallet/wallet.env "$tmp/DEBIAN/conffiles"
-check "conffiles: processor.env" "" grep -qxF -e /etc/wallet/processor.env "$tmp/DEBIAN/conffiles"
+    test "$(grep -cxF -e /etc/wallet/wallet.env -e /etc/wallet/processor.env "$tmp/DEBIAN/conffiles")" -eq 2
 check "md5sums, postinst, prerm, postrm present" "$(ls "$tmp/DEBIAN")" \
     test -s "$tmp/DEBIAN/md5sums" -a -x "$tmp/DEBIAN/postinst" -a -x "$tmp/DEBIAN/prerm" -a -x "$tmp/DEBIAN/postrm"
 
