@@ -13,6 +13,7 @@
 #   make install   install the release binaries, systemd units, nginx site and
 #                  example /etc/wallet/wallet.env and processor.env (DESTDIR, PREFIX honoured)
 #   make uninstall remove what install put, never the data
+#   make deb       the Debian package wallet_<version>_<arch>.deb (docs/PACKAGING.md)
 #   make clean     remove build products and the development run dir
 #
 # Settings for `make run` come from the environment (WALLET_HTTP_PORT,
@@ -40,7 +41,10 @@ SWIFT_BUILD_FLAGS ?=
 override SWIFT_BUILD_FLAGS += --explicit-target-dependency-import-check=error
 # Extra flags for the release build. Static Swift runtime: the deployed
 # binaries then need only Debian's system libraries (the toolchain's runtime is not installed there).
-SWIFT_RELEASE_FLAGS ?= --static-swift-stdlib
+# No $ORIGIN run path either: no library is ever installed beside the
+# binaries, and a package's binaries must not search their own directory
+# (lintian's custom-library-search-path).
+SWIFT_RELEASE_FLAGS ?= --static-swift-stdlib --disable-local-rpath
 # The Python that runs pytest: python3 from PATH if it has pytest, else
 # Debian's /usr/bin/python3 (with python3-pytest, which `make deps` installs).
 # Evaluated when a recipe uses it, i.e. after `deps` has run.
@@ -74,15 +78,20 @@ TEST_SUITES += sanitizers fuzz
 # The Prometheus alerting rules (packaging/prometheus/): promtool's syntax
 # check and its rule unit tests.
 TEST_SUITES += alerts
+# The Debian package (make deb): lintian, then install, remove and purge in a
+# throwaway overlay of this machine's root. After integration, whose install
+# test already made the release build this one reuses.
+TEST_SUITES += deb
 
-.PHONY: all deps deps-alerts deps-bench deps-schemathesis deps-verify verify build release run test $(addprefix test-,$(TEST_SUITES)) \
+.PHONY: all deps deps-alerts deps-bench deps-deb deps-schemathesis deps-verify verify deb build release run test $(addprefix test-,$(TEST_SUITES)) \
         bench chaos fuzz lint format install clean distclean help
 
 # Plain `make` builds.
 all: build
 
+# The usage block at the top of this file, up to its first empty comment line.
 help:
-	@sed -n '3,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,/^#$$/{/^#$$/!s/^# \{0,1\}//p}' $(firstword $(MAKEFILE_LIST))
 
 # Installs only what is missing, so that an up-to-date machine never touches
 # apt (and needs no network). `apt-get update` runs only when something is
@@ -160,7 +169,7 @@ endef
 # The Swift sources as the toolchain's formatter writes them (the checked-in
 # .swift-format), and every shell script clean under shellcheck.
 SWIFT_FORMAT_PATHS := Package.swift Sources Tests/WalletCoreTests Tests/fuzz
-SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run bank/bank.cgi 2>/dev/null)
+SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run bank/bank.cgi $(addprefix packaging/deb/,$(DEB_SCRIPTS)) 2>/dev/null)
 lint:
 	$(SWIFT) format lint --strict --recursive $(SWIFT_FORMAT_PATHS)
 	shellcheck $(SHELL_SCRIPTS)
@@ -490,12 +499,107 @@ uninstall:
 	  if [ -L "$$link" ]; then echo "warning: $$link still exists and now points at a removed file; remove it (systemctl disable ..., rm)"; fi; \
 	done
 
+# --- the Debian package -------------------------------------------------------
+#
+#   make deb        wallet_$(DEB_VERSION)_$(DEB_ARCH).deb in the repository root
+#   make test-deb   lintian, then install, remove and purge it in a throwaway
+#                   overlay of this machine's root (Tests/deb/check_deb.sh)
+#
+# Built with dpkg-deb alone (no debhelper, no debian/ source tree) from what
+# `make install DESTDIR=... PREFIX=/usr SYSTEMD_UNIT_DIR=/usr/lib/systemd/system`
+# lays out, so the package and a local install never drift apart: the same
+# files, the same modes, and the units generated from systemd/ by the same
+# ExecStart= prefix substitution. packaging/deb/ holds the rest (control
+# template, maintainer scripts, copyright); docs/PACKAGING.md explains them.
+
+# The version, set in one place: the VERSION file (the upstream version).
+# DEB_REVISION counts packagings of one upstream version; reset it to 1
+# whenever VERSION changes.
+WALLET_VERSION := $(strip $(file < VERSION))
+DEB_REVISION ?= 1
+DEB_VERSION := $(WALLET_VERSION)-$(DEB_REVISION)
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_FILE := wallet_$(DEB_VERSION)_$(DEB_ARCH).deb
+# The staging tree (root/ becomes the package, root/DEBIAN its control part).
+DEB_BUILD := .build-deb
+DEB_SCRIPTS := postinst prerm postrm
+# What the units and maintainer scripts need besides the shared libraries
+# (which dpkg-shlibdeps computes from the binaries): adduser (postinst),
+# nginx (the front end; its www-data group owns the socket), ca-certificates
+# (the processor's https calls to the bank), and a systemd recent enough for
+# every directive of the units (PrivateIPC= is the newest, from 248).
+DEB_DEPENDS := adduser, ca-certificates, nginx, ssl-cert, systemd (>= 248)
+
+# dpkg-shlibdeps (dpkg-dev) computes the Depends: line, lintian checks the
+# package (both only for the package, so not among the build dependencies).
+deps-deb:
+	@missing=(); \
+	command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev); \
+	command -v lintian >/dev/null || missing+=(lintian); \
+	if (( $${#missing[@]} )); then \
+	  echo "==> installing: $${missing[*]}"; \
+	  $(SUDO) apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends "$${missing[@]}"; \
+	fi
+
+deb: deps-deb release
+	@test -n "$(WALLET_VERSION)" || { echo "VERSION is empty"; exit 1; }
+	@umask 022; build="$(CURDIR)/$(DEB_BUILD)"; root="$$build/root"; \
+	rm -rf "$$build" "$(DEB_FILE)"; mkdir -p "$$build"; \
+	bindir="$$($(SWIFT) build -c release $(SWIFT_RELEASE_FLAGS) $(SWIFT_BUILD_FLAGS) --show-bin-path)"; \
+	echo "==> staging $(DEB_FILE) in $(DEB_BUILD)/root (make install DESTDIR=...)"; \
+	$(MAKE) install DESTDIR="$$root" PREFIX=/usr SYSTEMD_UNIT_DIR=/usr/lib/systemd/system \
+	  INSTALL_MOCK_BANK=0 RELEASE_BIN_DIR="$$bindir" >"$$build/install.log" || { cat "$$build/install.log"; exit 1; }; \
+	: "The data directory belongs to the postinst, which gives it to the wallet"; \
+	: "user, and never to dpkg, which would try to remove it on purge."; \
+	rmdir "$$root/var/lib/wallet" "$$root/var/lib" "$$root/var"; \
+	: "Stripped as dh_strip would (the symbols stay in the unstripped build)."; \
+	strip --remove-section=.comment --remove-section=.note $(addprefix "$$root/usr/bin/",$(WALLET_EXECUTABLES)); \
+	doc="$$root/usr/share/doc/wallet"; \
+	install -D -m 0644 packaging/deb/copyright "$$doc/copyright"; \
+	: "changelog.Debian: one entry for this version, dated by the last commit"; \
+	: "(the same tree gives the same package)."; \
+	when=$$(git log -1 --format=%ct 2>/dev/null || date +%s); \
+	commit=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); \
+	{ printf 'wallet (%s) unstable; urgency=medium\n\n' "$(DEB_VERSION)"; \
+	  printf '  * wallet %s, built by make deb from commit %s.\n\n' "$(WALLET_VERSION)" "$$commit"; \
+	  printf ' -- %s  %s\n' "$$(sed -n 's/^Maintainer: //p' packaging/deb/control.in)" "$$(LC_ALL=C date -u -R -d "@$$when")"; \
+	} | gzip -9n >"$$doc/changelog.Debian.gz"; \
+	chmod 0644 "$$doc/changelog.Debian.gz"; \
+	install -d -m 0755 "$$root/DEBIAN"; \
+	for script in $(DEB_SCRIPTS); do install -m 0755 "packaging/deb/$$script" "$$root/DEBIAN/$$script"; done; \
+	: "Every file under /etc is a conffile: dpkg keeps the operator's edits."; \
+	(cd "$$root" && find etc -type f | LC_ALL=C sort | sed 's#^#/#') >"$$root/DEBIAN/conffiles"; \
+	: "md5sums of everything else (dpkg keeps the conffiles' own sums)."; \
+	(cd "$$root" && find . -path ./DEBIAN -prune -o -type f -print | sed 's#^\./##' | LC_ALL=C sort | \
+	  grep -vxF -f <(sed 's#^/##' DEBIAN/conffiles) | xargs md5sum) >"$$root/DEBIAN/md5sums"; \
+	: "dpkg-shlibdeps wants a debian/control beside the tree it reads."; \
+	mkdir "$$build/debian"; printf 'Source: wallet\n\nPackage: wallet\nArchitecture: any\n' >"$$build/debian/control"; \
+	shlibs=$$(cd "$$build" && dpkg-shlibdeps -O $(addprefix -eroot/usr/bin/,$(WALLET_EXECUTABLES)) | sed -n 's/^shlibs:Depends=//p'); \
+	test -n "$$shlibs" || { echo "dpkg-shlibdeps found no libraries"; exit 1; }; \
+	size=$$(du -sk --exclude=DEBIAN "$$root" | cut -f1); \
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' -e "s/@INSTALLED_SIZE@/$$size/" \
+	    -e "s/@DEPENDS@/$$shlibs, $(DEB_DEPENDS)/" packaging/deb/control.in >"$$root/DEBIAN/control"; \
+	chmod 0644 "$$root/DEBIAN/control" "$$root/DEBIAN/conffiles" "$$root/DEBIAN/md5sums"; \
+	dpkg-deb --root-owner-group -Zxz --build "$$root" "$(DEB_FILE)" >/dev/null; \
+	echo "==> $(DEB_FILE): Depends: $$shlibs, $(DEB_DEPENDS)"
+
+# Its time includes building the package (a few seconds once the release
+# build is warm, as after test-integration).
+test-deb: deps-deb
+	$(call require,Tests/deb/check_deb.sh)
+	@start=$$SECONDS; \
+	$(MAKE) deb; \
+	$(SUDO) bash Tests/deb/check_deb.sh "$(DEB_FILE)"; \
+	echo "==> deb: passed in $$((SECONDS - start)) s"
+
 # Build products and the development run dir (sockets, logs). The
 # development database var/wallet.db is kept: `make distclean` removes it.
 clean:
 	rm -rf .build var/run verify/build
 
-	rm -rf .build .build-fuzz .build-tsan .build-asan var/run
+	rm -rf .build .build-fuzz .build-tsan .build-asan .build-deb var/run wallet_*.deb
 	find Tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -4,6 +4,9 @@
 #
 #   Tests/systemd/check_units.sh            # checks ./systemd of this repo
 #   WALLET_UNIT_DIR=/path Tests/systemd/check_units.sh
+#   WALLET_UNIT_DIR=/path WALLET_UNIT_BIN_DIR=/usr/bin Tests/systemd/check_units.sh
+#                                           # units installed with another prefix
+#                                           # (the Debian package's: Tests/deb/check_deb.sh)
 #
 # Checks:
 #   1. systemd-analyze verify on all four units, on copies whose Exec*=
@@ -29,6 +32,8 @@ set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 unit_dir=${WALLET_UNIT_DIR:-$here/../../systemd}
+# Where the units' ExecStart= binaries are (make install's PREFIX/bin).
+bin_dir=${WALLET_UNIT_BIN_DIR:-/usr/local/bin}
 
 responder_max=2.0
 processor_max=2.5
@@ -192,10 +197,10 @@ require() {
 }
 require "$socket_unit" ListenStream=/run/wallet/fcgi.sock Accept=no \
     SocketGroup=www-data SocketMode=0660
-require "$responder" ExecStart=/usr/local/bin/wallet-fcgi StandardInput=socket \
+require "$responder" "ExecStart=$bin_dir/wallet-fcgi" StandardInput=socket \
     StandardOutput=journal StandardError=journal Requires=wallet-fcgi.socket \
     User=wallet
-require "$processor" Type=oneshot ExecStart=/usr/local/bin/wallet-processor User=wallet
+require "$processor" Type=oneshot "ExecStart=$bin_dir/wallet-processor" User=wallet
 # The settings every program reads, then the bank's (processor only, read
 # last so they win), and the bank token as a credential, never a variable.
 require "$responder" EnvironmentFile=/etc/wallet/wallet.env
