@@ -103,6 +103,7 @@ public struct Response: Sendable, Equatable {
         switch status {
         case 200: "OK"
         case 201: "Created"
+        case 204: "No Content"
         case 400: "Bad Request"
         case 404: "Not Found"
         case 405: "Method Not Allowed"

@@ -10,10 +10,20 @@ import WalletHTTP
 public struct WalletAPI: Sendable {
     public let writer: any WriteExecutor
     public let metrics: Metrics
+    /// The webhook master key (`WebhookMasterKey`), nil when none is configured: endpoints
+    /// are then refused with 503.
+    public let webhookMasterKey: [UInt8]?
+    /// `WALLET_WEBHOOK_ALLOW_HTTP=1`: development URLs are accepted for endpoints.
+    public let webhookAllowsHTTP: Bool
 
-    public init(writer: any WriteExecutor, metrics: Metrics = Metrics()) {
+    /// The most webhook endpoints one API key may have.
+    public static let webhookEndpointsMax = 16
+
+    public init(writer: any WriteExecutor, metrics: Metrics = Metrics(), webhookMasterKey: [UInt8]? = nil, webhookAllowsHTTP: Bool = false) {
         self.writer = writer
         self.metrics = metrics
+        self.webhookMasterKey = webhookMasterKey
+        self.webhookAllowsHTTP = webhookAllowsHTTP
     }
 
     /// What handling a request produced, for the responder to send and log.
@@ -85,6 +95,17 @@ public struct WalletAPI: Sendable {
             return read(transaction.json)
         case .cancel(let wallet, let id):
             return try cancel(id, of: wallet)
+        case .events:
+            let query = try EventQuery(request.queryItems)
+            return read(
+                try reader.events(apiKeyID: callerKeyID(request), after: query.after, type: query.type, wallet: query.wallet, limit: query.limit)
+                    .json)
+        case .webhookEndpoints:
+            if request.method == "POST" { return try createWebhookEndpoint(request) }
+            let endpoints = try reader.webhookEndpoints(apiKeyID: callerKeyID(request))
+            return read("{\"results\": [" + endpoints.map { $0.json() }.joined(separator: ", ") + "]}")
+        case .webhookEndpoint(let id):
+            return try deleteWebhookEndpoint(id, request)
         case .health:
             _ = try reader.schemaVersion()
             return read("{\"status\": \"ok\"}")
@@ -97,6 +118,12 @@ public struct WalletAPI: Sendable {
 
     private func read(_ body: String) -> WriteOutcome {
         WriteOutcome(response: Response(status: 200, body: body), keep: false)
+    }
+
+    /// The API key the request was authenticated with: every event, endpoint and delivery is
+    /// scoped to it. The one place that knows; 0 until API keys land.
+    private func callerKeyID(_ request: Request) -> Int64 {
+        0
     }
 
     // MARK: - Reads
@@ -124,9 +151,11 @@ public struct WalletAPI: Sendable {
 
     private func deposit(_ request: Request, to id: WalletID) throws -> WriteOutcome {
         let key = try IdempotencyKey(header: request.idempotencyKey)
-        let amount = try RequestBody(request).amount()
+        let body = try RequestBody(request)
+        let amount = try body.amount()
+        let reference = try body.reference()
         return try write(request, key: key) { store, now in
-            try store.deposit(to: id, amount: amount, idempotencyKey: key?.text, now: now).map { result in
+            try store.deposit(to: id, amount: amount, idempotencyKey: key?.text, reference: reference, now: now).map { result in
                 var object = JSONObject()
                 object.add("wallet", json: result.wallet.json)
                 object.add("transaction", json: result.transaction.json)
@@ -140,6 +169,7 @@ public struct WalletAPI: Sendable {
         let body = try RequestBody(request)
         let amount = try body.amount()
         let requested = try body.scheduledFor()
+        let reference = try body.reference()
         return try write(request, key: key) { store, now in
             // Checked here, after the key lookup: a replay after the time has passed must
             // still get its original answer.
@@ -148,7 +178,7 @@ public struct WalletAPI: Sendable {
             }
             return try store.scheduleWithdrawal(
                 from: id, amount: amount, scheduledFor: requested ?? now,
-                idempotencyKey: key?.text, now: now
+                idempotencyKey: key?.text, reference: reference, now: now
             ).map { transaction in
                 (Response(status: 201, body: transaction.json), [])
             }
@@ -161,19 +191,59 @@ public struct WalletAPI: Sendable {
         }
     }
 
+    private func createWebhookEndpoint(_ request: Request) throws -> WriteOutcome {
+        let key = try IdempotencyKey(header: request.idempotencyKey)
+        let body = try WebhookEndpointBody(RequestBody(request), allowHTTP: webhookAllowsHTTP)
+        guard let masterKey = webhookMasterKey else { throw APIError.webhooksUnavailable }
+        let owner = callerKeyID(request)
+        // The secret is shown in this answer only. The stored answer of an idempotent retry
+        // holds the endpoint without it, and a replay derives it again: no table ever holds
+        // it in clear.
+        let secret = { @Sendable (endpoint: WebhookEndpoint) in
+            WebhookSigning.secret(masterKey: masterKey, endpointID: endpoint.id, nonce: endpoint.nonce)
+        }
+        return try write(
+            request, key: key,
+            stored: { store, response in
+                response.status == 201 ? try store.webhookEndpoint(fromStoredBody: response.body, apiKeyID: owner)?.json() ?? response.body : response.body
+            },
+            replayed: { store, body in
+                guard let endpoint = try store.webhookEndpoint(fromStoredBody: body, apiKeyID: owner) else { return body }
+                return endpoint.json(secret: secret(endpoint))
+            }
+        ) { store, now in
+            guard
+                let endpoint = try store.createWebhookEndpoint(
+                    apiKeyID: owner, url: body.url, patterns: body.patterns, limit: WalletAPI.webhookEndpointsMax, now: now)
+            else { throw APIError.tooManyWebhookEndpoints(WalletAPI.webhookEndpointsMax) }
+            return .success((Response(status: 201, body: endpoint.json(secret: secret(endpoint))), []))
+        }
+    }
+
+    private func deleteWebhookEndpoint(_ id: Int64, _ request: Request) throws -> WriteOutcome {
+        let owner = callerKeyID(request)
+        return try write(nil, key: nil) { store, now in
+            guard try store.deleteWebhookEndpoint(id, apiKeyID: owner, now: now) else { throw APIError.webhookEndpointNotFound }
+            return .success((Response(status: 204, body: ""), []))
+        }
+    }
+
     /// Runs one write through the executor with the idempotency rules (README, "Idempotency"): a stored
     /// answer for the key is replayed (same request) or refused (different request) before
     /// anything else, in particular before any check that depends on the time; a successful
     /// answer is stored with its effect, in the same transaction; a refused one stores nothing.
     private func write(
         _ request: Request?, key: IdempotencyKey?,
+        stored storedBody: (@Sendable (Store, Response) throws -> String)? = nil,
+        replayed: (@Sendable (Store, String) throws -> String)? = nil,
         _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>
     ) throws -> WriteOutcome {
         let fingerprint = request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
             if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text) {
                 guard stored.fingerprint == fingerprint else { return WriteOutcome(response: APIError.idempotencyKeyReused.response, keep: false) }
-                return WriteOutcome(response: Response(status: stored.status, body: stored.body), keep: false)
+                let text = try replayed?(store, stored.body) ?? stored.body
+                return WriteOutcome(response: Response(status: stored.status, body: text), keep: false)
             }
             let now = Timestamp.now()
             do {
@@ -181,7 +251,9 @@ public struct WalletAPI: Sendable {
                 case .success(let (response, entries)):
                     if let key, let fingerprint {
                         try store.store(
-                            StoredResponse(fingerprint: fingerprint, status: response.status, body: response.body),
+                            StoredResponse(
+                                fingerprint: fingerprint, status: response.status,
+                                body: try storedBody?(store, response) ?? response.body),
                             forKey: key.text, now: now)
                     }
                     return WriteOutcome(response: response, keep: true, ledgerEntries: entries)

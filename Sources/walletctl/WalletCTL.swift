@@ -14,7 +14,9 @@ struct WalletCTL: ParsableCommand {
         commandName: "walletctl",
         abstract: "Inspect, audit, reconcile and back up the wallet service's database.",
         discussion: "Reads WALLET_DB (default var/wallet.db) and the other WALLET_* settings from the environment.",
-        subcommands: [Wallets.self, Transactions.self, Withdrawals.self, Audit.self, Reconcile.self, Backup.self, Stats.self])
+        subcommands: [
+            Wallets.self, Transactions.self, Withdrawals.self, Audit.self, Reconcile.self, Backup.self, Stats.self, Webhooks.self,
+        ])
 }
 
 /// Options every command shares.
