@@ -202,22 +202,21 @@ public struct WalletAPI: Sendable {
         let secret = { @Sendable (endpoint: WebhookEndpoint) in
             WebhookSigning.secret(masterKey: masterKey, endpointID: endpoint.id, nonce: endpoint.nonce)
         }
-        return try write(
-            request, key: key,
-            stored: { store, response in
-                response.status == 201 ? try store.webhookEndpoint(fromStoredBody: response.body, apiKeyID: owner)?.json() ?? response.body : response.body
-            },
-            replayed: { store, body in
-                guard let endpoint = try store.webhookEndpoint(fromStoredBody: body, apiKeyID: owner) else { return body }
-                return endpoint.json(secret: secret(endpoint))
-            }
-        ) { store, now in
+        let stored: @Sendable (Store, Response) throws -> String = { store, response in
+            try store.webhookEndpoint(fromStoredBody: response.body, apiKeyID: owner)?.json() ?? response.body
+        }
+        let replayed: @Sendable (Store, String) throws -> String = { store, body in
+            guard let endpoint = try store.webhookEndpoint(fromStoredBody: body, apiKeyID: owner) else { return body }
+            return endpoint.json(secret: secret(endpoint))
+        }
+        let create: @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError> = { store, now in
             guard
                 let endpoint = try store.createWebhookEndpoint(
                     apiKeyID: owner, url: body.url, patterns: body.patterns, limit: WalletAPI.webhookEndpointsMax, now: now)
             else { throw APIError.tooManyWebhookEndpoints(WalletAPI.webhookEndpointsMax) }
             return .success((Response(status: 201, body: endpoint.json(secret: secret(endpoint))), []))
         }
+        return try write(request, key: key, stored: stored, replayed: replayed, create)
     }
 
     private func deleteWebhookEndpoint(_ id: Int64, _ request: Request) throws -> WriteOutcome {

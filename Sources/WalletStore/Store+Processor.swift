@@ -206,7 +206,8 @@ extension Store {
             else { return false }
             try releaseHeld(payout, refund: false, now: now, into: &changes)
             event.status = .completed
-            try appendWithdrawalEvent(.withdrawalCompleted, transactionID: payout.withdrawalID, now: now, attempt: payout.attempt, outcome: outcome.name)
+            try appendWithdrawalEvent(
+                .withdrawalCompleted, transactionID: payout.withdrawalID, now: now, attempt: payout.attempt, outcome: outcome.name)
         case .fail(let reason):
             precondition(reason != .bankOutcomeUnknown, "an unknown outcome is never a failure")
             guard

@@ -104,7 +104,10 @@ final class NotifierPass {
                 for window in claimed {
                     guard let first = window.first else { continue }
                     windows[first.endpointID] = Window(deliveries: window)
-                    if let unsent = send(&windows[first.endpointID]!, web) { finished += unsent; windows[first.endpointID] = nil }
+                    if let unsent = send(&windows[first.endpointID]!, web) {
+                        finished += unsent
+                        windows[first.endpointID] = nil
+                    }
                 }
                 continue
             }
