@@ -47,7 +47,7 @@ SNAKE_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 TRANSACTION_KEYS = {
     "id", "wallet", "type", "amount", "status", "scheduled_for", "executed_at",
-    "created_at", "attempts", "failure_reason", "idempotency_key",
+    "created_at", "attempts", "failure_reason", "idempotency_key", "reference",
 }
 WALLET_KEYS = {"uuid", "balance", "created_at", "updated_at"}
 
