@@ -36,7 +36,10 @@
 #            answer, 10 % failed) with concurrency 64 and 64 fcgiwrap workers
 #            (a second stack on the same database: the worker count is fixed
 #            when fcgiwrap starts).
-#   5. Prints one markdown table (every figure, its ceiling, the ratio, the
+#   5. wallet-notifier, one pass: BENCH_DELIVERIES (10,000) deposits' events
+#      delivered to one webhook endpoint whose receiver is nginx `return 200`
+#      on loopback (the notifier's own ceiling: signing, libcurl, recording).
+#   6. Prints one markdown table (every figure, its ceiling, the ratio, the
 #      goal) on stdout and writes it to var/bench/latest.md.
 #
 # A benchmark reports, it does not assert: missed goals still exit 0. It
@@ -59,6 +62,7 @@
 #   BENCH_WITHDRAWALS_B_SMALL [2000]  ... else this many
 #   BENCH_B_MAX_SECONDS  [20]
 #   BENCH_WITHDRAWALS_C  [2000]   withdrawals for pass (c)
+#   BENCH_DELIVERIES     [10000]  webhook deliveries for the notifier pass (d)
 #   BENCH_KEEP           [0]      1: keep the temporary directory (logs, db)
 # Every WALLET_* variable of the caller's environment is ignored: a stray
 # WALLET_SYNCHRONOUS=NORMAL or WALLET_BANK_TIMEOUT_MS would silently change
@@ -93,6 +97,7 @@ WITHDRAWALS_B=${BENCH_WITHDRAWALS_B:-10000}
 WITHDRAWALS_B_SMALL=${BENCH_WITHDRAWALS_B_SMALL:-2000}
 B_MAX_SECONDS=${BENCH_B_MAX_SECONDS:-20}
 WITHDRAWALS_C=${BENCH_WITHDRAWALS_C:-2000}
+DELIVERIES=${BENCH_DELIVERIES:-10000}
 KEEP=${BENCH_KEEP:-0}
 # Fixed by the issues: the processor's calls in flight and the bank's workers.
 readonly CONCURRENCY_B=16 WORKERS_B=16 CONCURRENCY_C=64 WORKERS_C=64
@@ -318,7 +323,7 @@ start_stack() {
     env WALLET_RUN_DIR="$RUN_DIR" WALLET_HTTP_PORT="$HTTP_PORT" WALLET_BANK_PORT="$BANK_PORT" \
         WALLET_DB="$DB" WALLET_BIN_DIR="$BIN_DIR" WALLET_BANK_MODE="$mode" \
         WALLET_BANK_WORKERS="$workers" WALLET_ACCESS_LOG=off \
-        bash "$REPO/scripts/stack.sh" --no-processor </dev/null >"$out" 2>"$TMP/stack-$name.log" &
+        bash "$REPO/scripts/stack.sh" --no-processor --no-notifier </dev/null >"$out" 2>"$TMP/stack-$name.log" &
     STACK_PID=$!
     deadline=$(($(now_us) + 60000000))
     until grep -q '^stack ready' "$out" 2>/dev/null; do
@@ -559,6 +564,33 @@ processor_pass() {
     ((PASS_CLAIMED[$key] == n)) || warn "pass $key claimed ${PASS_CLAIMED[$key]} withdrawals, expected $n"
 }
 
+# --- The notifier ------------------------------------------------------------------------------
+
+# notifier_pass N RECEIVER_URL: one webhook endpoint for deposit.completed at
+# RECEIVER_URL, N deposits through the API, then one wallet-notifier pass,
+# timed from start to exit (fan-out included). Sets NOTIFY_SECONDS,
+# NOTIFY_RATE, NOTIFY_DELIVERED.
+notifier_pass() {
+    local n=$1 receiver=$2 log_file=$TMP/notifier.log t0 t1 rc=0 line status
+    status=$(curl --no-progress-meter -o "$TMP/endpoint.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary "{\"url\": \"$receiver\", \"events\": [\"deposit.completed\"]}" \
+        "http://127.0.0.1:$HTTP_PORT/webhook-endpoints") || die "creating the webhook endpoint failed"
+    [[ $status == 201 ]] || die "creating the webhook endpoint answered $status: $(cat "$TMP/endpoint.json")"
+    log "notifier pass: $(thousands "$n") deposits, each event delivered to $receiver"
+    post_to_wallets deliver "$n" deposit '{"amount": 1}' 200
+    t0=$(now_us)
+    run_child -e "$log_file" env WALLET_DB="$DB" WALLET_WEBHOOK_KEY_FILE="$RUN_DIR/webhook-master-key" \
+        WALLET_WEBHOOK_ALLOW_HTTP=1 "$BIN_DIR/wallet-notifier" || rc=$?
+    t1=$(now_us)
+    ((rc == 0)) || { tail -n 5 "$log_file" >&2; die "wallet-notifier exited with status $rc"; }
+    line=$(grep '"event": "pass"' "$log_file" | tail -n 1) || die "no pass summary in $log_file"
+    NOTIFY_DELIVERED=$(json_field delivered "$line")
+    NOTIFY_SECONDS=$(calc "($t1 - $t0) / 1000000")
+    NOTIFY_RATE=$(calc "$NOTIFY_DELIVERED / $NOTIFY_SECONDS")
+    log "  $(thousands "$NOTIFY_RATE") deliveries/s: $NOTIFY_DELIVERED in $(printf '%.2f' "$NOTIFY_SECONDS") s"
+    ((NOTIFY_DELIVERED == n)) || warn "the pass delivered $NOTIFY_DELIVERED, expected $n"
+}
+
 # ==============================================================================================
 # The run
 # ==============================================================================================
@@ -629,6 +661,9 @@ fi
 log "creating $(thousands "$N_B") due withdrawals for pass (b)"
 create_due_withdrawals due-b "$N_B"
 processor_pass b "$N_B" "$BANK_URL/pay" "$CONCURRENCY_B"
+
+# (d) The notifier against an instant receiver: the same nginx's `return 200`.
+notifier_pass "$DELIVERIES" "$BANK_URL/static"
 
 log "stopping stack 'api'"
 stop_stack || die "stopping stack 'api' failed"
@@ -711,6 +746,9 @@ row "processor (c): mock bank \`random 10 1000\`, concurrency $CONCURRENCY_C, $W
     "$(printf '%.1f' "${PASS_SECONDS[c]}") s ($(thousands "${PASS_RATE[c]}") withdrawals/s)" "—" "—" "$(pass_errors c)" \
     "ideal $(printf '%.1f' "$IDEAL_C") s ($(thousands "$WITHDRAWALS_C")/$CONCURRENCY_C × 1 s)" \
     "$(pct "$IDEAL_C" "${PASS_SECONDS[c]}")" "< 40 s" "$(yesno ge 40 "${PASS_SECONDS[c]}")"
+row "notifier (d): one endpoint, receiver nginx \`return 200\`, in event order" "1" \
+    "$(thousands "$NOTIFY_RATE") deliveries/s ($(thousands "$NOTIFY_DELIVERED") in $(printf '%.1f' "$NOTIFY_SECONDS") s)" "—" "—" \
+    "$((DELIVERIES - NOTIFY_DELIVERED)) of $(thousands "$DELIVERIES") not delivered" "—" "—" "—" "—"
 row "wallet-processor peak RSS (pass (a), $(thousands "$WITHDRAWALS_A") withdrawals; (b) $(mb "${PASS_RSS_KB[b]}"), (c) $(mb "${PASS_RSS_KB[c]}"))" \
     "—" "$(mb "${PASS_RSS_KB[a]}")" "—" "—" "—" "—" "—" "≤ 50 MB" "$(yesno ge 51200 "${PASS_RSS_KB[a]}")"
 

@@ -173,6 +173,16 @@ extension Store {
 
     // MARK: - Deliveries
 
+    /// Whether a notifier pass has anything to do: a live endpoint, or a pending delivery.
+    /// Read without the write lock, so that an idle notifier never contends with writers.
+    public func hasWebhookWork() throws -> Bool {
+        try database.scalarInteger(
+            """
+            SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE deleted_at IS NULL)
+                OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = ?1)
+            """, [SQLValue(DeliveryState.pending)]) == 1
+    }
+
     /// Turns events written since the last fan-out into deliveries, for every endpoint whose
     /// patterns match, up to `batch` events per endpoint. Returns the deliveries created.
     @discardableResult

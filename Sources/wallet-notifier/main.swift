@@ -82,6 +82,12 @@ final class NotifierPass {
 
     func run() throws {
         let started = Timestamp.now()
+        guard try store.hasWebhookWork() else {
+            log.write(
+                .info, "pass",
+                ["fanned_out": .integer(0), "delivered": .integer(0), "not_delivered": .integer(0), "duration_ms": .number(0)])
+            return
+        }
         let fannedOut = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
         let web = try CurlWebhooks(
             timeoutMilliseconds: settings.webhookTimeoutMilliseconds, concurrency: settings.webhookConcurrency,
@@ -93,13 +99,20 @@ final class NotifierPass {
         var failedEndpoints: Set<Int64> = []
         var finished: [(ClaimedDelivery, DeliveryResult)] = []
         var exhausted = false
+        // A window ended since the last step: its endpoint may have more due, and its slot is free.
+        var windowEnded = true
         var delivered = 0
         var notDelivered = 0
         while true {
             let free = concurrency - windows.count
-            if !finished.isEmpty || (free > 0 && !exhausted) {
+            // One transaction records what finished and claims for the free slots: when a
+            // window has ended (not after every delivery: a window's deliveries are recorded
+            // together), or when many answers wait in memory.
+            let recordDue = !finished.isEmpty && (windows.isEmpty || finished.count >= 256)
+            if recordDue || (free > 0 && windowEnded && !exhausted) || (free > 0 && windowEnded && !finished.isEmpty) {
                 let claimed = try step(record: finished, claim: free, excluding: failedEndpoints.union(windows.keys))
                 finished.removeAll()
+                windowEnded = false
                 if free > 0 { exhausted = claimed.isEmpty }
                 for window in claimed {
                     guard let first = window.first else { continue }
@@ -107,6 +120,7 @@ final class NotifierPass {
                     if let unsent = send(&windows[first.endpointID]!, web) {
                         finished += unsent
                         windows[first.endpointID] = nil
+                        windowEnded = true
                     }
                 }
                 continue
@@ -120,6 +134,7 @@ final class NotifierPass {
                     if let unsent = send(&window, web) {
                         finished += unsent
                         windows[delivery.endpointID] = nil
+                        windowEnded = true
                     } else {
                         windows[delivery.endpointID] = window
                     }
@@ -134,6 +149,7 @@ final class NotifierPass {
                         ])
                     finished += window.deliveries[window.next...].map { ($0, DeliveryResult.notTried) }
                     windows[delivery.endpointID] = nil
+                    windowEnded = true
                 }
             }
         }

@@ -338,7 +338,12 @@ def test_only_the_processor_unit_reads_the_bank_settings():
     assert files(responder) == ["/etc/wallet/wallet.env"]
     assert files(processor) == ["/etc/wallet/wallet.env", "/etc/wallet/processor.env"]
     assert "LoadCredential=bank-token:/etc/wallet/bank-token" in processor.splitlines()
-    assert not re.search(r"(?m)^(Load|Set|Import)Credential", responder)
+    # The responder's only credential is the webhook master key, never the bank token.
+    assert not re.search(r"(?m)^(Load|Set|Import)Credential=bank-token", responder)
+    assert re.findall(r"(?m)^LoadCredential=(.*)$", responder) == ["webhook-master-key:/etc/wallet/webhook-master-key"]
+    notifier = (REPO / "systemd/wallet-notifier.service").read_text()
+    assert files(notifier) == ["/etc/wallet/wallet.env"]
+    assert not re.search(r"(?m)^(Load|Set|Import)Credential=bank-token", notifier)
 
 
 @pytest.mark.parametrize("name", ["wallet.env", "processor.env"])
