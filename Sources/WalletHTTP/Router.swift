@@ -17,7 +17,7 @@ public enum Route: Equatable, Sendable {
     case health
     case metrics
 
-    /// Every method the API serves on some route (DELETE is for routes still to come). nginx
+    /// Every method the API serves on some route (DELETE: a webhook endpoint). nginx
     /// answers any other method itself with 405 (its twin is the method check in
     /// nginx/wallet-locations.conf), and the metrics label any other as `other`.
     public static let apiMethods: Set<String> = ["GET", "HEAD", "POST", "DELETE"]

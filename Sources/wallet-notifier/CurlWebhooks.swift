@@ -7,7 +7,8 @@ import Glibc
 
 /// Webhook deliveries over HTTP through libcurl's multi interface, on the pass's own thread.
 ///
-/// Every transfer: `POST` of the event's JSON, no redirect followed, only http and https,
+/// Every transfer: `POST` of the event's JSON, no redirect followed, only https (and http
+/// when development allows it),
 /// the answer's body read up to 64 KiB (a longer one aborts the transfer: not delivered),
 /// and, unless development allows it, no request sent to a loopback, link-local or private
 /// address, whatever the URL's name resolved to (checked on the connected address, before a
@@ -76,7 +77,8 @@ final class CurlWebhooks {
         ok = ok && ccurl_setopt_long(handle, CURLOPT_TIMEOUT_MS, timeoutMilliseconds) == CURLE_OK
         ok = ok && ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1) == CURLE_OK
         ok = ok && ccurl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0) == CURLE_OK
-        ok = ok && ccurl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
+        // https only, unless development allows plain http (WALLET_WEBHOOK_ALLOW_HTTP=1).
+        ok = ok && ccurl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, allowPrivate ? "http,https" : "https") == CURLE_OK
         ok = ok && ccurl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK
         ok = ok && ccurl_setopt_write_function(handle, receiveWebhookAnswer) == CURLE_OK
         ok = ok && ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context) == CURLE_OK

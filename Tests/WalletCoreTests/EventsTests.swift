@@ -209,6 +209,18 @@ struct EventsTests {
         #expect(Reference.isValid(" ") && Reference.isValid("~") && !Reference.isValid("\u{7F}"))
     }
 
+    @Test("routes: the feed and webhook endpoints, with and without the slash; a malformed endpoint id matches nothing")
+    func routes() {
+        #expect(Route(path: "/events") == .events && Route(path: "/events/") == .events)
+        #expect(Route(path: "/webhook-endpoints") == .webhookEndpoints && Route(path: "/webhook-endpoints/") == .webhookEndpoints)
+        #expect(Route(path: "/webhook-endpoints/7") == .webhookEndpoint(7) && Route(path: "/webhook-endpoints/7/") == .webhookEndpoint(7))
+        for path in ["/webhook-endpoints/07", "/webhook-endpoints/x", "/webhook-endpoints/7/x", "/events/1", "/webhook-endpoints/-1"] {
+            #expect(Route(path: path) == nil, "\(path)")
+        }
+        #expect(Route.webhookEndpoint(7).allowedMethods == ["DELETE"])
+        #expect(Route.webhookEndpoints.allowedMethods == ["GET", "HEAD", "POST"])
+    }
+
     @Test("event patterns: exact types, prefix.*, *, and nothing unknown")
     func patterns() {
         #expect(EventPattern("*")?.matches(.walletCreated) == true)

@@ -454,3 +454,15 @@ def test_deleting_an_endpoint_stops_its_deliveries(stack, receivers):
     assert stack.request("DELETE", f"/webhook-endpoints/{endpoint['id']}").status == 204
     stack.run_notifier()
     assert len(receiver.delivered_ids()) == 1, "only the event before the deletion"
+
+
+def test_the_notifier_refuses_plain_http_and_private_peers_in_production(stack, receivers):
+    # Created while development allowed it (the stack's WALLET_WEBHOOK_ALLOW_HTTP=1);
+    # a notifier running with the production setting refuses to send there.
+    receiver = receivers()
+    subscribe(stack, receiver)
+    create_wallet(stack)
+    assert stack.run_notifier(extra_env={"WALLET_WEBHOOK_ALLOW_HTTP": "0"}).returncode == 0
+    assert receiver.deliveries == []
+    (attempts, error), = stack.sqlite("SELECT attempts, last_error FROM webhook_deliveries")
+    assert attempts == 1 and error, error
