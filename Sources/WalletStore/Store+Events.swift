@@ -184,16 +184,19 @@ extension Store {
     }
 
     /// Turns events written since the last fan-out into deliveries, for every endpoint whose
-    /// patterns match, up to `batch` events per endpoint. Returns the deliveries created.
+    /// patterns match, up to `batch` events per endpoint (one bounded transaction; call it
+    /// again while `behind`). Returns the deliveries created, and whether an endpoint has
+    /// events left to look at.
     @discardableResult
-    public func fanOutEvents(now: Timestamp, batch: Int = 10_000) throws -> Int {
+    public func fanOutEvents(now: Timestamp, batch: Int = 10_000) throws -> (created: Int, behind: Bool) {
         requireTransaction()
         let endpoints = try database.query(
             "SELECT \(Store.endpointColumns), fanned_out_through FROM webhook_endpoints WHERE deleted_at IS NULL ORDER BY id"
         ) { (try Store.endpoint(from: $0), $0.integer("fanned_out_through")) }
-        guard !endpoints.isEmpty else { return 0 }
+        guard !endpoints.isEmpty else { return (0, false) }
         let newest = try database.scalarInteger("SELECT coalesce(max(id), 0) FROM events") ?? 0
         var created = 0
+        var behind = false
         for (endpoint, through) in endpoints where through < newest {
             let patterns = endpoint.patterns.compactMap(EventPattern.init)
             // OWNER: add `AND w.api_key_id = ?3` with .integer(endpoint.apiKeyID): an endpoint
@@ -213,9 +216,10 @@ extension Store {
                     """, [.integer(endpoint.id), .integer(eventID), SQLValue(DeliveryState.pending), .integer(now.microseconds)])
             }
             let reached = events.count < batch ? newest : (events.last?.0 ?? through)
+            behind = behind || reached < newest
             try database.run("UPDATE webhook_endpoints SET fanned_out_through = ?2 WHERE id = ?1", [.integer(endpoint.id), .integer(reached)])
         }
-        return created
+        return (created, behind)
     }
 
     /// Claims, for up to `endpoints` endpoints not in `excluding`, the endpoint's head of

@@ -88,7 +88,13 @@ final class NotifierPass {
                 ["fanned_out": .integer(0), "delivered": .integer(0), "not_delivered": .integer(0), "duration_ms": .number(0)])
             return
         }
-        let fannedOut = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
+        // Events written since the last pass become deliveries, a bounded transaction at a time.
+        var fannedOut = 0
+        while true {
+            let step = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
+            fannedOut += step.created
+            if !step.behind { break }
+        }
         let web = try CurlWebhooks(
             timeoutMilliseconds: settings.webhookTimeoutMilliseconds, concurrency: settings.webhookConcurrency,
             allowPrivate: settings.webhookAllowsHTTP)

@@ -331,8 +331,11 @@ struct EventsTests {
         }
         let wallet = try fixture.createWallet()
         for _ in 0..<3 { fixture.deposit(wallet, 5) }
-        #expect(try store.write { try store.fanOutEvents(now: .now()) } == 4 + 3)
-        #expect(try store.write { try store.fanOutEvents(now: .now()) } == 0)
+        let fanned = try store.write { try store.fanOutEvents(now: .now(), batch: 3) }
+        #expect(fanned.created == 3 + 2 && fanned.behind)
+        let rest = try store.write { try store.fanOutEvents(now: .now(), batch: 3) }
+        #expect(rest.created == 1 + 1 && !rest.behind)
+        #expect(try store.write { try store.fanOutEvents(now: .now()) }.created == 0)
         let now = Timestamp.now()
         let claimed = try store.write {
             try store.claimDeliveries(owner: "a", now: now, leaseUntil: now.adding(seconds: 60), endpoints: 16, window: 2, excluding: [])
