@@ -315,9 +315,10 @@ bench: deps deps-bench
 #   make uninstall [PREFIX=...] [DESTDIR=...]
 #
 # Installs (all under $(DESTDIR)):
-#   $(PREFIX)/bin/{wallet-fcgi,wallet-processor,walletctl}     0755
+#   $(PREFIX)/bin/{wallet-fcgi,wallet-processor,wallet-notifier,walletctl} 0755
 #   $(SYSTEMD_UNIT_DIR)/wallet-fcgi.{socket,service},
 #     wallet-processor.{service,timer}                          0644
+#     wallet-notifier.{service,timer}                           0644
 #   /etc/nginx/sites-available/wallet.conf,
 #   /etc/nginx/snippets/wallet-locations.conf,
 #   /etc/nginx/snippets/wallet-tls.conf.example                 0644
@@ -347,9 +348,10 @@ INSTALL_MOCK_BANK ?= 0
 # root never writes into .build/; the tests use it to build only once).
 RELEASE_BIN_DIR ?=
 
-WALLET_EXECUTABLES := wallet-fcgi wallet-processor walletctl
+WALLET_EXECUTABLES := wallet-fcgi wallet-processor wallet-notifier walletctl
 WALLET_ENV_FILES := wallet.env processor.env
-WALLET_UNITS := wallet-fcgi.socket wallet-fcgi.service wallet-processor.service wallet-processor.timer
+WALLET_UNITS := wallet-fcgi.socket wallet-fcgi.service wallet-processor.service wallet-processor.timer \
+               wallet-notifier.service wallet-notifier.timer
 
 .PHONY: uninstall
 
@@ -449,7 +451,7 @@ install: $(if $(RELEASE_BIN_DIR),,release)
 	  echo "  edit /etc/wallet/processor.env (WALLET_BANK_URL must be set)"; \
 	  echo "  if the bank wants a token: install -m 0600 /dev/stdin /etc/wallet/bank-token"; \
 	  echo "  systemctl daemon-reload"; \
-	  echo "  systemctl enable --now wallet-fcgi.socket wallet-processor.timer"; \
+	  echo "  systemctl enable --now wallet-fcgi.socket wallet-processor.timer wallet-notifier.timer"; \
 	  echo "  put the real certificate in /etc/nginx/snippets/wallet-tls.conf (README: Deployment, TLS)"; \
 	  echo "  ln -s ../sites-available/wallet.conf /etc/nginx/sites-enabled/wallet.conf"; \
 	  echo "  nginx -t && systemctl reload nginx"; \

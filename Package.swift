@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .executable(name: "wallet-fcgi", targets: ["wallet-fcgi"]),
         .executable(name: "wallet-processor", targets: ["wallet-processor"]),
+        .executable(name: "wallet-notifier", targets: ["wallet-notifier"]),
         .executable(name: "walletctl", targets: ["walletctl"]),
     ],
     dependencies: [
@@ -48,6 +49,9 @@ let package = Package(
             dependencies: [
                 "WalletServices", "WalletStore", "WalletPlatform", "WalletDomain", "CCurl", "CMalloc",
             ]),
+        .executableTarget(
+            name: "wallet-notifier",
+            dependencies: ["WalletStore", "WalletPlatform", "WalletDomain", "CCurl"]),
         .executableTarget(
             name: "walletctl",
             dependencies: [

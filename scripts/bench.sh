@@ -44,7 +44,10 @@
 #            answer, 10 % failed) with concurrency 64 and 64 fcgiwrap workers
 #            (a second stack on the same database: the worker count is fixed
 #            when fcgiwrap starts).
-#   5. Prints one markdown table (every figure, its ceiling, the ratio, the
+#   5. wallet-notifier, one pass: BENCH_DELIVERIES (10,000) deposits' events
+#      delivered to one webhook endpoint whose receiver is nginx `return 200`
+#      on loopback (the notifier's own ceiling: signing, libcurl, recording).
+#   6. Prints one markdown table (every figure, its ceiling, the ratio, the
 #      goal) on stdout and writes it to var/bench/latest.md.
 #
 # A benchmark reports, it does not assert: missed goals still exit 0. It
@@ -67,6 +70,7 @@
 #   BENCH_WITHDRAWALS_B_SMALL [2000]  ... else this many
 #   BENCH_B_MAX_SECONDS  [20]
 #   BENCH_WITHDRAWALS_C  [2000]   withdrawals for pass (c)
+#   BENCH_DELIVERIES     [10000]  webhook deliveries for the notifier pass (d)
 #   BENCH_KEEP           [0]      1: keep the temporary directory (logs, db)
 #   BENCH_BASELINE       [before API keys]  the git revision measured beside
 #                                 HEAD; `none` skips it. Built once into
@@ -104,6 +108,7 @@ WITHDRAWALS_B=${BENCH_WITHDRAWALS_B:-10000}
 WITHDRAWALS_B_SMALL=${BENCH_WITHDRAWALS_B_SMALL:-2000}
 B_MAX_SECONDS=${BENCH_B_MAX_SECONDS:-20}
 WITHDRAWALS_C=${BENCH_WITHDRAWALS_C:-2000}
+DELIVERIES=${BENCH_DELIVERIES:-10000}
 KEEP=${BENCH_KEEP:-0}
 # The baseline: by default the parent of the commit that added API keys.
 BASELINE=${BENCH_BASELINE:-$(git -C "$(dirname -- "${BASH_SOURCE[0]}")/.." log --diff-filter=A --format=%H -- Sources/WalletDomain/APIKey.swift 2>/dev/null | tail -n 1)^}
@@ -364,7 +369,9 @@ free_port() {
 # `stack ready` line. Sets STACK_PID, RUN_DIR, HTTP_PORT, BANK_PORT. The
 # stack's development API key is ours; its rate limits are off.
 start_stack() {
-    local name=$1 workers=$2 mode=$3 tree=${4:-$REPO} bin=${5:-$BIN_DIR} db=${6:-$DB} out deadline
+    local name=$1 workers=$2 mode=$3 tree=${4:-$REPO} bin=${5:-$BIN_DIR} db=${6:-$DB} out deadline no_notifier=()
+    # A tree from before the notifier has no notifier loop to turn off.
+    if grep -q -- '--no-notifier' "$tree/scripts/stack.sh"; then no_notifier=(--no-notifier); fi
     RUN_DIR=$TMP/run-$name
     free_port HTTP_PORT
     free_port BANK_PORT
@@ -374,7 +381,7 @@ start_stack() {
         WALLET_DB="$db" WALLET_BIN_DIR="$bin" WALLET_BANK_MODE="$mode" \
         WALLET_BANK_WORKERS="$workers" WALLET_ACCESS_LOG=off \
         WALLET_DEV_API_KEY="$API_KEY" WALLET_RATE_LIMIT=0 \
-        bash "$tree/scripts/stack.sh" --no-processor </dev/null >"$out" 2>"$TMP/stack-$name.log" &
+        bash "$tree/scripts/stack.sh" --no-processor "${no_notifier[@]}" </dev/null >"$out" 2>"$TMP/stack-$name.log" &
     STACK_PID=$!
     deadline=$(($(now_us) + 60000000))
     until grep -q '^stack ready' "$out" 2>/dev/null; do
@@ -630,6 +637,33 @@ processor_pass() {
     ((PASS_CLAIMED[$key] == n)) || warn "pass $key claimed ${PASS_CLAIMED[$key]} withdrawals, expected $n"
 }
 
+# --- The notifier ------------------------------------------------------------------------------
+
+# notifier_pass N RECEIVER_URL: one webhook endpoint for deposit.completed at
+# RECEIVER_URL, N deposits through the API, then one wallet-notifier pass,
+# timed from start to exit (fan-out included). Sets NOTIFY_SECONDS,
+# NOTIFY_RATE, NOTIFY_DELIVERED.
+notifier_pass() {
+    local n=$1 receiver=$2 log_file=$TMP/notifier.log t0 t1 rc=0 line status
+    status=$(curl --no-progress-meter -o "$TMP/endpoint.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary "{\"url\": \"$receiver\", \"events\": [\"deposit.completed\"]}" \
+        "http://127.0.0.1:$HTTP_PORT/webhook-endpoints") || die "creating the webhook endpoint failed"
+    [[ $status == 201 ]] || die "creating the webhook endpoint answered $status: $(cat "$TMP/endpoint.json")"
+    log "notifier pass: $(thousands "$n") deposits, each event delivered to $receiver"
+    post_to_wallets deliver "$n" deposit '{"amount": 1}' 200
+    t0=$(now_us)
+    run_child -e "$log_file" env WALLET_DB="$DB" WALLET_WEBHOOK_KEY_FILE="$RUN_DIR/webhook-master-key" \
+        WALLET_WEBHOOK_ALLOW_HTTP=1 "$BIN_DIR/wallet-notifier" || rc=$?
+    t1=$(now_us)
+    ((rc == 0)) || { tail -n 5 "$log_file" >&2; die "wallet-notifier exited with status $rc"; }
+    line=$(grep '"event": "pass"' "$log_file" | tail -n 1) || die "no pass summary in $log_file"
+    NOTIFY_DELIVERED=$(json_field delivered "$line")
+    NOTIFY_SECONDS=$(calc "($t1 - $t0) / 1000000")
+    NOTIFY_RATE=$(calc "$NOTIFY_DELIVERED / $NOTIFY_SECONDS")
+    log "  $(thousands "$NOTIFY_RATE") deliveries/s: $NOTIFY_DELIVERED in $(printf '%.2f' "$NOTIFY_SECONDS") s"
+    ((NOTIFY_DELIVERED == n)) || warn "the pass delivered $NOTIFY_DELIVERED, expected $n"
+}
+
 # ==============================================================================================
 # The run
 # ==============================================================================================
@@ -722,6 +756,9 @@ fi
 log "creating $(thousands "$N_B") due withdrawals for pass (b)"
 create_due_withdrawals due-b "$N_B"
 processor_pass b "$N_B" "$BANK_URL/pay" "$CONCURRENCY_B"
+
+# (d) The notifier against an instant receiver: the same nginx's `return 200`.
+notifier_pass "$DELIVERIES" "$BANK_URL/static"
 
 log "stopping stack 'api'"
 stop_stack || die "stopping stack 'api' failed"
@@ -816,6 +853,9 @@ row "processor (c): mock bank \`random 10 1000\`, concurrency $CONCURRENCY_C, $W
     "$(printf '%.1f' "${PASS_SECONDS[c]}") s ($(thousands "${PASS_RATE[c]}") withdrawals/s)" "—" "—" "$(pass_errors c)" \
     "ideal $(printf '%.1f' "$IDEAL_C") s ($(thousands "$WITHDRAWALS_C")/$CONCURRENCY_C × 1 s)" \
     "$(pct "$IDEAL_C" "${PASS_SECONDS[c]}")" "< 40 s" "$(yesno ge 40 "${PASS_SECONDS[c]}")"
+row "notifier (d): one endpoint, receiver nginx \`return 200\`, in event order" "1" \
+    "$(thousands "$NOTIFY_RATE") deliveries/s ($(thousands "$NOTIFY_DELIVERED") in $(printf '%.1f' "$NOTIFY_SECONDS") s)" "—" "—" \
+    "$((DELIVERIES - NOTIFY_DELIVERED)) of $(thousands "$DELIVERIES") not delivered" "—" "—" "—" "—"
 row "wallet-processor peak RSS (pass (a), $(thousands "$WITHDRAWALS_A") withdrawals; (b) $(mb "${PASS_RSS_KB[b]}"), (c) $(mb "${PASS_RSS_KB[c]}"))" \
     "—" "$(mb "${PASS_RSS_KB[a]}")" "—" "—" "—" "—" "—" "≤ 50 MB" "$(yesno ge 51200 "${PASS_RSS_KB[a]}")"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/stack.sh: run the whole wallet stack on loopback, in the foreground.
 #
-#   scripts/stack.sh [--no-processor] [--follow]
+#   scripts/stack.sh [--no-processor] [--no-notifier] [--follow]
 #
 # Starts, in this order, and supervises until SIGINT (Ctrl-C) or SIGTERM:
 #   1. the responder  $WALLET_BIN_DIR/wallet-fcgi --socket RUN_DIR/fcgi.sock
@@ -11,6 +11,8 @@
 #                     /static), from nginx/dev.conf.template
 #   4. unless --no-processor, a loop running $WALLET_BIN_DIR/wallet-processor
 #      every $WALLET_PROCESS_INTERVAL seconds, as the systemd timer would.
+#   5. unless --no-notifier, a loop running $WALLET_BIN_DIR/wallet-notifier
+#      every $WALLET_NOTIFY_INTERVAL seconds (its log: RUN_DIR/notifier.log).
 # Once GET /healthz answers 200 it prints `stack ready http://127.0.0.1:PORT`
 # on stdout (its only line on stdout; progress goes to stderr). With --follow
 # (what `make run` passes) the responder's and the processor's JSON log lines
@@ -33,6 +35,9 @@
 #   WALLET_PROCESS_INTERVAL  [10]       seconds from one processor pass to the next
 #   WALLET_DEV_API_KEY       [RUN_DIR/api-key, else new]  the development API key
 #   WALLET_RATE_LIMIT        [20]       requests per second per API key (0 = off)
+#   WALLET_NOTIFY_INTERVAL   [2]        seconds from one notifier pass to the next
+#   WALLET_WEBHOOK_ALLOW_HTTP [1]       http:// and loopback webhook URLs allowed
+#   WALLET_WEBHOOK_KEY_FILE  [RUN_DIR/webhook-master-key]  made (0600) if absent
 # Extras of this script:
 #   WALLET_ACCESS_LOG        [on]       `off` disables the JSON access log (benchmarks)
 #   WALLET_NGINX_WORKERS     [2]        nginx worker_processes
@@ -86,10 +91,12 @@ usage() {
 # --- Arguments --------------------------------------------------------------------
 
 RUN_PROCESSOR=1
+RUN_NOTIFIER=1
 FOLLOW=0
 while (($#)); do
     case $1 in
     --no-processor) RUN_PROCESSOR=0 ;;
+    --no-notifier) RUN_NOTIFIER=0 ;;
     --follow) FOLLOW=1 ;;
     -h | --help)
         usage
@@ -122,6 +129,7 @@ BIN_DIR=$(abs_path "${WALLET_BIN_DIR:-$REPO/.build/debug}")
 BANK_URL=${WALLET_BANK_URL:-http://127.0.0.1:$BANK_PORT/pay}
 BANK_MODE=${WALLET_BANK_MODE:-random 10 1000}
 INTERVAL=${WALLET_PROCESS_INTERVAL:-10}
+NOTIFY_INTERVAL=${WALLET_NOTIFY_INTERVAL:-2}
 ACCESS_LOG=${WALLET_ACCESS_LOG:-on}
 NGINX_WORKERS=${WALLET_NGINX_WORKERS:-2}
 RATE_LIMIT=${WALLET_RATE_LIMIT:-20}
@@ -148,6 +156,8 @@ is_port "$BANK_PORT" || die "WALLET_BANK_PORT must be a port number, got '$BANK_
 [[ $HTTP_PORT != "$BANK_PORT" ]] || die "WALLET_HTTP_PORT and WALLET_BANK_PORT are both $HTTP_PORT"
 [[ $INTERVAL =~ ^[0-9]+(\.[0-9]{1,6})?$ && ! $INTERVAL =~ ^0+(\.0*)?$ ]] ||
     die "WALLET_PROCESS_INTERVAL must be a positive number of seconds, got '$INTERVAL'"
+[[ $NOTIFY_INTERVAL =~ ^[0-9]+(\.[0-9]{1,6})?$ && ! $NOTIFY_INTERVAL =~ ^0+(\.0*)?$ ]] ||
+    die "WALLET_NOTIFY_INTERVAL must be a positive number of seconds, got '$NOTIFY_INTERVAL'"
 [[ $ACCESS_LOG == on || $ACCESS_LOG == off ]] || die "WALLET_ACCESS_LOG must be on or off, got '$ACCESS_LOG'"
 [[ $NGINX_WORKERS =~ ^[1-9][0-9]?$ ]] || die "WALLET_NGINX_WORKERS must be 1-99, got '$NGINX_WORKERS'"
 [[ $BANK_WORKERS =~ ^[1-9][0-9]?$ ]] || die "WALLET_BANK_WORKERS must be 1-99, got '$BANK_WORKERS'"
@@ -197,12 +207,20 @@ if ((RUN_PROCESSOR)); then
     [[ -x $BIN_DIR/wallet-processor ]] ||
         die "$BIN_DIR/wallet-processor not found or not executable; run 'swift build' (or use --no-processor)"
 fi
+if ((RUN_NOTIFIER)); then
+    [[ -x $BIN_DIR/wallet-notifier ]] ||
+        die "$BIN_DIR/wallet-notifier not found or not executable; run 'swift build' (or use --no-notifier)"
+fi
 [[ -f $REPO/bank/bank.cgi ]] || die "missing $REPO/bank/bank.cgi"
 
 # What the executables read (docs/INTERFACES.md), as absolute values.
 export WALLET_RUN_DIR=$RUN_DIR WALLET_HTTP_PORT=$HTTP_PORT WALLET_BANK_PORT=$BANK_PORT
 export WALLET_DB=$DB WALLET_BIN_DIR=$BIN_DIR WALLET_BANK_URL=$BANK_URL
-export WALLET_PROCESS_INTERVAL=$INTERVAL
+export WALLET_PROCESS_INTERVAL=$INTERVAL WALLET_NOTIFY_INTERVAL=$NOTIFY_INTERVAL
+# Development webhooks: http:// and loopback receivers are allowed, and the
+# master key is a file in the run dir (created below) unless one is named.
+export WALLET_WEBHOOK_ALLOW_HTTP=${WALLET_WEBHOOK_ALLOW_HTTP:-1}
+export WALLET_WEBHOOK_KEY_FILE=${WALLET_WEBHOOK_KEY_FILE:-$RUN_DIR/webhook-master-key}
 # Loopback must never go through a proxy from the environment (libcurl in
 # the processor and curl here honour http_proxy and no_proxy).
 export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}"
@@ -212,7 +230,7 @@ export NO_PROXY=$no_proxy
 
 # The pids of what we started (kept even after a component exits, to reap
 # it and to find what it left behind).
-FCGI_PID="" FCGIWRAP_PID="" NGINX_PID="" LOOP_PID="" FOLLOW_PID=""
+FCGI_PID="" FCGIWRAP_PID="" NGINX_PID="" LOOP_PID="" NOTIFY_LOOP_PID="" FOLLOW_PID=""
 # Their names, for messages once they are gone.
 declare -A NAME_OF=()
 # nginx's worker pids, noted once nginx is up: if the master ever died
@@ -321,6 +339,10 @@ stop_all() {
         mapfile -t found < <(descendants "$LOOP_PID")
         loop_tree=("$LOOP_PID" "${found[@]}")
     fi
+    if [[ -n $NOTIFY_LOOP_PID ]]; then
+        mapfile -t found < <(descendants "$NOTIFY_LOOP_PID")
+        loop_tree+=("$NOTIFY_LOOP_PID" "${found[@]}")
+    fi
     if [[ -n $FOLLOW_PID ]]; then
         mapfile -t found < <(descendants "$FOLLOW_PID")
         follow_tree=("$FOLLOW_PID" "${found[@]}")
@@ -358,7 +380,7 @@ stop_all() {
 
     # The loop's trap passes TERM on to the running processor (or sleep) and
     # waits for it.
-    signal_pids TERM "${loop_tree[@]:0:1}"
+    signal_pids TERM "${LOOP_PID:-}" "${NOTIFY_LOOP_PID:-}"
     wait_gone "${loop_tree[@]}" || true
     # QUIT: graceful stop of the master and its workers (bounded by
     # worker_shutdown_timeout in nginx.conf). Should the master be gone, its
@@ -528,6 +550,12 @@ rm -f "$RUN_DIR/fcgi.sock" "$RUN_DIR/bank.sock"
 # The bank's behaviour; ledger and calls are kept across runs, like the
 # database the bank pays for.
 printf '%s\n' "$BANK_MODE" >"$RUN_DIR/bank/mode"
+# The development webhook master key: made once (0600), kept across runs so
+# that endpoints' secrets stay valid.
+if [[ $WALLET_WEBHOOK_KEY_FILE == "$RUN_DIR/webhook-master-key" && ! -s $WALLET_WEBHOOK_KEY_FILE ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WALLET_WEBHOOK_KEY_FILE.new" && printf '\n' >>"$WALLET_WEBHOOK_KEY_FILE.new")
+    mv "$WALLET_WEBHOOK_KEY_FILE.new" "$WALLET_WEBHOOK_KEY_FILE"
+fi
 
 # --- nginx.conf ------------------------------------------------------------------------
 
@@ -580,7 +608,7 @@ done
 # keeps earlier runs' lines), so no line of this run is missed.
 follow_logs() {
     local name file
-    for name in wallet-fcgi:wallet-fcgi.log processor:processor.log bank:bank/calls; do
+    for name in wallet-fcgi:wallet-fcgi.log processor:processor.log notifier:notifier.log bank:bank/calls; do
         file=$RUN_DIR/${name#*:}
         tail -n 0 -q -F "$file" 2>/dev/null | sed -u "s/^/${name%%:*} | /" >&2 &
     done
@@ -588,7 +616,7 @@ follow_logs() {
 }
 if ((FOLLOW)); then
     mkdir -p "$RUN_DIR/bank"
-    touch "$RUN_DIR/wallet-fcgi.log" "$RUN_DIR/processor.log" "$RUN_DIR/bank/calls"
+    touch "$RUN_DIR/wallet-fcgi.log" "$RUN_DIR/processor.log" "$RUN_DIR/notifier.log" "$RUN_DIR/bank/calls"
     follow_logs &
     FOLLOW_PID=$!
 fi
@@ -664,12 +692,15 @@ mv -f "$KEY_FILE.new" "$KEY_FILE"
 # 4. The processor loop: one pass every INTERVAL seconds, start to start
 # (like the timer's OnUnitActiveSec), never two passes at once.
 interval_us() {
-    local whole=${INTERVAL%%.*} frac=""
-    [[ $INTERVAL == *.* ]] && frac=${INTERVAL#*.}
+    local interval=${1:-$INTERVAL}
+    local whole=${interval%%.*} frac=""
+    [[ $interval == *.* ]] && frac=${interval#*.}
     frac="${frac}000000"
     printf '%s\n' "$((10#$whole * 1000000 + 10#${frac:0:6}))"
 }
-processor_loop() {
+# pass_loop PROGRAM LOG INTERVAL: the processor's loop, and the notifier's.
+pass_loop() {
+    local program=$1 logfile=$2
     local child="" rc started rest step sleep_fd
     # Only stack.sh stops the loop, with SIGTERM: a Ctrl-C (SIGINT to the
     # whole process group) must not kill the loop and orphan a running pass.
@@ -680,16 +711,16 @@ processor_loop() {
     # Sleep with `read -t` on a pipe that never gets data: no sleep child
     # that could outlive the loop, and a signal interrupts it at once.
     exec {sleep_fd}<> <(:)
-    step=$(interval_us)
+    step=$(interval_us "$3")
     while :; do
         started=$(now_us)
-        "$BIN_DIR/wallet-processor" </dev/null >>"$RUN_DIR/processor.log" 2>&1 &
+        "$BIN_DIR/$program" </dev/null >>"$logfile" 2>&1 &
         child=$!
         rc=0
         wait "$child" || rc=$?
         child=""
         if ((rc != 0)); then
-            printf '%s stack: wallet-processor exited with status %d\n' "$(date -u +%FT%TZ)" "$rc" >>"$RUN_DIR/processor.log"
+            printf '%s stack: %s exited with status %d\n' "$(date -u +%FT%TZ)" "$program" "$rc" >>"$logfile"
         fi
         rest=$((started + step - $(now_us)))
         if ((rest > 0)); then
@@ -699,8 +730,13 @@ processor_loop() {
 }
 if ((RUN_PROCESSOR)); then
     log "starting the processor loop (every ${INTERVAL}s, log $RUN_DIR/processor.log)"
-    processor_loop &
+    pass_loop wallet-processor "$RUN_DIR/processor.log" "$INTERVAL" &
     LOOP_PID=$!
+fi
+if ((RUN_NOTIFIER)); then
+    log "starting the notifier loop (every ${NOTIFY_INTERVAL}s, log $RUN_DIR/notifier.log)"
+    pass_loop wallet-notifier "$RUN_DIR/notifier.log" "$NOTIFY_INTERVAL" &
+    NOTIFY_LOOP_PID=$!
 fi
 
 log "development API key $API_KEY (in $KEY_FILE); e.g. curl -H \"Authorization: Bearer \$(cat $KEY_FILE)\" ..."
@@ -743,6 +779,10 @@ while :; do
     if [[ -n $LOOP_PID ]] && ! alive "$LOOP_PID"; then
         warn "the processor loop (pid $LOOP_PID) exited"
         LOOP_PID=""
+    fi
+    if [[ -n $NOTIFY_LOOP_PID ]] && ! alive "$NOTIFY_LOOP_PID"; then
+        warn "the notifier loop (pid $NOTIFY_LOOP_PID) exited"
+        NOTIFY_LOOP_PID=""
     fi
 done
 

@@ -15,11 +15,17 @@ public struct OperatorReadings: Sendable, Equatable {
     public var held: Int128
     /// Withdrawals due (`next_attempt_at <= now`) that no live lease holds.
     public var dueUnclaimed: Int64
+    /// Webhook deliveries still pending whose last attempt did not deliver.
+    public var webhookDeliveriesFailing: Int64
+    /// Webhook deliveries given up (failed after the give-up age, or their endpoint deleted).
+    public var webhookDeliveriesFailed: Int64
 
     public init(
         now: Timestamp, lastPass: ProcessorPassRecord?, outcomeUnknownCount: Int64, outcomeUnknownOldestDebitedAt: Timestamp?, held: Int128,
-        dueUnclaimed: Int64
+        dueUnclaimed: Int64, webhookDeliveriesFailing: Int64 = 0, webhookDeliveriesFailed: Int64 = 0
     ) {
+        self.webhookDeliveriesFailing = webhookDeliveriesFailing
+        self.webhookDeliveriesFailed = webhookDeliveriesFailed
         self.now = now
         self.lastPass = lastPass
         self.outcomeUnknownCount = outcomeUnknownCount

@@ -17,10 +17,12 @@ public struct Payout: Sendable, Equatable {
     /// Until when this attempt's processor holds the withdrawal. An answer recorded later
     /// could race another processor's attempt, so it is dropped instead.
     public var leaseUntil: Timestamp
+    /// The client's reference for the withdrawal, if it gave one.
+    public var reference: String?
 
     public init(
         withdrawalID: Int64, wallet: WalletID, amount: Amount, bankKey: String, attempt: Int64, bankMayHavePaid: Bool,
-        leaseUntil: Timestamp
+        leaseUntil: Timestamp, reference: String? = nil
     ) {
         self.withdrawalID = withdrawalID
         self.wallet = wallet
@@ -29,12 +31,16 @@ public struct Payout: Sendable, Equatable {
         self.attempt = attempt
         self.bankMayHavePaid = bankMayHavePaid
         self.leaseUntil = leaseUntil
+        self.reference = reference
     }
 
-    /// The JSON body of the bank call.
+    /// The JSON body of the bank call. `reference` is the client's own reference when it
+    /// gave one (what the bank shows on its statement, for the client's reconciliation), else
+    /// `withdrawal-<id>` as before. It need not be unique: the bank tells payouts apart by
+    /// the `Idempotency-Key` (the withdrawal's random bank key), never by the reference.
     public var requestBody: String {
         var object = JSONObject()
-        object.add("reference", "withdrawal-\(withdrawalID)")
+        object.add("reference", reference ?? "withdrawal-\(withdrawalID)")
         object.add("wallet", wallet.text)
         object.add("amount", amount.minorUnits)
         return object.result

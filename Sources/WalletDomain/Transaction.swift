@@ -82,10 +82,13 @@ public struct Transaction: Sendable, Equatable {
     public var attempts: Int64
     public var failureReason: FailureReason?
     public var idempotencyKey: String?
+    /// The client's own id for the operation (`Reference`), or nil.
+    public var reference: String?
 
     public init(
         id: Int64, wallet: WalletID, type: TransactionType, amount: Amount, status: TransactionStatus, scheduledFor: Timestamp? = nil,
-        executedAt: Timestamp? = nil, createdAt: Timestamp, attempts: Int64, failureReason: FailureReason? = nil, idempotencyKey: String? = nil
+        executedAt: Timestamp? = nil, createdAt: Timestamp, attempts: Int64, failureReason: FailureReason? = nil, idempotencyKey: String? = nil,
+        reference: String? = nil
     ) {
         self.id = id
         self.wallet = wallet
@@ -98,6 +101,7 @@ public struct Transaction: Sendable, Equatable {
         self.attempts = attempts
         self.failureReason = failureReason
         self.idempotencyKey = idempotencyKey
+        self.reference = reference
     }
 }
 
@@ -148,10 +152,13 @@ public enum LedgerShape {
 public struct TransactionFilter: Sendable, Equatable {
     public var status: TransactionStatus?
     public var type: TransactionType?
+    /// Only transactions carrying exactly this client reference.
+    public var reference: String?
 
-    public init(status: TransactionStatus? = nil, type: TransactionType? = nil) {
+    public init(status: TransactionStatus? = nil, type: TransactionType? = nil, reference: String? = nil) {
         self.status = status
         self.type = type
+        self.reference = reference
     }
 }
 

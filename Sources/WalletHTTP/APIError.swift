@@ -73,6 +73,29 @@ public struct APIError: Error, Equatable, Sendable {
         status: 400, code: "invalid_at", message: "at must be an RFC 3339 time with an offset, such as 2026-02-15T15:00:00Z",
         field: "at")
 
+    public static let invalidReference = APIError(
+        status: 400, code: "invalid_reference", message: "reference must be 1 to \(Reference.bytesMax) printable ASCII characters",
+        field: "reference")
+
+    public static func invalidURL(_ detail: String) -> APIError {
+        APIError(status: 400, code: "invalid_url", message: detail, field: "url")
+    }
+
+    public static func invalidEvents(_ detail: String) -> APIError {
+        APIError(status: 400, code: "invalid_events", message: detail, field: "events")
+    }
+
+    public static let webhookEndpointNotFound = APIError(status: 404, code: "not_found", message: "no webhook endpoint with this id")
+
+    public static func tooManyWebhookEndpoints(_ limit: Int) -> APIError {
+        APIError(status: 422, code: "too_many_webhook_endpoints", message: "an API key may have at most \(limit) webhook endpoints")
+    }
+
+    /// No webhook master key is configured (README, "Webhooks"): endpoints cannot be given a
+    /// secret, so none is created.
+    public static let webhooksUnavailable = APIError(
+        status: 503, code: "webhooks_unavailable", message: "webhooks are not configured on this service (no master key)")
+
     public static func invalidQuery(field: String, _ detail: String) -> APIError {
         APIError(status: 400, code: "invalid_query", message: detail, field: field)
     }

@@ -135,6 +135,12 @@ public final class Metrics: @unchecked Sendable {
         out += gauge("wallet_held_minor_units", "Sum of the wallets' held amounts, in minor units.", "\(readings.held)")
         out += gauge(
             "wallet_withdrawals_due_unclaimed", "Withdrawals due now that no processor holds a live lease on.", "\(readings.dueUnclaimed)")
+        out += gauge(
+            "wallet_webhook_deliveries_failing", "Webhook deliveries still pending whose last attempt did not deliver.",
+            "\(readings.webhookDeliveriesFailing)")
+        out += gauge(
+            "wallet_webhook_deliveries_failed", "Webhook deliveries given up (past the give-up age, or endpoint deleted).",
+            "\(readings.webhookDeliveriesFailed)")
         return out
     }
 }

@@ -38,6 +38,9 @@ extension Route {
         case .transactions(let id): "/wallets/\(id)/transactions"
         case .transaction(let id, let number): "/wallets/\(id)/transactions/\(number)"
         case .cancel(let id, let number): "/wallets/\(id)/transactions/\(number)/cancel"
+        case .events: "/events"
+        case .webhookEndpoints: "/webhook-endpoints"
+        case .webhookEndpoint(let id): "/webhook-endpoints/\(id)"
         case .health: "/healthz"
         case .metrics: "/metrics"
         }
@@ -76,6 +79,19 @@ public struct RequestBody {
             throw APIError.invalidAmount
         }
         return amount
+    }
+
+    /// The optional `reference` member: absent or null for none, else 1 to 128 printable
+    /// ASCII characters.
+    public func reference() throws(APIError) -> String? {
+        switch members["reference"] {
+        case nil, .null?:
+            return nil
+        case .string(let text)? where Reference.isValid(text):
+            return text
+        default:
+            throw APIError.invalidReference
+        }
     }
 
     /// The optional `scheduled_for` member: RFC 3339 with an explicit offset. Absent or null
@@ -132,12 +148,80 @@ public struct TransactionQuery {
             }
             self.limit = parsed
         }
+        if let reference = items["reference"] {
+            guard Reference.isValid(reference) else {
+                throw APIError.invalidQuery(field: "reference", "reference must be 1 to \(Reference.bytesMax) printable ASCII characters")
+            }
+            filter.reference = reference
+        }
         if let cursor = items["cursor"] {
             guard let parsed = Route.transactionID(Substring(cursor)) else {
                 throw APIError.invalidQuery(field: "cursor", "cursor must be a next_cursor value from an earlier page")
             }
             self.cursor = parsed
         }
+    }
+}
+
+/// The event feed's query: `after`, `limit`, `type`, `wallet`.
+public struct EventQuery {
+    public var after: Int64 = 0
+    public var limit = Limits.pageSizeDefault
+    public var type: EventType?
+    public var wallet: WalletID?
+
+    public init(_ items: [String: String]) throws(APIError) {
+        if let after = items["after"] {
+            guard after == "0" || Route.transactionID(Substring(after)) != nil, let parsed = Int64(after) else {
+                throw APIError.invalidQuery(field: "after", "after must be an event id (a whole number, 0 for the start)")
+            }
+            self.after = parsed
+        }
+        if let limit = items["limit"] {
+            guard let parsed = Int(limit), (1...Limits.pageSizeMax).contains(parsed), limit.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                throw APIError.invalidQuery(field: "limit", "limit must be an integer from 1 to \(Limits.pageSizeMax)")
+            }
+            self.limit = parsed
+        }
+        if let type = items["type"] {
+            guard let parsed = EventType(rawValue: type) else {
+                throw APIError.invalidQuery(
+                    field: "type", "type must be one of \(EventType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.type = parsed
+        }
+        if let wallet = items["wallet"] {
+            guard let parsed = WalletID(wallet) else { throw APIError.invalidQuery(field: "wallet", "wallet must be a wallet's uuid") }
+            self.wallet = parsed
+        }
+    }
+}
+
+/// The body of `POST /webhook-endpoints`: `url` and `events`.
+public struct WebhookEndpointBody: Sendable {
+    public var url: String
+    public var patterns: [String]
+
+    /// The most patterns one endpoint may list.
+    public static let patternsMax = 32
+
+    public init(_ body: RequestBody, allowHTTP: Bool) throws(APIError) {
+        guard case .string(let url)? = body.members["url"] else { throw APIError.invalidURL("url must be a string") }
+        if let problem = WebhookURL.problem(url, allowHTTP: allowHTTP) { throw APIError.invalidURL(problem) }
+        guard case .array(let values)? = body.members["events"], !values.isEmpty, values.count <= WebhookEndpointBody.patternsMax else {
+            throw APIError.invalidEvents("events must be a non-empty array of at most \(WebhookEndpointBody.patternsMax) event types or patterns")
+        }
+        var patterns: [String] = []
+        for value in values {
+            guard case .string(let text) = value, EventPattern(text) != nil else {
+                throw APIError.invalidEvents(
+                    "each of events must be an event type (\(EventType.allCases.map(\.rawValue).joined(separator: ", "))), "
+                        + "a prefix such as withdrawal.*, or *")
+            }
+            if !patterns.contains(text) { patterns.append(text) }
+        }
+        self.url = url
+        self.patterns = patterns
     }
 }
 

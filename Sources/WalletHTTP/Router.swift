@@ -12,10 +12,13 @@ public enum Route: Equatable, Sendable {
     case transactions(WalletID)
     case transaction(WalletID, Int64)
     case cancel(WalletID, Int64)
+    case events
+    case webhookEndpoints
+    case webhookEndpoint(Int64)
     case health
     case metrics
 
-    /// Every method the API serves on some route (DELETE is for routes still to come). nginx
+    /// Every method the API serves on some route (DELETE: a webhook endpoint). nginx
     /// answers any other method itself with 405 (its twin is the method check in
     /// nginx/wallet-locations.conf), and the metrics label any other as `other`.
     public static let apiMethods: Set<String> = ["GET", "HEAD", "POST", "DELETE"]
@@ -34,7 +37,9 @@ public enum Route: Equatable, Sendable {
     public var allowedMethods: [String] {
         switch self {
         case .wallets, .deposit, .withdraw, .cancel: ["POST"]
-        case .wallet, .balance, .transactions, .transaction, .health, .metrics: ["GET", "HEAD"]
+        case .wallet, .balance, .transactions, .transaction, .events, .health, .metrics: ["GET", "HEAD"]
+        case .webhookEndpoints: ["GET", "HEAD", "POST"]
+        case .webhookEndpoint: ["DELETE"]
         }
     }
 
@@ -50,6 +55,9 @@ public enum Route: Equatable, Sendable {
         case .transactions: "/wallets/{uuid}/transactions/"
         case .transaction: "/wallets/{uuid}/transactions/{id}/"
         case .cancel: "/wallets/{uuid}/transactions/{id}/cancel"
+        case .events: "/events"
+        case .webhookEndpoints: "/webhook-endpoints"
+        case .webhookEndpoint: "/webhook-endpoints/{id}"
         case .health: "/healthz"
         case .metrics: "/metrics"
         }
@@ -69,8 +77,15 @@ public enum Route: Equatable, Sendable {
             case _ where first.is("wallets"): self = .wallets
             case _ where first.is("healthz"): self = .health
             case _ where first.is("metrics"): self = .metrics
+            case _ where first.is("events"): self = .events
+            case _ where first.is("webhook-endpoints"): self = .webhookEndpoints
             default: return nil
             }
+            return
+        }
+        if first.is("webhook-endpoints") {
+            guard segments.next() == nil, let id = Route.transactionID(second) else { return nil }
+            self = .webhookEndpoint(id)
             return
         }
         guard first.is("wallets"), let wallet = WalletID(second) else { return nil }

@@ -61,7 +61,7 @@ public enum BankToken {
     }
 
     /// Up to `bytesMax` bytes of the file (more are not needed to tell it is too long).
-    private static func contents(of path: String, bytesMax: Int) throws(Settings.Invalid) -> [UInt8] {
+    static func contents(of path: String, bytesMax: Int) throws(Settings.Invalid) -> [UInt8] {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
             let reason = String(cString: strerror(errno))

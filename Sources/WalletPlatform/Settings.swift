@@ -25,6 +25,20 @@ public struct Settings: Sendable, Equatable {
     /// How long a processor's claim outlives its bank call's time limit. A processor that
     /// dies mid-pass leaves its claims for this long; a live one never outlasts it.
     public var leaseGraceSeconds: Int64 = 30
+    /// `WALLET_WEBHOOK_KEY_FILE`: a file holding the webhook master key (development and
+    /// tests; deployments use systemd's credential, see `WebhookMasterKey`).
+    public var webhookKeyFile: String?
+    /// `WALLET_WEBHOOK_ALLOW_HTTP=1`: `http://`, loopback and private webhook URLs are
+    /// accepted (development and tests only).
+    public var webhookAllowsHTTP = false
+    /// One webhook delivery's time limit.
+    public var webhookTimeoutMilliseconds: Int64 = 10_000
+    /// How long a delivery is retried before it is marked failed and its endpoint moves on.
+    public var webhookGiveUpSeconds: Int64 = 259_200
+    /// Endpoints delivered to at once in one notifier pass (one delivery in flight each).
+    public var webhookConcurrency: Int64 = 16
+    /// The first retry delay of a delivery; doubles each retry (with jitter), at most an hour.
+    public var webhookRetryBaseSeconds: Int64 = 10
     /// Bench-only: `NORMAL` trades the last commits on power loss for speed, to measure
     /// what durability costs. Never set it in production.
     public var synchronous: Synchronous = .full
@@ -78,6 +92,25 @@ public struct Settings: Sendable, Equatable {
         unknownRecheckSeconds = try Settings.integer(
             environment, "WALLET_UNKNOWN_RECHECK_SECONDS", default: unknownRecheckSeconds, range: 0...604_800)
         leaseGraceSeconds = try Settings.integer(environment, "WALLET_LEASE_GRACE_SECONDS", default: leaseGraceSeconds, range: 1...3_600)
+        if let path = environment["WALLET_WEBHOOK_KEY_FILE"] {
+            guard !path.isEmpty else {
+                throw Invalid(description: "WALLET_WEBHOOK_KEY_FILE is empty: unset it, or set it to the master key file's path")
+            }
+            webhookKeyFile = path
+        }
+        if let allow = environment["WALLET_WEBHOOK_ALLOW_HTTP"] {
+            guard allow == "0" || allow == "1" else {
+                throw Invalid(description: "WALLET_WEBHOOK_ALLOW_HTTP must be 1 (development: allow http:// and private URLs) or 0, not \"\(allow)\"")
+            }
+            webhookAllowsHTTP = allow == "1"
+        }
+        webhookTimeoutMilliseconds = try Settings.integer(
+            environment, "WALLET_WEBHOOK_TIMEOUT_MS", default: webhookTimeoutMilliseconds, range: 1...600_000)
+        webhookGiveUpSeconds = try Settings.integer(
+            environment, "WALLET_WEBHOOK_GIVE_UP_SECONDS", default: webhookGiveUpSeconds, range: 0...31_536_000)
+        webhookConcurrency = try Settings.integer(environment, "WALLET_WEBHOOK_CONCURRENCY", default: webhookConcurrency, range: 1...1_024)
+        webhookRetryBaseSeconds = try Settings.integer(
+            environment, "WALLET_WEBHOOK_RETRY_BASE_SECONDS", default: webhookRetryBaseSeconds, range: 0...86_400)
         if let mode = environment["WALLET_SYNCHRONOUS"] {
             guard let parsed = Synchronous(rawValue: mode.uppercased()) else {
                 throw Invalid(description: "WALLET_SYNCHRONOUS must be FULL (the default) or NORMAL (benchmarks only), not \"\(mode)\"")

@@ -12,10 +12,20 @@ public struct WalletAPI: Sendable {
     public let writer: any WriteExecutor
     public let metrics: Metrics
     private let keyUses = KeyUses()
+    /// The webhook master key (`WebhookMasterKey`), nil when none is configured: endpoints
+    /// are then refused with 503.
+    public let webhookMasterKey: [UInt8]?
+    /// `WALLET_WEBHOOK_ALLOW_HTTP=1`: development URLs are accepted for endpoints.
+    public let webhookAllowsHTTP: Bool
 
-    public init(writer: any WriteExecutor, metrics: Metrics = Metrics()) {
+    /// The most webhook endpoints one API key may have.
+    public static let webhookEndpointsMax = 16
+
+    public init(writer: any WriteExecutor, metrics: Metrics = Metrics(), webhookMasterKey: [UInt8]? = nil, webhookAllowsHTTP: Bool = false) {
         self.writer = writer
         self.metrics = metrics
+        self.webhookMasterKey = webhookMasterKey
+        self.webhookAllowsHTTP = webhookAllowsHTTP
     }
 
     /// What handling a request produced, for the responder to send and log.
@@ -167,6 +177,17 @@ public struct WalletAPI: Sendable {
             return read(transaction.json)
         case .cancel(let wallet, let id):
             return try cancel(id, of: wallet, by: key)
+        case .events:
+            let query = try EventQuery(request.queryItems)
+            return read(
+                try reader.events(apiKeyID: key.rawValue, after: query.after, type: query.type, wallet: query.wallet, limit: query.limit)
+                    .json)
+        case .webhookEndpoints:
+            if request.method == "POST" { return try createWebhookEndpoint(request, owner: key) }
+            let endpoints = try reader.webhookEndpoints(apiKeyID: key.rawValue)
+            return read("{\"results\": [" + endpoints.map { $0.json() }.joined(separator: ", ") + "]}")
+        case .webhookEndpoint(let id):
+            return try deleteWebhookEndpoint(id, request, owner: key)
         case .health, .metrics:
             preconditionFailure("open routes are answered above")
         }
@@ -238,9 +259,11 @@ public struct WalletAPI: Sendable {
 
     private func deposit(_ request: Request, to id: WalletID, by caller: APIKeyID) throws -> WriteOutcome {
         let key = try IdempotencyKey(header: request.idempotencyKey)
-        let amount = try RequestBody(request).amount()
+        let body = try RequestBody(request)
+        let amount = try body.amount()
+        let reference = try body.reference()
         return try write(request, key: key, by: caller) { store, now in
-            try store.deposit(to: id, by: .client(caller), amount: amount, idempotencyKey: key?.text, now: now).map { result in
+            try store.deposit(to: id, by: .client(caller), amount: amount, idempotencyKey: key?.text, reference: reference, now: now).map { result in
                 var object = JSONObject()
                 object.add("wallet", json: result.wallet.json)
                 object.add("transaction", json: result.transaction.json)
@@ -254,6 +277,7 @@ public struct WalletAPI: Sendable {
         let body = try RequestBody(request)
         let amount = try body.amount()
         let requested = try body.scheduledFor()
+        let reference = try body.reference()
         return try write(request, key: key, by: caller) { store, now in
             // Checked here, after the key lookup: a replay after the time has passed must
             // still get its original answer.
@@ -262,7 +286,7 @@ public struct WalletAPI: Sendable {
             }
             return try store.scheduleWithdrawal(
                 from: id, by: .client(caller), amount: amount, scheduledFor: requested ?? now,
-                idempotencyKey: key?.text, now: now
+                idempotencyKey: key?.text, reference: reference, now: now
             ).map { transaction in
                 (Response(status: 201, body: transaction.json), [])
             }
@@ -275,6 +299,42 @@ public struct WalletAPI: Sendable {
         }
     }
 
+    private func createWebhookEndpoint(_ request: Request, owner caller: APIKeyID) throws -> WriteOutcome {
+        let key = try IdempotencyKey(header: request.idempotencyKey)
+        let body = try WebhookEndpointBody(RequestBody(request), allowHTTP: webhookAllowsHTTP)
+        guard let masterKey = webhookMasterKey else { throw APIError.webhooksUnavailable }
+        let owner = caller.rawValue
+        // The secret is shown in this answer only. The stored answer of an idempotent retry
+        // holds the endpoint without it, and a replay derives it again: no table ever holds
+        // it in clear.
+        let secret = { @Sendable (endpoint: WebhookEndpoint) in
+            WebhookSigning.secret(masterKey: masterKey, endpointID: endpoint.id, nonce: endpoint.nonce)
+        }
+        let stored: @Sendable (Store, Response) throws -> String = { store, response in
+            try store.webhookEndpoint(fromStoredBody: response.body, apiKeyID: owner)?.json() ?? response.body
+        }
+        let replayed: @Sendable (Store, String) throws -> String = { store, body in
+            guard let endpoint = try store.webhookEndpoint(fromStoredBody: body, apiKeyID: owner) else { return body }
+            return endpoint.json(secret: secret(endpoint))
+        }
+        let create: @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError> = { store, now in
+            guard
+                let endpoint = try store.createWebhookEndpoint(
+                    apiKeyID: owner, url: body.url, patterns: body.patterns, limit: WalletAPI.webhookEndpointsMax, now: now)
+            else { throw APIError.tooManyWebhookEndpoints(WalletAPI.webhookEndpointsMax) }
+            return .success((Response(status: 201, body: endpoint.json(secret: secret(endpoint))), []))
+        }
+        return try write(request, key: key, by: caller, stored: stored, replayed: replayed, create)
+    }
+
+    private func deleteWebhookEndpoint(_ id: Int64, _ request: Request, owner caller: APIKeyID) throws -> WriteOutcome {
+        let owner = caller.rawValue
+        return try write(nil, key: nil, by: caller) { store, now in
+            guard try store.deleteWebhookEndpoint(id, apiKeyID: owner, now: now) else { throw APIError.webhookEndpointNotFound }
+            return .success((Response(status: 204, body: ""), []))
+        }
+    }
+
     /// Runs one write through the executor with the idempotency rules (README, "Idempotency"): a stored
     /// answer for the key is replayed (same request) or refused (different request) before
     /// anything else, in particular before any check that depends on the time; a successful
@@ -282,13 +342,16 @@ public struct WalletAPI: Sendable {
     /// Keys are the caller's own: another client's use of the same key is another key.
     private func write(
         _ request: Request?, key: IdempotencyKey?, by caller: APIKeyID,
+        stored storedBody: (@Sendable (Store, Response) throws -> String)? = nil,
+        replayed: (@Sendable (Store, String) throws -> String)? = nil,
         _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>
     ) throws -> WriteOutcome {
         let fingerprint = request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
             if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text, of: caller) {
                 guard stored.fingerprint == fingerprint else { return WriteOutcome(response: APIError.idempotencyKeyReused.response, keep: false) }
-                return WriteOutcome(response: Response(status: stored.status, body: stored.body), keep: false)
+                let text = try replayed?(store, stored.body) ?? stored.body
+                return WriteOutcome(response: Response(status: stored.status, body: text), keep: false)
             }
             let now = Timestamp.now()
             do {
@@ -296,7 +359,9 @@ public struct WalletAPI: Sendable {
                 case .success(let (response, entries)):
                     if let key, let fingerprint {
                         try store.store(
-                            StoredResponse(fingerprint: fingerprint, status: response.status, body: response.body),
+                            StoredResponse(
+                                fingerprint: fingerprint, status: response.status,
+                                body: try storedBody?(store, response) ?? response.body),
                             forKey: key.text, of: caller, now: now)
                     }
                     return WriteOutcome(response: response, keep: true, ledgerEntries: entries)

@@ -9,7 +9,7 @@ import WalletPlatform
 /// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
 /// append-only.
 public enum Schema {
-    public static let migrations: [String] = [version1, version2, version3, adminTrail]
+    public static let migrations: [String] = [version1, version2, version3, adminTrail, events]
 
     /// The version this binary writes. A database with a newer version was migrated by a
     /// newer binary, and this one refuses to touch it.
@@ -258,5 +258,88 @@ public enum Schema {
         CREATE INDEX ledger_by_wallet_time ON ledger (wallet_id, created_at);
         -- A wallet's withdrawals still PROCESSING, or settled after a time.
         CREATE INDEX transactions_by_wallet_status ON transactions (wallet_id, status, updated_at) WHERE type = 'WITHDRAWAL';
+        """
+
+    /// Events, webhooks and references (README, "Events and webhooks").
+    ///
+    /// `events` is the outbox: one row per change, written in the change's own transaction,
+    /// with `data` serialized then, so the feed and the notifier only read. Its ids are the
+    /// feed's order. Every write runs under `BEGIN IMMEDIATE`, one writer at a time, so an id
+    /// handed out in one transaction is below every id handed out in any transaction that
+    /// commits after it: rowid order is commit order, and a reader who has seen id N never
+    /// later finds an unseen id at or below N. Rows are never updated or deleted (triggers),
+    /// so the rowid is always max + 1 and never reused; plain rowids, not `AUTOINCREMENT`,
+    /// whose `sqlite_sequence` update doubled the cost of the insert on the deposit path
+    /// (about 3 µs against 7 µs a row, measured). A store with concurrent writers, such as
+    /// PostgreSQL, would have to assign ids at commit instead, or readers would skip ids
+    /// still uncommitted.
+    ///
+    /// `webhook_endpoints` holds no secret: each endpoint's secret is derived from the master
+    /// key, its id and its random `nonce` (`WebhookSigning`). Deleted endpoints keep their row
+    /// (`deleted_at`) so that ids are never reused. `fanned_out_through` is the last event id
+    /// the notifier has turned into this endpoint's deliveries; it starts at the last event
+    /// before the endpoint was created.
+    ///
+    /// `webhook_deliveries`: one row per (endpoint, event) matching the endpoint's patterns,
+    /// delivered in event id order per endpoint, with a lease like the processor's.
+    static let events = """
+        ALTER TABLE transactions ADD COLUMN reference TEXT
+            CHECK (reference IS NULL OR (length(reference) BETWEEN 1 AND 128 AND reference NOT GLOB '*[^ -~]*'));
+        CREATE INDEX transactions_by_reference ON transactions (wallet_id, reference) WHERE reference IS NOT NULL;
+
+        CREATE TABLE events (
+            id              INTEGER PRIMARY KEY,
+            type            TEXT    NOT NULL CHECK (type IN ('wallet.created', 'deposit.completed', 'withdrawal.scheduled',
+                                'withdrawal.processing', 'withdrawal.retrying', 'withdrawal.outcome_unknown',
+                                'withdrawal.completed', 'withdrawal.failed', 'withdrawal.canceled')),
+            wallet_id       INTEGER NOT NULL REFERENCES wallets(id),
+            transaction_id  INTEGER REFERENCES transactions(id),
+            created_at      INTEGER NOT NULL,
+            -- The `data` member's JSON text, written by the store's own encoder.
+            data            TEXT    NOT NULL,
+            CHECK ((type = 'wallet.created') = (transaction_id IS NULL))
+        ) STRICT;
+        CREATE INDEX events_by_wallet ON events (wallet_id, id);
+        CREATE INDEX events_by_transaction ON events (transaction_id) WHERE transaction_id IS NOT NULL;
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+        CREATE TABLE webhook_endpoints (
+            id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+            api_key_id          INTEGER NOT NULL REFERENCES api_keys(id),
+            url                 TEXT    NOT NULL CHECK (length(url) BETWEEN 1 AND 2048),
+            -- The patterns, a JSON array of strings, as the client gave them.
+            events              TEXT    NOT NULL CHECK (json_valid(events)),
+            nonce               TEXT    NOT NULL CHECK (length(nonce) = 32),
+            created_at          INTEGER NOT NULL,
+            deleted_at          INTEGER,
+            fanned_out_through  INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+        CREATE INDEX webhook_endpoints_by_key ON webhook_endpoints (api_key_id, id) WHERE deleted_at IS NULL;
+
+        CREATE TABLE webhook_deliveries (
+            id               INTEGER PRIMARY KEY,
+            endpoint_id      INTEGER NOT NULL REFERENCES webhook_endpoints(id),
+            event_id         INTEGER NOT NULL REFERENCES events(id),
+            state            TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+            attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            created_at       INTEGER NOT NULL,
+            -- When the next attempt is due while pending; NULL once final.
+            next_attempt_at  INTEGER,
+            lease_owner      TEXT,
+            lease_until      INTEGER,
+            last_attempt_at  INTEGER,
+            -- The last answer's HTTP status (NULL: none, e.g. a timeout) and what went wrong.
+            last_status      INTEGER,
+            last_error       TEXT,
+            finished_at      INTEGER,
+            UNIQUE (endpoint_id, event_id),
+            CHECK ((state = 'pending') = (next_attempt_at IS NOT NULL))
+        ) STRICT;
+        -- Each endpoint's head of line: its oldest pending delivery.
+        CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (endpoint_id, event_id) WHERE state = 'pending';
+        CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
         """
 }

@@ -7,10 +7,12 @@ extension Store {
     /// ledger's size; the held sum reads the wallets table, as `walletctl stats` does.
     public func operatorReadings(now: Timestamp) throws -> OperatorReadings {
         let unknown = try outcomeUnknownWithdrawals()
+        let webhooks = try webhookDeliveryHealth()
         return OperatorReadings(
             now: now, lastPass: try lastProcessorPass(), outcomeUnknownCount: unknown.count,
             outcomeUnknownOldestDebitedAt: unknown.oldestDebitedAt, held: try totalHeld(),
-            dueUnclaimed: try dueUnclaimedWithdrawals(now: now))
+            dueUnclaimed: try dueUnclaimedWithdrawals(now: now), webhookDeliveriesFailing: webhooks.failing,
+            webhookDeliveriesFailed: webhooks.failed)
     }
 
     /// The processor's last recorded pass, nil before the first.

@@ -55,6 +55,7 @@ struct DueWithdrawal {
     var mayHavePaid: Bool
     var walletRowID: Int64
     var bankKey: String
+    var reference: String?
 }
 
 extension Store {
@@ -68,7 +69,8 @@ extension Store {
         requireTransaction()
         let rows = try database.query(
             """
-            SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid, t.wallet_id, t.bank_key
+            SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid, t.wallet_id, t.bank_key,
+                   t.reference
             FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.next_attempt_at IS NOT NULL AND t.next_attempt_at <= ?1 AND (t.lease_until IS NULL OR t.lease_until <= ?2)
             ORDER BY t.next_attempt_at LIMIT ?3
@@ -84,13 +86,14 @@ extension Store {
             return DueWithdrawal(
                 id: row.integer("id"), wallet: wallet, amount: amount, status: status, attempts: row.integer("attempts"),
                 callOpen: row.integer("bank_call_open") != 0, mayHavePaid: row.integer("bank_may_have_paid") != 0,
-                walletRowID: row.integer("wallet_id"), bankKey: bankKey)
+                walletRowID: row.integer("wallet_id"), bankKey: bankKey, reference: row.optionalText("reference"))
         }
         var changes = ProcessorChanges()
         for due in rows {
             if due.status == .pending {
                 try settlePending(
-                    id: due.id, wallet: due.wallet, walletRowID: due.walletRowID, amount: due.amount, bankKey: due.bankKey, owner: owner,
+                    id: due.id, wallet: due.wallet, walletRowID: due.walletRowID, amount: due.amount, bankKey: due.bankKey,
+                    reference: due.reference, owner: owner,
                     now: now, leaseUntil: leaseUntil, into: &changes)
             } else {
                 // A call found still open belongs to a processor that died mid-call: the bank
@@ -109,14 +112,14 @@ extension Store {
                 changes.payouts.append(
                     Payout(
                         withdrawalID: due.id, wallet: due.wallet, amount: due.amount, bankKey: due.bankKey, attempt: due.attempts + 1,
-                        bankMayHavePaid: doubt, leaseUntil: leaseUntil))
+                        bankMayHavePaid: doubt, leaseUntil: leaseUntil, reference: due.reference))
             }
         }
         return changes
     }
 
     private func settlePending(
-        id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, bankKey: String, owner: String,
+        id: Int64, wallet: WalletID, walletRowID: Int64, amount: Amount, bankKey: String, reference: String?, owner: String,
         now: Timestamp, leaseUntil: Timestamp, into changes: inout ProcessorChanges
     ) throws {
         // The conditional debit: one statement whose change count says whether there were
@@ -143,6 +146,7 @@ extension Store {
                 WithdrawalEvent(
                     withdrawalID: id, wallet: wallet, amount: amount, status: .failed, attempt: 0,
                     failureReason: .insufficientFunds, outcome: nil, detail: "balance below the amount when due"))
+            try appendWithdrawalEvent(.withdrawalFailed, transactionID: id, now: now, attempt: nil, outcome: nil, refund: nil)
             return
         }
         // Debited in this transaction: the row is there and its balance non-negative (CHECK).
@@ -168,10 +172,11 @@ extension Store {
             WithdrawalEvent(
                 withdrawalID: id, wallet: wallet, amount: amount, status: .processing, attempt: 1,
                 failureReason: nil, outcome: nil, detail: "debited; calling the bank"))
+        try appendWithdrawalEvent(.withdrawalProcessing, transactionID: id, now: now, attempt: 1, outcome: nil)
         changes.payouts.append(
             Payout(
                 withdrawalID: id, wallet: wallet, amount: amount, bankKey: bankKey, attempt: 1,
-                bankMayHavePaid: false, leaseUntil: leaseUntil))
+                bankMayHavePaid: false, leaseUntil: leaseUntil, reference: reference))
     }
 
     /// Records the outcome of one attempt, if `owner` still holds the withdrawal's lease (a
@@ -201,6 +206,8 @@ extension Store {
             else { return false }
             try releaseHeld(payout, refund: false, now: now, into: &changes)
             event.status = .completed
+            try appendWithdrawalEvent(
+                .withdrawalCompleted, transactionID: payout.withdrawalID, now: now, attempt: payout.attempt, outcome: outcome.name)
         case .fail(let reason):
             precondition(reason != .bankOutcomeUnknown, "an unknown outcome is never a failure")
             guard
@@ -218,6 +225,9 @@ extension Store {
             try releaseHeld(payout, refund: true, now: now, into: &changes)
             event.status = .failed
             event.failureReason = reason
+            try appendWithdrawalEvent(
+                .withdrawalFailed, transactionID: payout.withdrawalID, now: now, attempt: payout.attempt, outcome: outcome.name,
+                refund: changes.ledgerEntries.last)
         case .retry(let delay, let doubt, let reason):
             let next = now.adding(microseconds: max(delay, 1))
             guard
@@ -231,6 +241,9 @@ extension Store {
             else { return false }
             event.failureReason = reason
             event.nextAttemptAt = next
+            try appendWithdrawalEvent(
+                reason == .bankOutcomeUnknown ? .withdrawalOutcomeUnknown : .withdrawalRetrying, transactionID: payout.withdrawalID,
+                now: now, attempt: payout.attempt, outcome: outcome.name, nextAttemptAt: next)
         }
         changes.events.append(event)
         return true

@@ -12,7 +12,7 @@ public struct DepositResult: Sendable, Equatable {
 extension Store {
     static let transactionColumns = """
         t.id, w.uuid, t.type, t.amount, t.status, t.scheduled_for, t.executed_at, t.created_at, \
-        t.attempts, t.failure_reason, t.idempotency_key
+        t.attempts, t.failure_reason, t.idempotency_key, t.reference
         """
 
     static func transaction(from row: Row) throws -> Transaction {
@@ -34,7 +34,8 @@ extension Store {
             scheduledFor: row.optionalInteger("scheduled_for").map(Timestamp.init(microseconds:)),
             executedAt: row.optionalInteger("executed_at").map(Timestamp.init(microseconds:)),
             createdAt: Timestamp(microseconds: row.integer("created_at")),
-            attempts: row.integer("attempts"), failureReason: reason, idempotencyKey: row.optionalText("idempotency_key"))
+            attempts: row.integer("attempts"), failureReason: reason, idempotencyKey: row.optionalText("idempotency_key"),
+            reference: row.optionalText("reference"))
     }
 
     /// The transaction with this id, if it belongs to this wallet and `caller` may see the wallet.
@@ -60,11 +61,12 @@ extension Store {
             """
             SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.wallet_id = ?1 AND t.id < ?2 AND (?3 IS NULL OR t.status = ?3) AND (?4 IS NULL OR t.type = ?4)
+              AND (?6 IS NULL OR t.reference = ?6)
             ORDER BY t.id DESC LIMIT ?5
             """,
             [
                 .integer(wallet.rowID), .integer(before ?? Int64.max), SQLValue(filter.status?.rawValue),
-                SQLValue(filter.type?.rawValue), .integer(Int64(limit) + 1),
+                SQLValue(filter.type?.rawValue), .integer(Int64(limit) + 1), SQLValue(filter.reference),
             ],
             Store.transaction)
         var next: Int64?
@@ -78,7 +80,9 @@ extension Store {
     /// Credits the wallet at once: the balance, a `COMPLETED` deposit and its ledger row,
     /// all in the caller's transaction. Nothing changes when the sum would overflow, nor
     /// when `caller` may not see the wallet.
-    public func deposit(to walletID: WalletID, by caller: Caller, amount: Amount, idempotencyKey: String?, now: Timestamp) throws
+    public func deposit(
+        to walletID: WalletID, by caller: Caller, amount: Amount, idempotencyKey: String?, reference: String? = nil, now: Timestamp
+    ) throws
         -> Result<DepositResult, DomainError>
     {
         requireTransaction()
@@ -92,7 +96,7 @@ extension Store {
         precondition(changed == 1, "the wallet changed inside our own write transaction")
         let transactionID = try insertTransaction(
             walletRowID: wallet.rowID, type: .deposit, status: .completed, amount: amount,
-            scheduledFor: nil, executedAt: now, nextAttemptAt: nil, idempotencyKey: idempotencyKey, now: now)
+            scheduledFor: nil, executedAt: now, nextAttemptAt: nil, idempotencyKey: idempotencyKey, reference: reference, now: now)
         let entry = try appendLedger(
             walletRowID: wallet.rowID, wallet: walletID, transactionID: transactionID,
             kind: .deposit, delta: amount.minorUnits, balanceAfter: newBalance, now: now)
@@ -101,25 +105,29 @@ extension Store {
         updated.updatedAt = now
         let transaction = Transaction(
             id: transactionID, wallet: walletID, type: .deposit, amount: amount, status: .completed,
-            scheduledFor: nil, executedAt: now, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey)
+            scheduledFor: nil, executedAt: now, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey,
+            reference: reference)
+        try appendEvent(.depositCompleted, walletRowID: wallet.rowID, transactionID: transactionID, data: transaction.json, now: now)
         return .success(DepositResult(wallet: updated, transaction: transaction, ledgerEntry: entry))
     }
 
     /// Records a `PENDING` withdrawal, due at `scheduledFor`. The balance is not checked
     /// here: the processor checks it when the withdrawal is due.
     public func scheduleWithdrawal(
-        from walletID: WalletID, by caller: Caller, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?, now: Timestamp
+        from walletID: WalletID, by caller: Caller, amount: Amount, scheduledFor: Timestamp, idempotencyKey: String?,
+        reference: String? = nil, now: Timestamp
     ) throws -> Result<Transaction, DomainError> {
         requireTransaction()
         guard let wallet = try wallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
             scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
-            bankKey: BankKey.random(), now: now)
-        return .success(
-            Transaction(
-                id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
-                executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey))
+            reference: reference, bankKey: BankKey.random(), now: now)
+        let transaction = Transaction(
+            id: id, wallet: walletID, type: .withdrawal, amount: amount, status: .pending, scheduledFor: scheduledFor,
+            executedAt: nil, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey, reference: reference)
+        try appendEvent(.withdrawalScheduled, walletRowID: wallet.rowID, transactionID: id, data: transaction.json, now: now)
+        return .success(transaction)
     }
 
     /// Cancels a withdrawal that is still `PENDING`. The processor debits and leaves
@@ -143,6 +151,7 @@ extension Store {
         var canceled = transaction
         canceled.status = .canceled
         canceled.failureReason = .canceled
+        try appendEvent(.withdrawalCanceled, transactionID: id, data: canceled.json, now: now)
         return .success(canceled)
     }
 
@@ -183,18 +192,18 @@ extension Store {
     func insertTransaction(
         walletRowID: Int64, type: TransactionType, status: TransactionStatus, amount: Amount,
         scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
-        idempotencyKey: String?, bankKey: String? = nil, now: Timestamp
+        idempotencyKey: String?, reference: String? = nil, bankKey: String? = nil, now: Timestamp
     ) throws -> Int64 {
         try database.run(
             """
             INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
-                                      next_attempt_at, idempotency_key, bank_key)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
+                                      next_attempt_at, idempotency_key, bank_key, reference)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
             """,
             [
                 .integer(walletRowID), .text(type.rawValue), .text(status.rawValue), .integer(amount.minorUnits),
                 SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
-                SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey),
+                SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey), SQLValue(reference),
             ])
         return database.lastInsertRowID
     }

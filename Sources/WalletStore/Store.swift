@@ -112,6 +112,7 @@ public final class Store {
             "INSERT INTO wallets (uuid, balance, created_at, updated_at, api_key_id) VALUES (?, 0, ?, ?, ?) RETURNING \(Store.walletColumns)",
             [.text(id.text), .integer(now.microseconds), .integer(now.microseconds), .integer(owner.rawValue)], Store.wallet)
         guard let created else { preconditionFailure("INSERT ... RETURNING returned no row") }
+        try appendEvent(.walletCreated, walletRowID: created.rowID, transactionID: nil, data: created.json, now: now)
         return created
     }
 

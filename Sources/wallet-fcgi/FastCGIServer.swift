@@ -280,7 +280,8 @@ final class Worker: @unchecked Sendable {
     private func writeResponse(_ response: Response) {
         let body = Array(response.body.utf8)
         var head = "Status: \(response.status) \(Response.reason(for: response.status))\r\n"
-        head += "Content-Type: \(response.contentType)\r\nContent-Length: \(body.count)\r\n"
+        // A 204 has no body and no Content-Length (RFC 9110 8.6).
+        if response.status != 204 { head += "Content-Type: \(response.contentType)\r\nContent-Length: \(body.count)\r\n" }
         head += "Cache-Control: no-store\r\n"
         for header in response.headers { head += "\(header.name): \(header.value)\r\n" }
         head += "\r\n"

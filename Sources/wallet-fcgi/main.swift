@@ -24,9 +24,12 @@ func run() -> Int32 {
         return 0
     }
     let settings: Settings
+    let webhookMasterKey: [UInt8]?
     do {
-        settings = try Settings.fromEnvironment()
+        let environment = Settings.processEnvironment()
+        settings = try Settings(environment: environment)
         try settings.checkDatabaseDirectory()
+        webhookMasterKey = try WebhookMasterKey.read(environment: environment, settings: settings)
     } catch {
         log.write(.error, "invalid_configuration", ["message": .string("\(error)")])
         printError("wallet-fcgi: \(error)")
@@ -76,7 +79,9 @@ func run() -> Int32 {
     let context: ServerContext
     do {
         context = try ServerContext(
-            api: WalletAPI(writer: writer, metrics: metrics), settings: settings, log: log, listenFD: listenFD,
+            api: WalletAPI(
+                writer: writer, metrics: metrics, webhookMasterKey: webhookMasterKey, webhookAllowsHTTP: settings.webhookAllowsHTTP),
+            settings: settings, log: log, listenFD: listenFD,
             maxThreads: options.maxThreads)
     } catch {
         printError("wallet-fcgi: \(error)")
@@ -94,6 +99,7 @@ func run() -> Int32 {
             "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
             "database": .string(settings.databasePath),
             "socket": .string(source.description), "synchronous": .string(settings.synchronous.rawValue),
+            "webhooks": .string(webhookMasterKey == nil ? "off (no master key)" : "on"),
         ])
 
     var received: Int32 = 0

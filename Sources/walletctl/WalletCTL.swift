@@ -12,16 +12,16 @@ import Glibc
 struct WalletCTL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walletctl",
-        abstract: "Inspect, audit, reconcile and back up the wallet service's database; manage its API keys; print statements.",
+        abstract: "Inspect, audit, reconcile and back up the wallet service's database; manage its API keys and webhooks; print statements.",
         discussion: """
             Reads WALLET_DB (default var/wallet.db) and the other WALLET_* settings from the environment. \
             Every command that changes the database (withdrawals cancel, keys create and revoke, wallets \
-            assign) is recorded in the admin trail (audit log) with who ran it, and logged through syslog \
-            (facility authpriv).
+            assign, webhooks redeliver) is recorded in the admin trail (audit log) with who ran it, and \
+            logged through syslog (facility authpriv).
             """,
         subcommands: [
             Wallets.self, Keys.self, Transactions.self, Withdrawals.self, Audit.self, Statement.self, Reconcile.self, Backup.self,
-            Stats.self,
+            Stats.self, Webhooks.self,
         ])
 }
 

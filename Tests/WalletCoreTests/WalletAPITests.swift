@@ -25,6 +25,7 @@ private func expectWalletShape(_ wallet: JSONValue?, balance: Int64, sourceLocat
 
 private let transactionMembers: Set<String> = [
     "id", "wallet", "type", "amount", "status", "scheduled_for", "executed_at", "created_at", "attempts", "failure_reason", "idempotency_key",
+    "reference",
 ]
 
 @Suite("WalletAPI")

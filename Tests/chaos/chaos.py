@@ -675,6 +675,7 @@ class Checker:
         self.held()
         self.audit()
         self.reconcile()
+        self.outbox()
         self.database.close()
 
     def summarize(self, withdrawals):
@@ -786,6 +787,44 @@ class Checker:
         result = self.stack.walletctl("reconcile", "--bank-ledger", ledger_file, "--database", self.stack.db_path)
         self.record.check(result.returncode == 0,
                           f"walletctl reconcile exited {result.returncode}:\n{result.stdout}{result.stderr}")
+
+    # 7. The event outbox: every change has its one event, and no event lacks its change
+    #    (README, "Events and webhooks"), whatever was killed when.
+    def outbox(self):
+        if not self.rows("SELECT name FROM sqlite_schema WHERE name = 'events'"):
+            return
+        check = self.record.check
+        created = collections.Counter(row["wallet_id"] for row in self.rows(
+            "SELECT wallet_id FROM events WHERE type = 'wallet.created'"))
+        for row in self.rows("SELECT id, uuid FROM wallets"):
+            check(created.get(row["id"], 0) == 1, f"wallet {row['uuid']}: {created.get(row['id'], 0)} wallet.created events")
+        events = collections.defaultdict(list)
+        for row in self.rows("SELECT transaction_id, type, data FROM events WHERE transaction_id IS NOT NULL ORDER BY id"):
+            events[row["transaction_id"]].append((row["type"], json.loads(row["data"])))
+        kinds = collections.defaultdict(list)
+        for row in self.rows("SELECT transaction_id, kind FROM ledger ORDER BY id"):
+            kinds[row["transaction_id"]].append(row["kind"])
+        final = {"COMPLETED": "withdrawal.completed", "FAILED": "withdrawal.failed", "CANCELED": "withdrawal.canceled"}
+        for row in self.rows("SELECT id, type, status FROM transactions"):
+            types = [t for t, _ in events.get(row["id"], [])]
+            if row["type"] == "DEPOSIT":
+                check(types == ["deposit.completed"], f"deposit {row['id']}: events {types}")
+                continue
+            check(types[:1] == ["withdrawal.scheduled"] and types.count("withdrawal.scheduled") == 1,
+                  f"withdrawal {row['id']}: events {types}")
+            check(types.count("withdrawal.processing") == kinds[row["id"]].count("DEBIT"),
+                  f"withdrawal {row['id']}: events {types}, ledger {kinds[row['id']]}")
+            if row["status"] in final:
+                check(types[-1:] == [final[row["status"]]] and types.count(final[row["status"]]) == 1,
+                      f"withdrawal {row['id']} {row['status']}: events {types}")
+            else:
+                check(not set(types) & set(final.values()), f"withdrawal {row['id']} {row['status']}: events {types}")
+            refunds = [data.get("refund") for t, data in events.get(row["id"], []) if t == "withdrawal.failed"]
+            check(bool(refunds and refunds[0]) == ("REFUND" in kinds[row["id"]]),
+                  f"withdrawal {row['id']}: failed event refund {refunds}, ledger {kinds[row['id']]}")
+        orphans = self.rows("SELECT count(*) AS n FROM events e WHERE e.transaction_id IS NOT NULL "
+                            "AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.id = e.transaction_id)")
+        check(orphans[0]["n"] == 0, f"{orphans[0]['n']} events of transactions that do not exist")
 
     # -- explanations ------------------------------------------------------------
 

@@ -36,8 +36,9 @@ EXPECTED_WARNINGS=(
     no-manual-page
     non-standard-file-perm
 )
-EXECUTABLES=(wallet-fcgi wallet-processor walletctl)
-UNITS=(wallet-fcgi.socket wallet-fcgi.service wallet-processor.service wallet-processor.timer)
+EXECUTABLES=(wallet-fcgi wallet-processor wallet-notifier walletctl)
+UNITS=(wallet-fcgi.socket wallet-fcgi.service wallet-processor.service wallet-processor.timer wallet-notifier.service
+    wallet-notifier.timer)
 PATH_IN_ROOT=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_LESS=
@@ -121,6 +122,7 @@ inside() {
         "/etc/wallet/processor.env root:root 640"
         "/etc/wallet/wallet.env.example root:root 644"
         "/etc/wallet/processor.env.example root:root 644"
+        "/etc/wallet/webhook-master-key root:root 600"
         "/usr/share/doc/wallet/copyright root:root 644"
         "/usr/share/doc/wallet/changelog.Debian.gz root:root 644"
         "/var/lib/wallet wallet:wallet 700")
@@ -216,7 +218,7 @@ inside() {
         grep -q 'audit passed' <<<"$out"
     check "with systemd: install reloads and enables the socket and the timer, starts nothing" \
         "$(cat "$root/tmp/systemctl.log")" test "$(cat "$root/tmp/systemctl.log")" = \
-        $'daemon-reload\nenable wallet-fcgi.socket wallet-processor.timer'
+        $'daemon-reload\nenable wallet-fcgi.socket wallet-processor.timer wallet-notifier.timer'
     : >"$root/tmp/systemctl.log"
     run dpkg -i /tmp/wallet.deb
     check "with systemd: upgrade reloads and restarts a running responder, enables nothing" \
@@ -227,7 +229,7 @@ inside() {
     check "with systemd: dpkg -P" "$out" test "$rc" -eq 0
     check "with systemd: remove stops the timer, then the rest, disables, reloads" \
         "$(cat "$root/tmp/systemctl.log")" test "$(cat "$root/tmp/systemctl.log")" = \
-        $'stop wallet-processor.timer\nstop wallet-processor.service wallet-fcgi.socket wallet-fcgi.service\ndisable wallet-fcgi.socket wallet-processor.timer\ndaemon-reload'
+        $'stop wallet-processor.timer wallet-notifier.timer\nstop wallet-processor.service wallet-notifier.service wallet-fcgi.socket wallet-fcgi.service\ndisable wallet-fcgi.socket wallet-processor.timer wallet-notifier.timer\ndaemon-reload'
     check "with systemd: the database stays" "" test -s "$root/var/lib/wallet/wallet.db"
     finish
 }

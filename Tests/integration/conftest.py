@@ -53,7 +53,7 @@ from .helpers import API_KEYS, with_api_key
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "scripts" / "stack.sh"
-EXECUTABLES = ("wallet-fcgi", "wallet-processor", "walletctl")
+EXECUTABLES = ("wallet-fcgi", "wallet-processor", "wallet-notifier", "walletctl")
 
 # stack.sh waits up to 10 s for /healthz itself; this covers the rest.
 START_TIMEOUT = 20.0
@@ -249,7 +249,7 @@ class Stack:
     bank_calls, sqlite, logs, access_log, pids, stop.
     """
 
-    def __init__(self, extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True):
+    def __init__(self, extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False):
         self.bin_dir = bin_dir()
         # pytest's tmp_path is 0700, which nginx's `nobody` workers cannot
         # traverse to reach the sockets: a fresh 0755 directory under /tmp.
@@ -259,6 +259,7 @@ class Stack:
         self.db_path = self.base_dir / "wallet.db"
         self.bank_dir = self.run_dir / "bank"
         self.processor = processor
+        self.notifier = notifier
         self.proc = None
         self.http_port = self.bank_port = None
         self._extra_env = dict(extra_env or {})
@@ -303,6 +304,10 @@ class Stack:
             # rate limit unless a test asks for one: tests send bursts.
             "WALLET_DEV_API_KEY": self.api_key,
             "WALLET_RATE_LIMIT": "0",
+            # Webhook receivers in the tests are on loopback; stack.sh makes
+            # the master key file (0600) when it starts.
+            "WALLET_WEBHOOK_ALLOW_HTTP": "1",
+            "WALLET_WEBHOOK_KEY_FILE": str(self.run_dir / "webhook-master-key"),
         })
         for key, value in self._extra_env.items():
             if value is None:
@@ -334,7 +339,7 @@ class Stack:
                 raise
 
     def _start_once(self, timeout):
-        cmd = ["bash", str(STACK_SH)] + ([] if self.processor else ["--no-processor"])
+        cmd = ["bash", str(STACK_SH)] + ([] if self.processor else ["--no-processor"]) + ([] if self.notifier else ["--no-notifier"])
         self._ready.clear()
         self._stdout_lines = []
         log = open(self.base_dir / "stack.log", "ab")
@@ -469,6 +474,29 @@ class Stack:
         with open(self.run_dir / "processor.log", "a") as log:
             log.write(f"---- run_processor: exit status {result.returncode}\n{result.stdout}{result.stderr}")
         return result
+
+    def run_notifier(self, extra_env=None, timeout=60):
+        """Runs one `wallet-notifier` pass against this stack and returns the
+        subprocess.CompletedProcess (output also appended to run_dir/notifier.log)."""
+        result = subprocess.run(
+            [str(self.bin_dir / "wallet-notifier")], cwd=REPO, env=self._command_env(extra_env),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        with open(self.run_dir / "notifier.log", "a") as log:
+            log.write(f"---- run_notifier: exit status {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def spawn_notifier(self, extra_env=None):
+        """Starts a `wallet-notifier` pass in the background; returns its Popen
+        (killed at teardown if still running)."""
+        log = open(self.run_dir / "notifier.log", "ab")
+        try:
+            child = subprocess.Popen(
+                [str(self.bin_dir / "wallet-notifier")], cwd=REPO, env=self._command_env(extra_env),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        self._children.append(child)
+        return child
 
     def spawn_processor(self, extra_env=None, log_name="processor.log"):
         """Starts a `wallet-processor` pass in the background and returns its
@@ -671,8 +699,8 @@ def stack_factory(request, wallet_bin_dir):
     which fails if a process was left behind."""
     stacks = []
 
-    def make(extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True):
-        s = Stack(extra_env=extra_env, processor=processor, bank_mode=bank_mode, access_log=access_log)
+    def make(extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False):
+        s = Stack(extra_env=extra_env, processor=processor, bank_mode=bank_mode, access_log=access_log, notifier=notifier)
         stacks.append(s)
         s.start()
         return s

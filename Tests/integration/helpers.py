@@ -47,7 +47,7 @@ SNAKE_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 TRANSACTION_KEYS = {
     "id", "wallet", "type", "amount", "status", "scheduled_for", "executed_at",
-    "created_at", "attempts", "failure_reason", "idempotency_key",
+    "created_at", "attempts", "failure_reason", "idempotency_key", "reference",
 }
 WALLET_KEYS = {"uuid", "balance", "created_at", "updated_at"}
 
@@ -56,7 +56,7 @@ LEAK_PATTERNS = [
     re.compile(p, re.IGNORECASE) for p in (
         r"traceback", r"stack trace", r"fatal error", r"\bsqlite", r"\bselect\s+.+\s+from\b",
         r"\binsert\s+into\b", r"\bupdate\s+\w+\s+set\b", r"\bdelete\s+from\b",
-        r"\bbegin\s+immediate\b", r"constraint failed", r"\.swift\b", r"/work/", r"/usr/",
+        r"\bbegin\s+immediate\b", r"constraint failed", r"\.swift\b", r"/Sources/", r"/usr/",
         r"/home/", r"/tmp/", r"/var/", r"\.build/", r"wallet\.db", r"\bsegmentation\b",
     )
 ]

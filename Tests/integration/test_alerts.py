@@ -22,6 +22,8 @@ GAUGES = (
     "wallet_withdrawals_outcome_unknown_oldest_age_seconds",
     "wallet_held_minor_units",
     "wallet_withdrawals_due_unclaimed",
+    "wallet_webhook_deliveries_failing",
+    "wallet_webhook_deliveries_failed",
 )
 
 

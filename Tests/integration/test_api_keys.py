@@ -91,7 +91,9 @@ def test_every_route_refuses_a_missing_malformed_unknown_or_revoked_key(world):
     before = snapshot(stack)
     routes = wallet_routes(wallet, withdrawal) + [
         ("POST", "/wallets/", None), ("POST", "/wallets", None), ("GET", "/wallets/not-a-uuid/", None),
-        ("DELETE", f"/wallets/{wallet}/", None),
+        ("DELETE", f"/wallets/{wallet}/", None), ("GET", "/events", None), ("GET", f"/events?wallet={wallet}", None),
+        ("GET", "/webhook-endpoints", None), ("POST", "/webhook-endpoints", {"url": "http://127.0.0.1:9/", "events": ["*"]}),
+        ("DELETE", "/webhook-endpoints/1", None),
     ]
     for label, headers in presented.items():
         for method, path, body in routes:
@@ -100,6 +102,26 @@ def test_every_route_refuses_a_missing_malformed_unknown_or_revoked_key(world):
             assert resp.headers.get("www-authenticate") == 'Bearer realm="wallet"', (label, method, path)
     assert snapshot(stack) == before
     assert stack.sqlite("SELECT status FROM transactions WHERE id = ?", (withdrawal,))[0][0] == "PENDING"
+    assert stack.sqlite("SELECT count(*) FROM webhook_endpoints")[0][0] == 0
+
+
+def test_another_keys_events_and_endpoints_are_invisible(world):
+    stack, wallet, _ = world
+    _, other = make_key(stack, "event-neighbour")
+    theirs = h.create_wallet(stack, headers=bearer(other))["uuid"]
+    mine = stack.request("GET", "/events?limit=500").json()["results"]
+    assert mine and {e["wallet"] for e in mine} <= {w for (w,) in stack.sqlite(
+        "SELECT uuid FROM wallets WHERE api_key_id = (SELECT id FROM api_keys WHERE name = 'development')")}
+    assert theirs not in {e["wallet"] for e in mine}
+    assert stack.request("GET", f"/events?wallet={theirs}").json()["results"] == []
+    assert [e["wallet"] for e in stack.request("GET", "/events", headers=bearer(other)).json()["results"]] == [theirs]
+    endpoint = stack.request("POST", "/webhook-endpoints", body={"url": "http://127.0.0.1:9/hook", "events": ["*"]},
+                             headers=bearer(other))
+    assert endpoint.status == 201, endpoint
+    assert stack.request("GET", "/webhook-endpoints").json()["results"] == []
+    foreign = stack.request("DELETE", f"/webhook-endpoints/{endpoint.json()['id']}")
+    h.assert_error(foreign, 404, "not_found")
+    assert foreign.json() == stack.request("DELETE", "/webhook-endpoints/987654").json()
 
 
 def test_health_and_metrics_need_no_key(world):

@@ -23,8 +23,9 @@ import pytest
 
 
 REPO = Path(__file__).resolve().parents[2]
-EXECUTABLES = ("wallet-fcgi", "wallet-processor", "walletctl")
-UNITS = ("wallet-fcgi.socket", "wallet-fcgi.service", "wallet-processor.service", "wallet-processor.timer")
+EXECUTABLES = ("wallet-fcgi", "wallet-processor", "wallet-notifier", "walletctl")
+UNITS = ("wallet-fcgi.socket", "wallet-fcgi.service", "wallet-processor.service", "wallet-processor.timer",
+         "wallet-notifier.service", "wallet-notifier.timer")
 # The release build on a cold tree (dependencies included) on a 2-core machine.
 BUILD_TIMEOUT = 1200
 # Variables the Makefile reads that must come from our command line only.
@@ -226,7 +227,8 @@ def test_installed_units_verify(installed, tmp_path):
     rc, output = systemd_verify(unit_dir, tmp_path / "verify")
     assert rc == 0 and output == "", output
     assert exec_starts(unit_dir) == {"wallet-fcgi.service": "/usr/local/bin/wallet-fcgi",
-                                     "wallet-processor.service": "/usr/local/bin/wallet-processor"}
+                                     "wallet-processor.service": "/usr/local/bin/wallet-processor",
+                                     "wallet-notifier.service": "/usr/local/bin/wallet-notifier"}
     # The check can fail at all: an unknown directive is reported.
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -249,7 +251,8 @@ def test_install_with_another_prefix_and_the_mock_bank(install, tmp_path):
     unit_dir = destdir / "etc/systemd/system"
     starts = exec_starts(unit_dir)
     assert starts == {"wallet-fcgi.service": "/opt/wallet/bin/wallet-fcgi",
-                      "wallet-processor.service": "/opt/wallet/bin/wallet-processor"}
+                      "wallet-processor.service": "/opt/wallet/bin/wallet-processor",
+                      "wallet-notifier.service": "/opt/wallet/bin/wallet-notifier"}
     for path in starts.values():
         assert os.access(destdir / path.lstrip("/"), os.X_OK), f"ExecStart {path} is not installed"
     # Only the ExecStart= lines differ from the repository's units.
@@ -339,7 +342,12 @@ def test_only_the_processor_unit_reads_the_bank_settings():
     assert files(responder) == ["/etc/wallet/wallet.env"]
     assert files(processor) == ["/etc/wallet/wallet.env", "/etc/wallet/processor.env"]
     assert "LoadCredential=bank-token:/etc/wallet/bank-token" in processor.splitlines()
-    assert not re.search(r"(?m)^(Load|Set|Import)Credential", responder)
+    # The responder's only credential is the webhook master key, never the bank token.
+    assert not re.search(r"(?m)^(Load|Set|Import)Credential=bank-token", responder)
+    assert re.findall(r"(?m)^LoadCredential=(.*)$", responder) == ["webhook-master-key:/etc/wallet/webhook-master-key"]
+    notifier = (REPO / "systemd/wallet-notifier.service").read_text()
+    assert files(notifier) == ["/etc/wallet/wallet.env"]
+    assert not re.search(r"(?m)^(Load|Set|Import)Credential=bank-token", notifier)
 
 
 @pytest.mark.parametrize("name", ["wallet.env", "processor.env"])

@@ -4,7 +4,7 @@
 #
 #   Tests/schemathesis/run.sh            (or: make test-schemathesis)
 #
-# Starts a development stack (scripts/stack.sh --no-processor: nginx, the
+# Starts a development stack (scripts/stack.sh --no-processor --no-notifier: nginx, the
 # responder and the mock bank) on free loopback ports with a fresh database
 # in a temporary directory, then runs Schemathesis against openapi.yaml and
 # that stack with these checks on every response:
@@ -127,7 +127,7 @@ export no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
     exec env WALLET_RUN_DIR="$work/run" WALLET_HTTP_PORT="$http_port" WALLET_BANK_PORT="$bank_port" \
         WALLET_DB="$work/wallet.db" WALLET_BIN_DIR="$bin_dir" WALLET_BANK_MODE=success \
         WALLET_BANK_URL="http://127.0.0.1:$bank_port/pay" WALLET_DEV_API_KEY="$api_key" WALLET_RATE_LIMIT=0 \
-        bash scripts/stack.sh --no-processor >"$work/stack.out" 2>"$work/stack.err" </dev/null
+        bash scripts/stack.sh --no-processor --no-notifier >"$work/stack.out" 2>"$work/stack.err" </dev/null
 ) &
 stack_pid=$!
 

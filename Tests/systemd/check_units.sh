@@ -37,12 +37,15 @@ bin_dir=${WALLET_UNIT_BIN_DIR:-/usr/local/bin}
 
 responder_max=2.0
 processor_max=2.5
+notifier_max=2.5
 
 socket_unit=wallet-fcgi.socket
 responder=wallet-fcgi.service
 processor=wallet-processor.service
 timer=wallet-processor.timer
-units=("$socket_unit" "$responder" "$processor" "$timer")
+notifier=wallet-notifier.service
+notifier_timer=wallet-notifier.timer
+units=("$socket_unit" "$responder" "$processor" "$timer" "$notifier" "$notifier_timer")
 
 # Plain, uncoloured, unpaged output whatever the caller's environment says.
 export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_LESS=
@@ -90,11 +93,11 @@ for u in "${units[@]}"; do
         "$unit_dir/$u" >"$tmp/units/$u"
 done
 rewritten=$(cat "$tmp/units/"*.service | grep -c '^ExecStart=/bin/true$')
-if [ "$rewritten" -eq 2 ]; then
-    pass "copies made, ExecStart= of both services replaced by /bin/true"
+if [ "$rewritten" -eq 3 ]; then
+    pass "copies made, ExecStart= of the three services replaced by /bin/true"
 else
-    fail "copies made, ExecStart= of both services replaced by /bin/true" \
-        "expected 2 rewritten ExecStart= lines, found $rewritten"
+    fail "copies made, ExecStart= of the three services replaced by /bin/true" \
+        "expected 3 rewritten ExecStart= lines, found $rewritten"
 fi
 
 # ---------------------------------------------------------------- 1. verify
@@ -103,9 +106,9 @@ verify() { (cd "$1" && systemd-analyze verify "${units[@]/#/./}" 2>&1); }
 out=$(verify "$tmp/units")
 rc=$?
 if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
-    pass "systemd-analyze verify: 4 units, exit 0, no output"
+    pass "systemd-analyze verify: ${#units[@]} units, exit 0, no output"
 else
-    fail "systemd-analyze verify: 4 units, exit 0, no output (exit $rc)" "$out"
+    fail "systemd-analyze verify: ${#units[@]} units, exit 0, no output (exit $rc)" "$out"
 fi
 
 cp "$tmp/units/"* "$tmp/broken/"
@@ -148,6 +151,7 @@ check_security() {
 }
 check_security "$responder" "$responder_max"
 check_security "$processor" "$processor_max"
+check_security "$notifier" "$notifier_max"
 
 # ----------------------------------------------------------------- 3. timer
 # Prints the value of the last "Key=" line of a unit file.
@@ -170,6 +174,22 @@ if [ -z "$bad" ]; then
     pass "timer: OnBootSec=, OnUnitActiveSec=, AccuracySec= parse"
 else
     fail "timer: OnBootSec=, OnUnitActiveSec=, AccuracySec= parse" "$bad"
+fi
+
+bad=""
+for key in OnBootSec OnUnitActiveSec AccuracySec; do
+    v=$(value "$notifier_timer" "$key")
+    if [ -z "$v" ]; then bad+="$key= missing; "
+    elif [ -z "$(usec "$v")" ]; then bad+="$key=$v does not parse; "
+    fi
+done
+notify_interval=$(usec "$(value "$notifier_timer" OnUnitActiveSec)")
+notify_accuracy=$(usec "$(value "$notifier_timer" AccuracySec)")
+if [ -z "$bad" ] && [ "${notify_interval:-0}" -eq 2000000 ] && [ -n "$notify_accuracy" ] && [ "$notify_accuracy" -le "$notify_interval" ]; then
+    pass "notifier timer: every 2 s (OnUnitActiveSec=), AccuracySec= not coarser"
+else
+    fail "notifier timer: every 2 s (OnUnitActiveSec=), AccuracySec= not coarser" \
+        "${bad}OnUnitActiveSec=${notify_interval:-?}us AccuracySec=${notify_accuracy:-?}us"
 fi
 
 interval=$(usec "$(value "$timer" OnUnitActiveSec)")
@@ -226,9 +246,16 @@ forbid() {
     fi
 }
 # The responder faces the Internet: it never sees the bank's settings or token.
-forbid "$responder" '^EnvironmentFile=.*processor\.env' '^(Load|Set|Import)Credential' '^Environment=.*WALLET_BANK'
+forbid "$responder" '^EnvironmentFile=.*processor\.env' '^(Load|Set|Import)Credential=bank-token' '^Environment=.*WALLET_BANK'
 forbid "$processor" '^Environment=.*WALLET_BANK_TOKEN'
 require "$timer" WantedBy=timers.target
+# The notifier: one pass per timer run, the shared settings only (never the
+# bank's), and the webhook master key as a credential, as the responder has it.
+require "$notifier" Type=oneshot ExecStart=/usr/local/bin/wallet-notifier User=wallet EnvironmentFile=/etc/wallet/wallet.env \
+    LoadCredential=webhook-master-key:/etc/wallet/webhook-master-key "SetCredential=webhook-master-key:no webhook master key"
+require "$responder" LoadCredential=webhook-master-key:/etc/wallet/webhook-master-key
+forbid "$notifier" '^EnvironmentFile=.*processor\.env' '^(Load|Set|Import)Credential=bank-token' '^Environment=.*WALLET_BANK'
+require "$notifier_timer" WantedBy=timers.target
 
 # -------------------------------------------------------------- 5. comments
 # Every run of consecutive directive lines must follow a comment line: each

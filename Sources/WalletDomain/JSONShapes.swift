@@ -1,8 +1,9 @@
-import WalletDomain
 import WalletJSON
-import WalletPlatform
 
-/// The JSON shapes of the API's objects (openapi.yaml).
+/// The JSON shapes of the API's objects (openapi.yaml). They live here, below both the HTTP
+/// layer and the store, because the store writes the same shapes into the event outbox in
+/// the transaction of each change (`Store+Events.swift`): an event's `data` is the object
+/// exactly as the API shows it at that moment.
 extension Wallet {
     public var json: String {
         var object = JSONObject()
@@ -15,7 +16,11 @@ extension Wallet {
 }
 
 extension Transaction {
-    public var json: String {
+    public var json: String { jsonObject.result }
+
+    /// The object before it is closed, so that an event may add members after the
+    /// transaction's own (`attempt`, `outcome`, `next_attempt_at`, `refund`).
+    public var jsonObject: JSONObject {
         var object = JSONObject()
         object.add("id", id)
         object.add("wallet", wallet.text)
@@ -28,7 +33,8 @@ extension Transaction {
         object.add("attempts", attempts)
         object.add("failure_reason", failureReason?.rawValue)
         object.add("idempotency_key", idempotencyKey)
-        return object.result
+        object.add("reference", reference)
+        return object
     }
 }
 

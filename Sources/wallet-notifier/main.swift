@@ -1,0 +1,235 @@
+import WalletDomain
+import WalletPlatform
+import WalletStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// wallet-notifier: one pass over the webhook deliveries due, then exit (run by
+/// wallet-notifier.timer, or `make run`'s loop). Exit 0 when the pass did its work (whatever
+/// the receivers answered), 1 when it could not (database unreachable), 2 for an invalid
+/// configuration.
+///
+/// A pass: (1) in one transaction, turns the events written since the last pass into
+/// deliveries for every endpoint whose patterns match (`fanOutEvents`); (2) claims, per
+/// endpoint, its head of line and the run of due deliveries behind it (a window), leased to
+/// this pass, for up to `WALLET_WEBHOOK_CONCURRENCY` endpoints at once; (3) sends each
+/// window's deliveries one after the other, in event order, stopping at the first that is not
+/// delivered (the rest are released untried: the endpoint's later events wait behind it, and
+/// no other endpoint's do); (4) records the results in batches and claims again, until
+/// nothing is due. A notifier that dies leaves its leases to run out; the next pass sends
+/// those deliveries again (delivery is at least once).
+func run() -> Int32 {
+    let log = Log(component: "wallet-notifier")
+    let settings: Settings
+    let masterKey: [UInt8]?
+    do {
+        let environment = Settings.processEnvironment()
+        settings = try Settings(environment: environment)
+        try settings.checkDatabaseDirectory()
+        masterKey = try WebhookMasterKey.read(environment: environment, settings: settings)
+    } catch {
+        log.write(.error, "invalid_configuration", ["message": .string("\(error)")])
+        return 2
+    }
+    signal(SIGPIPE, SIG_IGN)
+    do {
+        let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
+        guard let masterKey else {
+            // No endpoint can have been created without a key; nothing to sign with.
+            log.write(.warning, "webhooks_off", ["message": .string("no webhook master key is configured; nothing sent")])
+            return 0
+        }
+        let pass = NotifierPass(store: store, settings: settings, masterKey: masterKey, log: log, owner: ownerName())
+        try pass.run()
+        return 0
+    } catch {
+        log.write(.error, "pass_failed", ["message": .string("\(error)")])
+        return 1
+    }
+}
+
+final class NotifierPass {
+    /// Deliveries of one endpoint claimed at once and sent one after another.
+    static let window = 32
+    /// How much of its lease a delivery must have left beyond the call's time limit to be sent.
+    static let sendMarginMicroseconds: Int64 = 1_000_000
+    /// A lease outlives its window's calls by this much, for a pass that dies mid-window.
+    static let leaseGraceMicroseconds: Int64 = 30_000_000
+    /// The longest retry delay: an endpoint that was down for a day is tried hourly.
+    static let retryDelayMaxMicroseconds: Int64 = 3_600_000_000
+
+    private let store: Store
+    private let settings: Settings
+    private let masterKey: [UInt8]
+    private let log: Log
+    private let owner: String
+    private var secrets: [Int64: String] = [:]
+    private var generator = SystemRandomNumberGenerator()
+
+    init(store: Store, settings: Settings, masterKey: [UInt8], log: Log, owner: String) {
+        self.store = store
+        self.settings = settings
+        self.masterKey = masterKey
+        self.log = log
+        self.owner = owner
+    }
+
+    private struct Window {
+        var deliveries: [ClaimedDelivery]
+        var next = 0
+    }
+
+    func run() throws {
+        let started = Timestamp.now()
+        guard try store.hasWebhookWork() else {
+            log.write(
+                .info, "pass",
+                ["fanned_out": .integer(0), "delivered": .integer(0), "not_delivered": .integer(0), "duration_ms": .number(0)])
+            return
+        }
+        // Events written since the last pass become deliveries, a bounded transaction at a time.
+        var fannedOut = 0
+        while true {
+            let step = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
+            fannedOut += step.created
+            if !step.behind { break }
+        }
+        let web = try CurlWebhooks(
+            timeoutMilliseconds: settings.webhookTimeoutMilliseconds, concurrency: settings.webhookConcurrency,
+            allowPrivate: settings.webhookAllowsHTTP)
+        let concurrency = Int(settings.webhookConcurrency)
+        var windows: [Int64: Window] = [:]
+        // Endpoints that had a delivery not delivered in this pass: not claimed again before
+        // the next pass, whatever their retry delay.
+        var failedEndpoints: Set<Int64> = []
+        var finished: [(ClaimedDelivery, DeliveryResult)] = []
+        var exhausted = false
+        // A window ended since the last step: its endpoint may have more due, and its slot is free.
+        var windowEnded = true
+        var delivered = 0
+        var notDelivered = 0
+        while true {
+            let free = concurrency - windows.count
+            // One transaction records what finished and claims for the free slots: when a
+            // window has ended (not after every delivery: a window's deliveries are recorded
+            // together), or when many answers wait in memory.
+            let recordDue = !finished.isEmpty && (windows.isEmpty || finished.count >= 256)
+            if recordDue || (free > 0 && windowEnded && !exhausted) || (free > 0 && windowEnded && !finished.isEmpty) {
+                let claimed = try step(record: finished, claim: free, excluding: failedEndpoints.union(windows.keys))
+                finished.removeAll()
+                windowEnded = false
+                if free > 0 { exhausted = claimed.isEmpty }
+                for window in claimed {
+                    guard let first = window.first else { continue }
+                    windows[first.endpointID] = Window(deliveries: window)
+                    if let unsent = send(&windows[first.endpointID]!, web) {
+                        finished += unsent
+                        windows[first.endpointID] = nil
+                        windowEnded = true
+                    }
+                }
+                continue
+            }
+            if windows.isEmpty { break }
+            for (delivery, result) in web.poll(milliseconds: 200) {
+                guard var window = windows[delivery.endpointID] else { continue }
+                finished.append((delivery, result))
+                if case .delivered = result {
+                    delivered += 1
+                    if let unsent = send(&window, web) {
+                        finished += unsent
+                        windows[delivery.endpointID] = nil
+                        windowEnded = true
+                    } else {
+                        windows[delivery.endpointID] = window
+                    }
+                } else {
+                    notDelivered += 1
+                    failedEndpoints.insert(delivery.endpointID)
+                    log.write(
+                        .warning, "delivery_failed",
+                        [
+                            "delivery": .integer(delivery.id), "endpoint": .integer(delivery.endpointID), "event": .integer(delivery.eventID),
+                            "attempt": .integer(delivery.attempts + 1), "detail": .string(describe(result)),
+                        ])
+                    finished += window.deliveries[window.next...].map { ($0, DeliveryResult.notTried) }
+                    windows[delivery.endpointID] = nil
+                    windowEnded = true
+                }
+            }
+        }
+        log.write(
+            .info, "pass",
+            [
+                "fanned_out": .integer(Int64(fannedOut)), "delivered": .integer(Int64(delivered)),
+                "not_delivered": .integer(Int64(notDelivered)),
+                "duration_ms": .number(Double(Timestamp.now().microseconds - started.microseconds) / 1000),
+            ])
+    }
+
+    /// Starts the window's next delivery. Returns nil when one was started; otherwise the
+    /// window is over and this returns its untried rest (empty when all were sent).
+    private func send(_ window: inout Window, _ web: CurlWebhooks) -> [(ClaimedDelivery, DeliveryResult)]? {
+        guard window.next < window.deliveries.count else { return [] }
+        let delivery = window.deliveries[window.next]
+        let deadline = Timestamp.now().adding(microseconds: settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds)
+        guard deadline <= delivery.leaseUntil else {
+            return window.deliveries[window.next...].map { ($0, DeliveryResult.notTried) }
+        }
+        window.next += 1
+        web.start(delivery, secret: secret(for: delivery))
+        return nil
+    }
+
+    private func secret(for delivery: ClaimedDelivery) -> String {
+        if let known = secrets[delivery.endpointID] { return known }
+        let secret = WebhookSigning.secret(masterKey: masterKey, endpointID: delivery.endpointID, nonce: delivery.endpointNonce)
+        secrets[delivery.endpointID] = secret
+        return secret
+    }
+
+    /// One transaction: records finished deliveries, then claims windows for up to `claim`
+    /// endpoints.
+    private func step(record finished: [(ClaimedDelivery, DeliveryResult)], claim: Int, excluding: Set<Int64>) throws -> [[ClaimedDelivery]] {
+        var jitter: [Double] = (0..<finished.count).map { _ in Double.random(in: 0.5..<1.5, using: &generator) }
+        let base = settings.webhookRetryBaseSeconds * 1_000_000
+        return try store.write {
+            let now = Timestamp.now()
+            if !finished.isEmpty {
+                try store.recordDeliveries(finished, owner: owner, now: now, giveUpMicroseconds: settings.webhookGiveUpSeconds * 1_000_000) {
+                    attempts in
+                    // base × 2^(attempts-1), at most an hour, times a jitter in [0.5, 1.5).
+                    let exponent = min(max(attempts - 1, 0), 30)
+                    let delay = min(base.multipliedReportingOverflow(by: 1 << exponent).partialValue, NotifierPass.retryDelayMaxMicroseconds)
+                    return Int64(Double(max(delay, 0)) * (jitter.popLast() ?? 1))
+                }
+            }
+            guard claim > 0 else { return [] }
+            let lease =
+                Int64(NotifierPass.window) * (settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds)
+                + NotifierPass.leaseGraceMicroseconds
+            return try store.claimDeliveries(
+                owner: owner, now: now, leaseUntil: now.adding(microseconds: lease), endpoints: claim, window: NotifierPass.window,
+                excluding: excluding)
+        }
+    }
+
+    private func describe(_ result: DeliveryResult) -> String {
+        switch result {
+        case .delivered(let status): "HTTP \(status)"
+        case .notDelivered(_, let error): error
+        case .notTried: "not tried"
+        }
+    }
+}
+
+/// Names this pass in leases: host, process and a random part.
+func ownerName() -> String {
+    var host = [CChar](repeating: 0, count: 256)
+    gethostname(&host, host.count - 1)
+    let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return "notifier:\(hostName):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
+}
+
+exit(run())
