@@ -646,6 +646,7 @@ processor_pass() {
 notifier_pass() {
     local n=$1 receiver=$2 log_file=$TMP/notifier.log t0 t1 rc=0 line status
     status=$(curl --no-progress-meter -o "$TMP/endpoint.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -H "Authorization: Bearer $API_KEY" \
         --data-binary "{\"url\": \"$receiver\", \"events\": [\"deposit.completed\"]}" \
         "http://127.0.0.1:$HTTP_PORT/webhook-endpoints") || die "creating the webhook endpoint failed"
     [[ $status == 201 ]] || die "creating the webhook endpoint answered $status: $(cat "$TMP/endpoint.json")"

@@ -138,7 +138,10 @@ public enum WebhookURL {
     }
 
     /// `localhost` (and its subdomains), and literal addresses in 127/8, 10/8, 172.16/12,
-    /// 192.168/16, 169.254/16, 0/8, ::1, ::, fc00::/7, fe80::/10 and IPv4-mapped forms of them.
+    /// 192.168/16, 169.254/16, 0/8, 100.64/10 (carrier-grade NAT), 192.0.0/24, 198.18/15
+    /// (benchmarking), 224/4 and above (multicast, reserved, broadcast), ::1, ::, fc00::/7,
+    /// fe80::/10, ff00::/8, and IPv4 addresses inside IPv6 ones (mapped `::ffff:a.b.c.d`,
+    /// compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`) that are any of those.
     public static func isPrivate(_ host: String) -> Bool {
         if host == "localhost" || host.hasSuffix(".localhost") { return true }
         if let v4 = ipv4(host) { return isPrivateV4(v4) }
@@ -147,9 +150,12 @@ public enum WebhookURL {
             if v6[0..<15].allSatisfy({ $0 == 0 }) && v6[15] == 1 { return true }
             if v6[0] & 0xFE == 0xFC { return true }
             if v6[0] == 0xFE && v6[1] & 0xC0 == 0x80 { return true }
-            if v6[0..<10].allSatisfy({ $0 == 0 }) && v6[10] == 0xFF && v6[11] == 0xFF {
-                return isPrivateV4(Array(v6[12..<16]))
-            }
+            if v6[0] == 0xFF { return true }
+            let embedsV4 =
+                (v6[0..<10].allSatisfy({ $0 == 0 }) && v6[10] == 0xFF && v6[11] == 0xFF)
+                || v6[0..<12].allSatisfy({ $0 == 0 })
+                || (v6[0] == 0x00 && v6[1] == 0x64 && v6[2] == 0xFF && v6[3] == 0x9B && v6[4..<12].allSatisfy({ $0 == 0 }))
+            if embedsV4 { return isPrivateV4(Array(v6[12..<16])) }
             return false
         }
         // A name that is not a literal address: anything with only digits and dots that did
@@ -160,7 +166,8 @@ public enum WebhookURL {
 
     private static func isPrivateV4(_ b: [UInt8]) -> Bool {
         b[0] == 127 || b[0] == 10 || b[0] == 0 || (b[0] == 172 && b[1] & 0xF0 == 16) || (b[0] == 192 && b[1] == 168)
-            || (b[0] == 169 && b[1] == 254)
+            || (b[0] == 169 && b[1] == 254) || (b[0] == 100 && b[1] & 0xC0 == 64) || (b[0] == 192 && b[1] == 0 && b[2] == 0)
+            || (b[0] == 198 && b[1] & 0xFE == 18) || b[0] >= 224
     }
 
     static func ipv4(_ host: String) -> [UInt8]? {
@@ -168,7 +175,10 @@ public enum WebhookURL {
         guard parts.count == 4 else { return nil }
         var bytes: [UInt8] = []
         for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy({ $0.isASCII && $0.isNumber }), let value = UInt8(part) else { return nil }
+            // No leading zeros: libc and libcurl read `012` as octal (10), not as 12.
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy({ $0.isASCII && $0.isNumber }), part == "0" || part.first != "0",
+                let value = UInt8(part)
+            else { return nil }
             bytes.append(value)
         }
         return bytes

@@ -67,4 +67,13 @@ public enum Limits {
     /// database (Store.apiKey(digest:)); past this many (a client inventing keys) it forgets
     /// them all and starts again.
     public static let apiKeyLookupsCachedMax = 1_024
+
+    /// How long one notifier pass claims and sends, in seconds, at most (and by default,
+    /// `WALLET_NOTIFY_PASS_SECONDS`): then it records what is in flight and exits, well
+    /// before systemd's start timeout (TimeoutStartSec=10min) would kill it mid-window, and
+    /// the next pass goes on.
+    public static let notifierPassSecondsMax: Int64 = 120
+
+    /// How often a long notifier pass turns new events into deliveries, in seconds.
+    public static let notifierFanOutIntervalSeconds: Int64 = 5
 }

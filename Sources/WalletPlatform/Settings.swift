@@ -39,6 +39,9 @@ public struct Settings: Sendable, Equatable {
     public var webhookConcurrency: Int64 = 16
     /// The first retry delay of a delivery; doubles each retry (with jitter), at most an hour.
     public var webhookRetryBaseSeconds: Int64 = 10
+    /// How long one notifier pass claims and sends before it records what is in flight and
+    /// exits, the next pass going on: well under systemd's start timeout of the unit (10 min).
+    public var notifyPassSeconds: Int64 = Limits.notifierPassSecondsMax
     /// Bench-only: `NORMAL` trades the last commits on power loss for speed, to measure
     /// what durability costs. Never set it in production.
     public var synchronous: Synchronous = .full
@@ -111,6 +114,8 @@ public struct Settings: Sendable, Equatable {
         webhookConcurrency = try Settings.integer(environment, "WALLET_WEBHOOK_CONCURRENCY", default: webhookConcurrency, range: 1...1_024)
         webhookRetryBaseSeconds = try Settings.integer(
             environment, "WALLET_WEBHOOK_RETRY_BASE_SECONDS", default: webhookRetryBaseSeconds, range: 0...86_400)
+        notifyPassSeconds = try Settings.integer(
+            environment, "WALLET_NOTIFY_PASS_SECONDS", default: notifyPassSeconds, range: 1...Limits.notifierPassSecondsMax)
         if let mode = environment["WALLET_SYNCHRONOUS"] {
             guard let parsed = Synchronous(rawValue: mode.uppercased()) else {
                 throw Invalid(description: "WALLET_SYNCHRONOUS must be FULL (the default) or NORMAL (benchmarks only), not \"\(mode)\"")

@@ -311,7 +311,12 @@ public struct WalletAPI: Sendable {
             WebhookSigning.secret(masterKey: masterKey, endpointID: endpoint.id, nonce: endpoint.nonce)
         }
         let stored: @Sendable (Store, Response) throws -> String = { store, response in
-            try store.webhookEndpoint(fromStoredBody: response.body, apiKeyID: owner)?.json() ?? response.body
+            // Never the answer itself, which holds the secret: without the endpoint to store
+            // in its place, the write fails and nothing is kept.
+            guard let endpoint = try store.webhookEndpoint(fromStoredBody: response.body, apiKeyID: owner) else {
+                preconditionFailure("the endpoint just created is not found in its own transaction")
+            }
+            return endpoint.json()
         }
         let replayed: @Sendable (Store, String) throws -> String = { store, body in
             guard let endpoint = try store.webhookEndpoint(fromStoredBody: body, apiKeyID: owner) else { return body }

@@ -122,6 +122,10 @@ extension Store {
         guard let record = try apiKey(key) else { return .failure(.apiKeyNotFound) }
         guard record.revokedAt == nil, record.hasSecret else { return .failure(.apiKeyNotUsable) }
         guard var found = try self.wallet(wallet) else { return .failure(.walletNotFound) }
+        // Webhook deliveries follow the wallet's owner when the notifier fans events out:
+        // the events written so far go to the former owner's endpoints first, in this
+        // transaction, so that none falls between the two keys' endpoints.
+        while try fanOutEvents(now: now).behind {}
         try database.run("UPDATE wallets SET api_key_id = ? WHERE id = ?", [.integer(key.rawValue), .integer(found.rowID)])
         found.owner = key
         return .success(found)

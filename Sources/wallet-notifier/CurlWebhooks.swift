@@ -77,6 +77,9 @@ final class CurlWebhooks {
         ok = ok && ccurl_setopt_long(handle, CURLOPT_TIMEOUT_MS, timeoutMilliseconds) == CURLE_OK
         ok = ok && ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1) == CURLE_OK
         ok = ok && ccurl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0) == CURLE_OK
+        // Straight to the receiver, never through a proxy from the environment: the peer
+        // address checked before sending must be the receiver's own.
+        ok = ok && ccurl_setopt_string(handle, CURLOPT_PROXY, "") == CURLE_OK
         // https only, unless development allows plain http (WALLET_WEBHOOK_ALLOW_HTTP=1).
         ok = ok && ccurl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, allowPrivate ? "http,https" : "https") == CURLE_OK
         ok = ok && ccurl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK

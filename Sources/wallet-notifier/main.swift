@@ -65,6 +65,12 @@ final class NotifierPass {
     private let log: Log
     private let owner: String
     private var secrets: [Int64: String] = [:]
+    /// After this, the pass claims nothing and starts no send: it records what is in flight
+    /// and ends, leaving the rest to the next pass (the timer runs one every few seconds).
+    private var passEnds = Timestamp(microseconds: Int64.max)
+    /// When events were last turned into deliveries: again every
+    /// `Limits.notifierFanOutIntervalSeconds` while the pass goes on.
+    private var fannedOutAt = Timestamp(microseconds: 0)
     private var generator = SystemRandomNumberGenerator()
 
     init(store: Store, settings: Settings, masterKey: [UInt8], log: Log, owner: String) {
@@ -82,6 +88,7 @@ final class NotifierPass {
 
     func run() throws {
         let started = Timestamp.now()
+        passEnds = started.adding(microseconds: settings.notifyPassSeconds * 1_000_000)
         guard try store.hasWebhookWork() else {
             log.write(
                 .info, "pass",
@@ -89,12 +96,7 @@ final class NotifierPass {
             return
         }
         // Events written since the last pass become deliveries, a bounded transaction at a time.
-        var fannedOut = 0
-        while true {
-            let step = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
-            fannedOut += step.created
-            if !step.behind { break }
-        }
+        var fannedOut = try fanOut()
         let web = try CurlWebhooks(
             timeoutMilliseconds: settings.webhookTimeoutMilliseconds, concurrency: settings.webhookConcurrency,
             allowPrivate: settings.webhookAllowsHTTP)
@@ -110,7 +112,13 @@ final class NotifierPass {
         var delivered = 0
         var notDelivered = 0
         while true {
-            let free = concurrency - windows.count
+            let now = Timestamp.now()
+            // A long pass (many endpoints with backlogs, slow receivers) still picks up events
+            // written meanwhile, and stops claiming once its time is up.
+            if now.microseconds - fannedOutAt.microseconds >= Limits.notifierFanOutIntervalSeconds * 1_000_000, now < passEnds {
+                fannedOut += try fanOut()
+            }
+            let free = now < passEnds ? concurrency - windows.count : 0
             // One transaction records what finished and claims for the free slots: when a
             // window has ended (not after every delivery: a window's deliveries are recorded
             // together), or when many answers wait in memory.
@@ -168,10 +176,27 @@ final class NotifierPass {
             ])
     }
 
+    /// Turns the events written since the last time into deliveries, a bounded transaction
+    /// at a time. Returns how many deliveries it made.
+    private func fanOut() throws -> Int {
+        var created = 0
+        while true {
+            let step = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
+            created += step.created
+            if !step.behind { break }
+        }
+        fannedOutAt = Timestamp.now()
+        return created
+    }
+
     /// Starts the window's next delivery. Returns nil when one was started; otherwise the
-    /// window is over and this returns its untried rest (empty when all were sent).
+    /// window is over (or the pass's time is up) and this returns its untried rest (empty
+    /// when all were sent).
     private func send(_ window: inout Window, _ web: CurlWebhooks) -> [(ClaimedDelivery, DeliveryResult)]? {
         guard window.next < window.deliveries.count else { return [] }
+        guard Timestamp.now() < passEnds else {
+            return window.deliveries[window.next...].map { ($0, DeliveryResult.notTried) }
+        }
         let delivery = window.deliveries[window.next]
         let deadline = Timestamp.now().adding(microseconds: settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds)
         guard deadline <= delivery.leaseUntil else {

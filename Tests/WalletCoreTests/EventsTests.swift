@@ -244,10 +244,17 @@ struct EventsTests {
             "https://169.254.169.254/latest", "https://[::1]/", "https://[fc00::1]/", "https://[fd12::1]/", "https://[fe80::1]/",
             "https://[::ffff:127.0.0.1]/", "https://0.0.0.0/", "https://2130706433/", "https:///path", "https://example.com:99999/",
             "https://" + String(repeating: "a", count: 2048) + ".com/", "https://exa mple.com/",
+            // Leading zeros read as octal by libc (012 is 10), carrier-grade NAT, benchmarking,
+            // multicast and broadcast, and IPv4 inside IPv6 (compatible, NAT64), multicast IPv6.
+            "https://012.0.0.1/", "https://127.000.0.1/", "https://100.64.0.1/", "https://100.127.255.254/", "https://198.18.0.1/",
+            "https://224.0.0.1/", "https://255.255.255.255/", "https://192.0.0.8/", "https://[::127.0.0.1]/",
+            "https://[64:ff9b::10.0.0.1]/", "https://[ff02::1]/",
         ] {
             #expect(WebhookURL.problem(bad, allowHTTP: false) != nil, "\(bad)")
         }
         #expect(WebhookURL.problem("https://172.32.0.1/", allowHTTP: false) == nil)
+        #expect(WebhookURL.problem("https://100.128.0.1/", allowHTTP: false) == nil)
+        #expect(WebhookURL.problem("https://[64:ff9b::8.8.8.8]/", allowHTTP: false) == nil)
         #expect(WebhookURL.problem("http://127.0.0.1:9000/hook", allowHTTP: true) == nil)
         #expect(WebhookURL.problem("http://user@127.0.0.1/", allowHTTP: true) != nil)
     }
@@ -413,5 +420,34 @@ struct EventScopingTests {
         // Another key's endpoint is 404, exactly as an unknown one.
         let foreign = t.send("DELETE", "/webhook-endpoints/\(b.id)")
         #expect(foreign.status == 404 && foreign.body == t.send("DELETE", "/webhook-endpoints/99999").body)
+    }
+}
+
+@Suite("Events follow a wallet handed to another key")
+struct EventReassignmentTests {
+    @Test("events written before a wallet changes hands go to the former owner's endpoints, later ones to the new owner's")
+    func reassignment() throws {
+        let t = try TestAPI()
+        let store = t.database.store
+        let successor = try t.makeKey("successor")
+        let successorID = try #require(try t.reader.apiKeys().first { $0.name == "successor" }?.id)
+        let (old, new) = try store.write {
+            (
+                try #require(
+                    try store.createWebhookEndpoint(apiKeyID: t.apiKeyID.rawValue, url: "https://a.example/", patterns: ["*"], limit: 16, now: .now())
+                ),
+                try #require(
+                    try store.createWebhookEndpoint(
+                        apiKeyID: successorID.rawValue, url: "https://b.example/", patterns: ["*"], limit: 16, now: .now()))
+            )
+        }
+        let wallet = try t.createWallet()
+        t.deposit(wallet, 5)
+        // No notifier pass has run: the two events are not fanned out yet when the wallet moves.
+        _ = try store.write { try store.assignWallet(wallet, to: successorID, now: .now()).get() }
+        _ = t.send("POST", "/wallets/\(wallet)/deposit", json: #"{"amount": 6}"#, as: successor)
+        _ = try store.write { try store.fanOutEvents(now: .now()) }
+        #expect(try t.count("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = \(old.id)") == 2)
+        #expect(try t.count("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = \(new.id)") == 1)
     }
 }

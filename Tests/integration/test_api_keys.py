@@ -250,6 +250,9 @@ def test_a_key_over_its_rate_limit_gets_429_while_another_key_is_served(stack_fa
     h.assert_error(limited, 429, "rate_limited")
     assert limited.headers.get("retry-after") == "1"
     assert limited.headers.get("content-type") == "application/json"
+    # The same key spelled otherwise (the scheme's case, more spaces) shares its allowance.
+    for spelling in (f"bearer {stack.api_key}", f"BEARER   {stack.api_key}"):
+        h.assert_error(stack.request("POST", "/wallets/", headers={"Authorization": spelling}), 429, "rate_limited")
     # Another key, from the same address, is still served.
     assert stack.request("POST", "/wallets/", headers=bearer(other)).status == 201
     # The refused requests never reached the responder: it made only the wallets it answered.

@@ -391,6 +391,30 @@ def test_a_failing_receiver_holds_back_only_its_own_later_events_and_recovers_in
     assert flaky.bad_signatures == []
 
 
+def test_a_pass_ends_on_its_time_and_the_next_goes_on_in_order(stack, receivers):
+    """A pass stops claiming and sending once WALLET_NOTIFY_PASS_SECONDS are up (here 1 s,
+    against a receiver that takes 0.4 s per delivery): it exits 0 having delivered a part,
+    gives back the rest of its window (no lease left behind), and the next passes deliver
+    the rest, in order."""
+    slow = receivers(lambda event_id, attempt: (204, 0.4))
+    subscribe(stack, slow)
+    wallet = create_wallet(stack)["uuid"]
+    for amount in range(1, 9):
+        deposit(stack, wallet, amount)
+    expected = [e["id"] for e in feed(stack)]
+    env = {"WALLET_NOTIFY_PASS_SECONDS": "1"}
+    first = stack.run_notifier(extra_env=env)
+    assert first.returncode == 0, first.stderr
+    delivered = slow.delivered_ids()
+    assert 1 <= len(delivered) < len(expected), delivered
+    assert delivered == expected[:len(delivered)]
+    held = stack.sqlite("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending' AND lease_until > ?",
+                        (int(time.time() * 1e6),))
+    assert held == [(0,)], "the pass kept leases on deliveries it gave back"
+    run_notifier_until(stack, lambda: slow.delivered_ids() == expected, extra_env=env)
+    assert slow.bad_signatures == []
+
+
 def test_a_receiver_that_never_answers_times_out_and_backs_off(stack, receivers):
     silent = receivers(lambda event_id, attempt: "hang", hang_seconds=3)
     subscribe(stack, silent)
