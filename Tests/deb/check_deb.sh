@@ -195,15 +195,23 @@ inside() {
     # ------------------------------------------------------------- purge
     run dpkg -P wallet
     check "dpkg -P" "$out" test "$rc" -eq 0
+    local purge_out=$out
     check "purge: says where the data was left (/var/lib/wallet)" "$out" \
         grep -q 'ledger was left in /var/lib/wallet' <<<"$out"
     check "purge: the database stays" "" test -s "$root/var/lib/wallet/wallet.db"
     left=()
-    for path in /etc/wallet /etc/nginx/sites-available/wallet.conf /etc/nginx/snippets/wallet-locations.conf \
-        /usr/share/doc/wallet; do
+    for path in /etc/wallet/wallet.env /etc/wallet/processor.env /etc/nginx/sites-available/wallet.conf \
+        /etc/nginx/snippets/wallet-locations.conf /etc/nginx/snippets/wallet-tls.conf /usr/share/doc/wallet; do
         [ -e "$root$path" ] && left+=("$path")
     done
-    check "purge: conffiles, /etc/wallet and the docs gone" "${left[*]}" test "${#left[@]}" -eq 0
+    check "purge: conffiles and the docs gone" "${left[*]}" test "${#left[@]}" -eq 0
+    # The webhook master key stays with the ledger (a reinstall derives the same endpoint
+    # secrets), alone in /etc/wallet, and the purge says so.
+    local kept
+    kept=$(ls -A "$root/etc/wallet" 2>&1)
+    check "purge: /etc/wallet keeps the webhook master key alone" "$kept" test "$kept" = webhook-master-key
+    check "purge: says where the webhook master key was left" "$purge_out" \
+        grep -q 'webhook master key was left in /etc/wallet/webhook-master-key' <<<"$purge_out"
     run getent passwd wallet
     check "purge: the wallet user stays (it owns the database)" "$out" test "$rc" -eq 0
     check "no systemctl call without a running systemd, in the whole cycle" \

@@ -251,7 +251,7 @@ forbid "$processor" '^Environment=.*WALLET_BANK_TOKEN'
 require "$timer" WantedBy=timers.target
 # The notifier: one pass per timer run, the shared settings only (never the
 # bank's), and the webhook master key as a credential, as the responder has it.
-require "$notifier" Type=oneshot ExecStart=/usr/local/bin/wallet-notifier User=wallet EnvironmentFile=/etc/wallet/wallet.env \
+require "$notifier" Type=oneshot "ExecStart=$bin_dir/wallet-notifier" User=wallet EnvironmentFile=/etc/wallet/wallet.env \
     LoadCredential=webhook-master-key:/etc/wallet/webhook-master-key "SetCredential=webhook-master-key:no webhook master key"
 require "$responder" LoadCredential=webhook-master-key:/etc/wallet/webhook-master-key
 forbid "$notifier" '^EnvironmentFile=.*processor\.env' '^(Load|Set|Import)Credential=bank-token' '^Environment=.*WALLET_BANK'
