@@ -30,7 +30,7 @@ import uuid
 import pytest
 
 from . import helpers as h
-from .conftest import REPO, free_port, http_request, wait_until
+from .conftest import REPO, bin_dir, free_port, http_request, wait_until
 from .test_keepalive import _fastcgi_request, _fastcgi_response, _params
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -372,6 +372,60 @@ def test_the_default_allow_list_is_loopback_and_ipv6_listens(stack, parts):
         assert _fastcgi_response(sock)[0] == 200
 
 
+@pytest.mark.parametrize("mode", ["fd0", "listen_fds"])
+def test_serves_a_tcp_socket_handed_in_by_the_service_manager(tmp_path, mode):
+    """systemd's `ListenStream=ADDRESS:PORT` (emulated with systemd-socket-activate): the
+    inherited TCP socket is served on fd 0 or fd 3 alike, the allow list applies to it
+    (an inherited socket is checked like one the responder made), and SIGTERM ends the
+    responder with status 0."""
+    activate = "/usr/bin/systemd-socket-activate"
+    if not os.path.exists(activate):
+        pytest.fail("systemd-socket-activate is missing: install the systemd package (make deps does)")
+    port = free_port()
+    args = [activate, "-l", f"127.0.0.1:{port}"] + (["--inetd"] if mode == "fd0" else [])
+    args += ["-E", "WALLET_DB", str(bin_dir() / "wallet-fcgi"), "--allow", "127.0.0.1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env["WALLET_DB"] = str(tmp_path / "wallet.db")
+    log = tmp_path / "activate.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(args, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                   start_new_session=True)
+
+    def ask(source):
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
+            sock.sendall(_fastcgi_request(_params("GET", "/healthz"), keep=False))
+            return _fastcgi_response(sock)[0]
+
+    try:
+        def listening():
+            assert process.poll() is None, log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(listening, 10, "systemd-socket-activate's TCP socket")
+        # The responder starts on the first connection; the request waits for it.
+        assert ask("127.0.0.1") == 200
+        with pytest.raises(ConnectionError):
+            ask("127.0.0.3")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        returncode = process.wait(timeout=15)
+    text = log.read_text()
+    assert returncode == 0, text
+    assert f"inherited fd {0 if mode == 'fd0' else 3}" in text
+    assert '"event": "peer_refused"' in text and '"peer": "127.0.0.3"' in text
+    assert '"event": "stopped"' in text
+
+
+def _responder(tmp_path, args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env["WALLET_DB"] = str(tmp_path / "wallet.db")
+    return subprocess.run([str(bin_dir() / "wallet-fcgi"), *args], env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--listen", "127.0.0.1"], "expected ADDRESS:PORT"),
     (["--listen", "127.0.0.1:0"], "the port must be a number from 1 to 65535"),
@@ -380,24 +434,23 @@ def test_the_default_allow_list_is_loopback_and_ipv6_listens(stack, parts):
     (["--listen", "::1:9000"], "expected ADDRESS:PORT"),
     (["--listen", "127.0.0.1:9000", "--socket", "/nonexistent/fcgi.sock"], "--socket and --listen exclude each other"),
     (["--listen", "127.0.0.1:9000", "--allow", "10.0.0.0/8"], "is not an IPv4 or IPv6 address"),
+    (["--socket", "/nonexistent/fcgi.sock", "--allow", "127.0.0.1"], "--allow applies to TCP sockets only"),
 ])
-def test_bad_listen_options_are_refused_with_a_clear_message(stack, args, message):
-    """Each bad option: exit status 2 (a usage error), the message on stderr, nothing listening."""
-    result = subprocess.run([str(stack.bin_dir / "wallet-fcgi"), *args], cwd=REPO, env=stack.env,
-                            capture_output=True, text=True, timeout=30)
+def test_bad_listen_options_are_refused_with_a_clear_message(tmp_path, args, message):
+    """Each bad option: exit status 2 (a usage error), the message and the usage on stderr."""
+    result = _responder(tmp_path, args)
     assert result.returncode == 2, result
     assert message in result.stderr, result.stderr
     assert "usage: wallet-fcgi" in result.stderr
 
 
-def test_a_port_in_use_is_a_start_up_error(stack):
+def test_a_port_in_use_is_a_start_up_error(tmp_path):
     """A port another socket holds: exit status 1, as for any socket that cannot be made,
     with the address and the reason."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        result = subprocess.run([str(stack.bin_dir / "wallet-fcgi"), "--listen", f"127.0.0.1:{port}"],
-                                cwd=REPO, env=stack.env, capture_output=True, text=True, timeout=30)
+        result = _responder(tmp_path, ["--listen", f"127.0.0.1:{port}"])
     assert result.returncode == 1, result
     assert f"cannot listen on 127.0.0.1:{port}: bind: Address already in use" in result.stderr, result.stderr
