@@ -55,7 +55,9 @@ enum ListenSocket {
             return (.inherited(3), 3)
         }
         guard isListeningSocket(0) else {
-            throw Failure(description: "no listening socket: pass --socket PATH or --listen ADDRESS:PORT, or start under systemd socket activation (StandardInput=socket)")
+            throw Failure(
+                description: "no listening socket: pass --socket PATH or --listen ADDRESS:PORT, "
+                    + "or start under systemd socket activation (StandardInput=socket)")
         }
         return (.inherited(0), 0)
     }
