@@ -14,9 +14,18 @@ import Glibc
 enum ListenSource {
     /// A path: this process creates, owns and finally removes the socket file it made.
     case path(String, file: FileIdentity)
+    /// A TCP address (`--listen`): this process creates and owns the socket; there is no
+    /// file to remove.
+    case tcp(ListenAddress)
     /// A socket handed in by systemd or spawn-fcgi on fd 0 (`StandardInput=socket`, the
     /// FastCGI convention) or fd 3 (`LISTEN_FDS`). Others share it: never shut it down.
     case inherited(Int32)
+
+    /// Created by this process, and so shut down by it at the stop (never a shared one).
+    var isOwned: Bool {
+        if case .inherited = self { return false }
+        return true
+    }
 }
 
 /// A file's identity, to tell our socket file from a successor's at the same path.
@@ -40,6 +49,8 @@ final class ServerContext: Sendable {
     let settings: Settings
     let log: Log
     let listenFD: Int32
+    /// On a TCP socket, the peers served; nil on a unix socket (its mode guards it).
+    let peers: PeerAllowList?
     let maxThreads: Int
     /// Raised once the server is stopping, and never cleared: threads waiting on an idle
     /// kept connection poll it, close their connection and leave.
@@ -55,12 +66,13 @@ final class ServerContext: Sendable {
     /// the pool at once cannot pass `maxThreads`.
     private let slots = Atomic<Int>(0)
 
-    init(api: WalletAPI, settings: Settings, log: Log, listenFD: Int32, maxThreads: Int) throws {
+    init(api: WalletAPI, settings: Settings, log: Log, listenFD: Int32, peers: PeerAllowList?, maxThreads: Int) throws {
         self.stopSignal = try SignalPipe()
         self.api = api
         self.settings = settings
         self.log = log
         self.listenFD = listenFD
+        self.peers = peers
         self.maxThreads = maxThreads
     }
 
@@ -148,6 +160,13 @@ final class Worker: @unchecked Sendable {
                 usleep(10_000)
                 continue serving
             }
+            if fresh, !admitPeer() {
+                // Unanswered and unread: the parameters libfcgi has read are dropped.
+                FCGX_Free(&request, 0)
+                Glibc.close(request.ipcFd)
+                request.ipcFd = -1
+                continue serving
+            }
             // This thread now holds a connection; keep one thread in accept().
             if othersAccepting == 0 { context.addThread() }
             context.active.add(1, ordering: .acquiringAndReleasing)
@@ -161,6 +180,32 @@ final class Worker: @unchecked Sendable {
         // Closes a kept connection; nginx drops it from its pool.
         FCGX_Free(&request, 1)
         context.running.subtract(1, ordering: .acquiringAndReleasing)
+    }
+
+    /// Whether the new connection's peer may be served: always on a unix socket; on TCP,
+    /// only an address of the allow list. libfcgi's own check (FCGI_WEB_SERVER_ADDRS, in its
+    /// accept) looks at IPv4 peers only and lets every IPv6 peer through, so this one is
+    /// made here, for both families, whoever created the socket. An IPv6 connection also
+    /// gets TCP_NODELAY here, which libfcgi sets for IPv4 only: answers go out in small
+    /// records that must not wait for an acknowledgement.
+    private func admitPeer() -> Bool {
+        guard let peers = context.peers else { return true }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(request.ipcFd, $0, &length) }
+        }
+        // A peer that is already gone has nothing to be answered.
+        guard named == 0, let peer = IPAddress(peer: storage) else { return false }
+        guard peers.allows(peer) else {
+            context.log.write(.warning, "peer_refused", ["peer": .string(peer.description), "allow": .string(peers.description)])
+            return false
+        }
+        if peer.family == .v6 {
+            var on: Int32 = 1
+            _ = setsockopt(request.ipcFd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        }
+        return true
     }
 
     private enum KeptConnection {

@@ -12,6 +12,11 @@ import Glibc
 /// environment (`Settings`); these are only about how this process listens.
 struct Options {
     var socketPath: String?
+    /// A TCP address to create, bind and listen on instead of a unix socket.
+    var listenAddress: ListenAddress?
+    /// Who may connect when the listening socket is TCP (created or inherited); nil: the
+    /// default, loopback only.
+    var allowList: PeerAllowList?
     /// The socket file's mode when this process creates it. 0660 lets the group (nginx's,
     /// in a deployment) connect and nobody else; development stacks pass 0666.
     var socketMode: mode_t = 0o660
@@ -20,12 +25,18 @@ struct Options {
     var help = false
 
     static let usage = """
-        usage: wallet-fcgi [--socket PATH [--socket-mode OCTAL]] [--threads N] [--max-threads N]
+        usage: wallet-fcgi [--socket PATH [--socket-mode OCTAL] | --listen ADDRESS:PORT] [--allow ADDR[,ADDR...]]
+                           [--threads N] [--max-threads N]
 
-          --socket PATH        create and listen on this unix socket; without it, serve the
-                               listening socket on fd 0 (systemd StandardInput=socket, spawn-fcgi)
-                               or fd 3 (systemd LISTEN_FDS)
+          --socket PATH        create and listen on this unix socket; without it (and without
+                               --listen), serve the listening socket on fd 0 (systemd
+                               StandardInput=socket, spawn-fcgi) or fd 3 (systemd LISTEN_FDS)
           --socket-mode OCTAL  the created socket's mode (default 0660)
+          --listen ADDR:PORT   create and listen on this TCP address instead: 127.0.0.1:9000,
+                               0.0.0.0:9000, [::1]:9000 (numeric addresses only)
+          --allow ADDR,...     on a TCP socket (--listen, or inherited), serve only connections
+                               from these IPv4/IPv6 addresses (the nginx hosts); others are
+                               closed unread (default: loopback only, 127.0.0.0/8 and ::1)
           --threads N          accept threads at start, each with its own database connection
                                (default \(Limits.acceptThreadsDefault))
           --max-threads N      the most accept threads: the pool grows while every thread holds a
@@ -45,6 +56,16 @@ struct Options {
             case "--socket":
                 guard let path = remaining.popFirst(), !path.isEmpty else { throw Invalid(description: "--socket needs a path") }
                 socketPath = path
+            case "--listen":
+                guard let text = remaining.popFirst(), !text.isEmpty else {
+                    throw Invalid(description: "--listen needs ADDRESS:PORT, e.g. 127.0.0.1:9000 or [::1]:9000")
+                }
+                do { listenAddress = try ListenAddress(parsing: text) } catch { throw Invalid(description: error.description) }
+            case "--allow":
+                guard let text = remaining.popFirst(), !text.isEmpty else {
+                    throw Invalid(description: "--allow needs ADDR[,ADDR...], e.g. 10.0.0.2,10.0.0.3")
+                }
+                do { allowList = try PeerAllowList(parsing: text) } catch { throw Invalid(description: error.description) }
             case "--socket-mode":
                 guard let text = remaining.popFirst(), let mode = mode_t(text, radix: 8), mode <= 0o777 else {
                     throw Invalid(description: "--socket-mode needs an octal mode such as 0660")
@@ -65,6 +86,12 @@ struct Options {
             default:
                 throw Invalid(description: "unknown argument \(argument)")
             }
+        }
+        if socketPath != nil, listenAddress != nil {
+            throw Invalid(description: "--socket and --listen exclude each other: one listening socket per process")
+        }
+        if socketPath != nil, allowList != nil {
+            throw Invalid(description: "--allow applies to TCP sockets only; a unix socket is guarded by its mode")
         }
         guard threads <= maxThreads else {
             throw Invalid(description: "--threads (\(threads)) cannot be more than --max-threads (\(maxThreads))")

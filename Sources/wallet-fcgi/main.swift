@@ -73,6 +73,17 @@ func run() -> Int32 {
         return 1
     }
 
+    // FastCGI has no authentication: on TCP, the peer's address is the only credential.
+    let peers: PeerAllowList?
+    if ListenSocket.isTCP(listenFD) {
+        peers = options.allowList ?? .loopbackOnly
+    } else if options.allowList != nil {
+        printError("wallet-fcgi: --allow applies to TCP sockets only; the inherited socket is a unix socket")
+        return 1
+    } else {
+        peers = nil
+    }
+
     let metrics = Metrics()
     let writer = GroupCommitWriter(store: writerStore, onBatch: { metrics.recordBatch(size: $0) })
     writer.start()
@@ -81,7 +92,7 @@ func run() -> Int32 {
         context = try ServerContext(
             api: WalletAPI(
                 writer: writer, metrics: metrics, webhookMasterKey: webhookMasterKey, webhookAllowsHTTP: settings.webhookAllowsHTTP),
-            settings: settings, log: log, listenFD: listenFD,
+            settings: settings, log: log, listenFD: listenFD, peers: peers,
             maxThreads: options.maxThreads)
     } catch {
         printError("wallet-fcgi: \(error)")
@@ -98,7 +109,8 @@ func run() -> Int32 {
         [
             "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
             "database": .string(settings.databasePath),
-            "socket": .string(source.description), "synchronous": .string(settings.synchronous.rawValue),
+            "socket": .string(source.description), "allow": .string(peers?.description),
+            "synchronous": .string(settings.synchronous.rawValue),
             "webhooks": .string(webhookMasterKey == nil ? "off (no master key)" : "on"),
         ])
 
@@ -118,7 +130,7 @@ func drain(_ context: ServerContext, source: ListenSource) {
     context.stopping.store(true, ordering: .releasing)
     context.stopSignal.raise()
     FCGX_ShutdownPending()
-    if case .path = source {
+    if source.isOwned {
         // Our own socket: wake every thread blocked in accept(). A shared socket must not
         // be shut down: it would break it for the sibling or the next instance too.
         shutdown(context.listenFD, Int32(SHUT_RDWR))
@@ -127,7 +139,7 @@ func drain(_ context: ServerContext, source: ListenSource) {
     while Timestamp.now() < deadline {
         let idle = context.active.load(ordering: .acquiring) == 0
         let threadsDone = context.running.load(ordering: .acquiring) == 0
-        if case .path = source, threadsDone { return }
+        if source.isOwned, threadsDone { return }
         if case .inherited = source, idle {
             // Threads blocked in accept() on a shared socket stay there; give one that has
             // just accepted a moment to count itself, then go.

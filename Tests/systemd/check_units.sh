@@ -23,6 +23,10 @@
 #   4. The contract the binaries rely on (socket on fd 0, journal output,
 #      socket path and permissions, oneshot processor).
 #   5. Every block of directives is preceded by a comment.
+#   6. The example drop-ins in systemd/examples/ (the responder on TCP; not
+#      installed): verify with them applied, a broken drop-in is reported
+#      (so they are read at all), the socket's only listener is the TCP
+#      address, and their directives are commented too.
 #
 # Prints one line per check (details of a failure go to stderr) and a last
 # line "N passed, M failed". Exit status 0 only if nothing failed.
@@ -260,7 +264,9 @@ require "$notifier_timer" WantedBy=timers.target
 # -------------------------------------------------------------- 5. comments
 # Every run of consecutive directive lines must follow a comment line: each
 # setting is explained where it is made.
-for u in "${units[@]}"; do
+# $1 file, $2 its name in the report.
+check_comments() {
+    local out
     out=$(awk '
         /^[ \t]*$/                 { prev = "blank"; next }
         /^[ \t]*[#;]/              { prev = "comment"; next }
@@ -269,12 +275,53 @@ for u in "${units[@]}"; do
                                          printf "line %d: %s\n", NR, $0
                                      prev = "directive"; next }
                                    { prev = "other" }
-    ' "$unit_dir/$u")
+    ' "$1")
     if [ -z "$out" ]; then
-        pass "comments $u: every directive block is explained"
+        pass "comments $2: every directive block is explained"
     else
-        fail "comments $u: every directive block is explained" "$out"
+        fail "comments $2: every directive block is explained" "$out"
     fi
-done
+}
+for u in "${units[@]}"; do check_comments "$unit_dir/$u" "$u"; done
+
+# -------------------------------------------------------------- 6. examples
+examples=${WALLET_UNIT_EXAMPLES_DIR:-$here/../../systemd/examples}
+tcp_dropins=(wallet-fcgi.socket.d/tcp.conf wallet-fcgi.service.d/tcp.conf)
+if [ -d "$examples" ]; then
+    mkdir "$tmp/examples" "$tmp/examples-broken"
+    cp "$tmp/units/$socket_unit" "$tmp/units/$responder" "$tmp/examples/"
+    for d in "${tcp_dropins[@]}"; do
+        mkdir -p "$tmp/examples/$(dirname "$d")"
+        # As for the units, a command becomes /bin/true; the empty ExecStart=
+        # that resets the list stays empty.
+        sed -E -e 's#^(Exec[A-Za-z]*=).+#\1/bin/true#' "$examples/$d" >"$tmp/examples/$d"
+    done
+    cp -r "$tmp/examples/." "$tmp/examples-broken/"
+    printf 'NoSuchDirectiveForTheSelfTest=yes\n' >>"$tmp/examples-broken/${tcp_dropins[0]}"
+    verify_pair() { (cd "$1" && systemd-analyze verify "./$socket_unit" "./$responder" 2>&1); }
+    out=$(verify_pair "$tmp/examples")
+    rc=$?
+    if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+        pass "examples: verify with the TCP drop-ins, exit 0, no output"
+    else
+        fail "examples: verify with the TCP drop-ins, exit 0, no output (exit $rc)" "$out"
+    fi
+    if [ -n "$(verify_pair "$tmp/examples-broken")" ]; then
+        pass "examples: verify reads the drop-ins (a broken one produces output)"
+    else
+        fail "examples: verify reads the drop-ins (a broken one produces output)" \
+            "an unknown directive in a drop-in went unreported"
+    fi
+    listeners=$(sed -n 's/^ListenStream=//p' "$examples/${tcp_dropins[0]}" | tr '\n' ' ')
+    if [ "$listeners" = " 10.0.0.5:9000 " ] &&
+        grep -qxF 'ExecStart=' "$examples/${tcp_dropins[1]}" &&
+        grep -qE '^ExecStart=/usr/local/bin/wallet-fcgi --allow [0-9.,]+$' "$examples/${tcp_dropins[1]}"; then
+        pass "examples: the socket's one listener is 10.0.0.5:9000, the service adds --allow"
+    else
+        fail "examples: the socket's one listener is 10.0.0.5:9000, the service adds --allow" \
+            "ListenStream= values: '$listeners'"
+    fi
+    for d in "${tcp_dropins[@]}"; do check_comments "$examples/$d" "examples/$d"; done
+fi
 
 finish
