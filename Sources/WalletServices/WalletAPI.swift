@@ -130,7 +130,7 @@ public struct WalletAPI: Sendable {
         }
         let lookup: KeyLookup
         do {
-            lookup = try reader.apiKey(digest: key.digest)
+            lookup = try reader.apiKey(key)
         } catch {
             return .failure(Handled(response: APIError.unavailable.response, route: "", failure: "\(error)"))
         }

@@ -30,15 +30,25 @@ extension Store {
     /// next request on, and a connection that only reads (the responder's readers) asks
     /// the table once per key while nothing changes.
     public func apiKey(digest: String) throws -> KeyLookup {
+        try remembered("digest:" + digest) { try lookUpAPIKey(digest: digest) }
+    }
+
+    /// The same for a key as a client presented it: while the answer is remembered, not even
+    /// its digest is computed again.
+    public func apiKey(_ presented: APIKeySecret) throws -> KeyLookup {
+        try remembered(presented.text) { try lookUpAPIKey(digest: presented.digest) }
+    }
+
+    private func remembered(_ name: String, _ lookUp: () throws -> KeyLookup) throws -> KeyLookup {
         let version = try database.scalarInteger("PRAGMA data_version") ?? 0
         if version != keyLookupsVersion || keyLookups.count >= Limits.apiKeyLookupsCachedMax {
             keyLookups.removeAll(keepingCapacity: true)
             keyLookupsVersion = version
-        } else if let known = keyLookups[digest] {
+        } else if let known = keyLookups[name] {
             return known
         }
-        let found = try lookUpAPIKey(digest: digest)
-        keyLookups[digest] = found
+        let found = try lookUp()
+        keyLookups[name] = found
         return found
     }
 

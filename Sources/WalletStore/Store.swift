@@ -9,8 +9,8 @@ import WalletPlatform
 /// changes without its ledger row in the same transaction.
 public final class Store {
     let database: Database
-    /// Lookups of API key digests, valid while `PRAGMA data_version` stays
-    /// `keyLookupsVersion` (Store+APIKeys.swift).
+    /// Lookups of API keys (by the presented key, or by `digest:` and its digest), valid while
+    /// `PRAGMA data_version` stays `keyLookupsVersion` (Store+APIKeys.swift).
     var keyLookups: [String: KeyLookup] = [:]
     var keyLookupsVersion: Int64 = -1
 

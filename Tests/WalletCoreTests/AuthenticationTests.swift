@@ -161,8 +161,11 @@ struct AuthenticationTests {
         }
         #expect(try reader.apiKey(digest: first.digest) == .valid(ids.0, lastUsedAt: nil))
         #expect(try reader.apiKey(digest: first.digest) == .valid(ids.0, lastUsedAt: nil))
-        // Another connection revokes: the reader sees it at once.
+        #expect(try reader.apiKey(first) == .valid(ids.0, lastUsedAt: nil))
+        #expect(try reader.apiKey(first) == .valid(ids.0, lastUsedAt: nil))
+        // Another connection revokes: the reader sees it at once, by digest or by the key.
         _ = try writer.write { try writer.revokeAPIKey(ids.0, now: .now()) }
+        #expect(try reader.apiKey(first) == .revoked)
         #expect(try reader.apiKey(digest: first.digest) == .revoked)
         // The same connection looks up, then revokes itself: it sees its own change.
         #expect(try writer.apiKey(digest: second.digest) == .valid(ids.1, lastUsedAt: nil))
