@@ -415,7 +415,9 @@ restart_responder() {
     done
     # Our own previous replacement: reap it.
     if [[ $old == "$MY_FCGI_PID" ]]; then wait "$old" 2>/dev/null || true; fi
-    env WALLET_DB="$DB" "$@" "$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode 0660 \
+    # What stack.sh gives the responder it starts: the development webhook settings.
+    env WALLET_DB="$DB" WALLET_WEBHOOK_ALLOW_HTTP=1 WALLET_WEBHOOK_KEY_FILE="$RUN_DIR/webhook-master-key" "$@" \
+        "$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode 0660 \
         </dev/null >>"$RUN_DIR/wallet-fcgi.log" 2>&1 &
     MY_FCGI_PID=$!
     printf '%s\n' "$MY_FCGI_PID" >"$RUN_DIR/wallet-fcgi.pid.new"
