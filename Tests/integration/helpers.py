@@ -516,3 +516,30 @@ def ledger_sums(stack):
         f"SELECT w.uuid, w.balance, COALESCE((SELECT SUM(l.{column}) FROM ledger l WHERE l.wallet_id = w.id), 0) "
         "FROM wallets w")
     return {row[0]: (row[1], row[2]) for row in rows}
+
+
+# --- walletctl and database copies ---------------------------------------------------------
+
+def ctl_json(stack, *args, expect_rc=0, **kwargs):
+    """Runs `walletctl ARGS --json`, checks the exit status and parses stdout."""
+    result = stack.walletctl(*args, "--json", **kwargs)
+    assert expect_rc is None or result.returncode == expect_rc, (
+        f"walletctl {' '.join(map(str, args))} --json exited {result.returncode}, expected {expect_rc}\n"
+        f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise AssertionError(f"walletctl {' '.join(map(str, args))} --json printed no JSON: {result.stdout[:1000]!r}")
+
+
+def copy_database(stack, target):
+    """A consistent copy of the stack's database at `target` (SQLite's online backup)."""
+    import sqlite3
+    src = sqlite3.connect(f"file:{stack.db_path}?mode=ro", uri=True, timeout=10)
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return target

@@ -18,14 +18,9 @@ import subprocess
 import time
 
 from . import helpers as h
+from .helpers import copy_database, ctl_json
 
 GENESIS = "0" * 64
-
-
-def ctl_json(stack, *args, expect_rc=0):
-    result = stack.walletctl(*args, "--json")
-    assert result.returncode == expect_rc, (args, result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    return json.loads(result.stdout)
 
 
 def logged_checkpoints(result):
@@ -55,17 +50,6 @@ def checkpoint_of(conn_rows, through):
             break
         value = checkpoint_step(value, row)
     return value
-
-
-def copy_database(stack, target):
-    src = sqlite3.connect(f"file:{stack.db_path}?mode=ro", uri=True, timeout=10)
-    dst = sqlite3.connect(str(target))
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return target
 
 
 def rewrite_consistently(path, sql):

@@ -20,12 +20,7 @@ import subprocess
 import pytest
 
 from . import helpers as h
-
-
-def ctl_json(stack, *args, expect_rc=0, extra_env=None):
-    result = stack.walletctl(*args, "--json", extra_env=extra_env)
-    assert result.returncode == expect_rc, (args, result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    return json.loads(result.stdout)
+from .helpers import copy_database, ctl_json
 
 
 def login_uid():
@@ -40,17 +35,6 @@ def login_uid():
 
 def pending_withdrawal(stack, wallet, amount=100):
     return h.withdraw(stack, wallet, amount, scheduled_for=h.future(3600))["id"]
-
-
-def copy_database(stack, target):
-    src = sqlite3.connect(f"file:{stack.db_path}?mode=ro", uri=True, timeout=10)
-    dst = sqlite3.connect(str(target))
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return target
 
 
 def admin_hash(previous, row):

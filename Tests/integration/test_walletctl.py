@@ -36,6 +36,7 @@ import pytest
 
 from . import conftest
 from . import helpers as h
+from .helpers import ctl_json
 
 
 # --- helpers ----------------------------------------------------------------------
@@ -50,18 +51,6 @@ def ok(result, what=""):
     assert result.returncode == 0, (
         f"walletctl {what} exited {result.returncode}\nstdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}")
     return result.stdout
-
-
-def ctl_json(stack, *args, expect_rc=0, **kwargs):
-    """Runs `walletctl ARGS --json`, checks the exit status and parses stdout."""
-    result = stack.walletctl(*args, "--json", **kwargs)
-    assert expect_rc is None or result.returncode == expect_rc, (
-        f"walletctl {' '.join(map(str, args))} --json exited {result.returncode}, expected {expect_rc}\n"
-        f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}")
-    try:
-        return json.loads(result.stdout)
-    except ValueError:
-        raise AssertionError(f"walletctl {' '.join(map(str, args))} --json printed no JSON: {result.stdout[:1000]!r}")
 
 
 def parse_table(text):
