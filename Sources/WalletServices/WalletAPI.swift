@@ -71,32 +71,37 @@ public struct WalletAPI: Sendable {
     /// every request.
     public func refuse(_ request: Request, with error: APIError, reader: Store) -> Handled {
         let route = Route(path: request.path)
-        let template = route?.template ?? Route.unmatchedTemplate
-        if route?.isOpen != true {
-            switch authenticate(request, reader) {
-            case .failure(let handled):
-                return Handled(
-                    response: handled.response, route: template, failure: handled.failure,
-                    authenticationFailure: handled.authenticationFailure)
-            case .success(let key): return Handled(response: error.response, route: template, apiKey: key)
-            }
+        switch admit(request, route, reader) {
+        case .refused(let handled): return handled
+        case .admitted(let caller): return Handled(response: error.response, route: route?.template ?? Route.unmatchedTemplate, apiKey: caller)
         }
-        return Handled(response: error.response, route: template)
+    }
+
+    /// Every route but the open ones needs a valid key, checked before anything else (even
+    /// whether the path exists): without one, nothing is learned and nothing changes.
+    /// Admitted with the caller's key, or with none on an open route.
+    private func admit(_ request: Request, _ route: Route?, _ reader: Store) -> Admission {
+        guard route?.isOpen != true else { return .admitted(nil) }
+        switch authenticate(request, reader) {
+        case .success(let key): return .admitted(key)
+        case .failure(var handled):
+            handled.route = route?.template ?? Route.unmatchedTemplate
+            return .refused(handled)
+        }
+    }
+
+    private enum Admission {
+        case admitted(APIKeyID?)
+        case refused(Handled)
     }
 
     private func answer(_ request: Request, reader: Store) -> Handled {
         let route = Route(path: request.path)
         let template = route?.template ?? Route.unmatchedTemplate
-        // Every route but the open ones needs a valid key, checked before anything else
-        // (even whether the path exists): without one, nothing is learned and nothing changes.
-        var caller: APIKeyID?
-        if route?.isOpen != true {
-            switch authenticate(request, reader) {
-            case .failure(var handled):
-                handled.route = template
-                return handled
-            case .success(let key): caller = key
-            }
+        let caller: APIKeyID?
+        switch admit(request, route, reader) {
+        case .refused(let handled): return handled
+        case .admitted(let key): caller = key
         }
         guard let route else {
             return Handled(response: APIError.notFound.response, route: template, apiKey: caller)
