@@ -20,8 +20,8 @@
 # prefixed by its program, besides their files in RUN_DIR.
 #
 # On SIGINT/SIGTERM, on an error and on any exit it stops everything it
-# started, by PID, with a bounded deadline and then SIGKILL: no process is
-# ever left behind. It exits 0 after a requested stop, non-zero if something
+# started, by PID (the log followers by their process group), with a bounded
+# deadline and then SIGKILL: no process is ever left behind. It exits 0 after a requested stop, non-zero if something
 # failed to start (or nginx died).
 #
 # Environment (the interface in docs/INTERFACES.md; defaults in brackets):
@@ -296,6 +296,18 @@ pids_naming() {
     done
 }
 
+# Prints the pids of the live members of process group $1 (the log
+# followers', whose leader may be gone).
+group_members() {
+    local dir stat
+    for dir in /proc/[0-9]*; do
+        { read -r stat <"$dir/stat"; } 2>/dev/null || continue
+        # After the command name: state, ppid, pgrp.
+        [[ ${stat##*) } =~ ^([^ ]+)\ [0-9]+\ ([0-9]+)\  ]] || continue
+        if [[ ${BASH_REMATCH[1]} != Z && ${BASH_REMATCH[2]} == "$1" ]]; then printf '%s\n' "${dir#/proc/}"; fi
+    done
+}
+
 # Sends signal $1 to the pids that follow (skipping the ones already gone).
 signal_pids() {
     local sig=$1 pid
@@ -344,8 +356,7 @@ stop_all() {
         loop_tree+=("$NOTIFY_LOOP_PID" "${found[@]}")
     fi
     if [[ -n $FOLLOW_PID ]]; then
-        mapfile -t found < <(descendants "$FOLLOW_PID")
-        follow_tree=("$FOLLOW_PID" "${found[@]}")
+        mapfile -t follow_tree < <(group_members "$FOLLOW_PID")
     fi
     if [[ -n $NGINX_PID ]]; then
         mapfile -t found < <(descendants "$NGINX_PID")
@@ -407,7 +418,14 @@ stop_all() {
         signal_pids TERM "${bank_tree[@]:1}"
     fi
     # Last, the log followers: they have shown everything the others wrote.
-    signal_pids TERM "${follow_tree[@]}"
+    # Their process group as a whole, while one of its members (noted above)
+    # still lives: as long as one does, the group's id cannot be reused.
+    for pid in "${follow_tree[@]}"; do
+        if alive "$pid"; then
+            kill -s TERM -- "-$FOLLOW_PID" 2>/dev/null || true
+            break
+        fi
+    done
 
     if ! wait_gone "${everything[@]}"; then
         for pid in "${everything[@]}"; do
@@ -606,19 +624,30 @@ done
 # --follow: one `tail -F | sed` per log, each line prefixed by its program,
 # to stderr. Started first, from the logs' current ends (a reused run dir
 # keeps earlier runs' lines), so no line of this run is missed.
+# The followers are a process group of their own, stopped as one by stop_all:
+# started from this shell they would share its group, so a Ctrl-C would kill
+# the subshell that holds them (bash resets a trapped SIGINT to the default in
+# a background subshell) while its pipelines, started with SIGINT ignored, ran
+# on as orphans that no longer descend from this script. In their own group
+# a Ctrl-C does not reach them, and a group outlives its leader. tail --pid
+# also ends them should this script ever die without its EXIT trap (SIGKILL).
 follow_logs() {
     local name file
     for name in wallet-fcgi:wallet-fcgi.log processor:processor.log notifier:notifier.log bank:bank/calls; do
         file=$RUN_DIR/${name#*:}
-        tail -n 0 -q -F "$file" 2>/dev/null | sed -u "s/^/${name%%:*} | /" >&2 &
+        tail -n 0 -q -F --pid="$$" "$file" 2>/dev/null | sed -u "s/^/${name%%:*} | /" >&2 &
     done
     wait
 }
 if ((FOLLOW)); then
     mkdir -p "$RUN_DIR/bank"
     touch "$RUN_DIR/wallet-fcgi.log" "$RUN_DIR/processor.log" "$RUN_DIR/notifier.log" "$RUN_DIR/bank/calls"
-    follow_logs &
+    # Job control for this one start: a background job gets a process group
+    # of its own, whose id is the job's pid.
+    set -m
+    follow_logs </dev/null &
     FOLLOW_PID=$!
+    set +m
 fi
 
 log "starting wallet-fcgi ($BIN_DIR/wallet-fcgi, database $DB)"
