@@ -18,6 +18,10 @@ Fixtures:
                     per session that wallet-fcgi, wallet-processor and
                     walletctl are there, and stops the run with a clear
                     message if not.
+    no_process_left_behind  (session, automatic) fails the session if a
+                    process started by a test outlived it (`session_processes`
+                    finds them by INTEGRATION_TEST_SESSION, a mark this file
+                    puts in the environment that every test process inherits).
 
 Helpers: `free_port()`, `wait_until(predicate, timeout, message)`, and the
 `Stack` and `Response` classes (documented below).
@@ -152,6 +156,45 @@ def _tail(path, limit=4000):
     return ("...\n" if len(data) > limit else "") + text
 
 
+# A mark of this session in the environment of every process the tests start
+# (every environment they build starts from os.environ), and the directories
+# of its stacks: what tells the session's processes from anyone else's on the
+# machine when `no_process_left_behind` looks for them at its end.
+SESSION_VARIABLE = "INTEGRATION_TEST_SESSION"
+os.environ[SESSION_VARIABLE] = f"{os.getpid()}-{secrets.token_hex(8)}"
+SESSION_DIRS = []
+
+
+def session_processes(directories):
+    """{pid: command line} of the live processes of this session: those with its
+    mark in their environment or one of `directories` on their command line
+    (nginx overwrites its environment with its process title), and the members
+    of the process groups these lead (nginx's workers name neither)."""
+    mark = f"{SESSION_VARIABLE}={os.environ[SESSION_VARIABLE]}".encode()
+    prefixes = [f"{directory.rstrip('/')}/" for directory in directories]
+    found, groups = {}, {}
+    for entry in os.listdir("/proc"):
+        pid = int(entry) if entry.isdigit() else None
+        if pid is None or pid == os.getpid():
+            continue
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] == "Z":
+            continue
+        groups.setdefault(stat[2], []).append(pid)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            environ = []
+        cmdline = _cmdline(pid)
+        if mark in environ or any(prefix in cmdline for prefix in prefixes):
+            found[pid] = cmdline
+    for leader in list(found):
+        for pid in groups.get(leader, []):
+            found.setdefault(pid, _cmdline(pid))
+    return {pid: cmdline for pid, cmdline in found.items() if _alive(pid)}
+
+
 # --- HTTP ---------------------------------------------------------------------------
 
 class Response:
@@ -254,6 +297,7 @@ class Stack:
         # pytest's tmp_path is 0700, which nginx's `nobody` workers cannot
         # traverse to reach the sockets: a fresh 0755 directory under /tmp.
         self.base_dir = Path(tempfile.mkdtemp(prefix="wallet-stack-", dir="/tmp"))
+        SESSION_DIRS.append(str(self.base_dir))
         os.chmod(self.base_dir, 0o755)
         self.run_dir = self.base_dir / "run"
         self.db_path = self.base_dir / "wallet.db"
@@ -669,6 +713,24 @@ def wallet_bin_dir():
     if not STACK_SH.is_file():
         pytest.exit(f"{STACK_SH} is missing", returncode=1)
     return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory):
+    """Fails the session, at its end, if a process a test started is still
+    running (and kills it): each test stops what it starts, on every path.
+    Its processes are found by `session_processes` (the session's mark, its
+    temporary directory and its stacks' directories)."""
+    yield
+    left = session_processes([str(tmp_path_factory.getbasetemp()), *SESSION_DIRS])
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        pytest.fail("processes left behind by this session's tests (killed now):\n" + "\n".join(
+            f"  pid {pid}: {cmdline}" for pid, cmdline in sorted(left.items())), pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)
