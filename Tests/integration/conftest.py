@@ -23,8 +23,10 @@ Fixtures:
                     finds them by INTEGRATION_TEST_SESSION, a mark this file
                     puts in the environment that every test process inherits).
 
-Helpers: `free_port()`, `wait_until(predicate, timeout, message)`, and the
-`Stack` and `Response` classes (documented below).
+Helpers: `free_port()`, `wait_until(predicate, timeout, message)`,
+`stop_process(proc, sig, timeout, group)` (for every process a test starts
+itself, in a `finally:` or a fixture's teardown), and the `Stack` and
+`Response` classes (documented below).
 
 Environment:
     WALLET_BIN_DIR       where the executables are [<repo>/.build/debug]
@@ -137,6 +139,39 @@ def _group_members(pgid):
             if stat is not None and stat[2] == pgid and stat[0] != "Z":
                 out.append(int(entry))
     return out
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=10.0, group=False):
+    """Stops a process a test started (with start_new_session=True: it leads a
+    process group) and everything in its group, whatever state it is in:
+    `sig` to the process (to its whole group if `group`), a wait of up to
+    `timeout` seconds, then SIGKILL to the group if any member is left (the
+    process itself, or children that outlived it), and a wait until the group
+    is empty. Returns the process's exit status (negative: the signal that
+    ended it). For a `finally:` or a fixture's teardown, so that what a test
+    starts is stopped on every path."""
+    if proc.poll() is None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # While the group has a member its id cannot be reused: the SIGKILL
+    # reaches only what this process started.
+    if proc.poll() is None or _group_members(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+        wait_until(lambda: not _group_members(proc.pid), 10, f"process group {proc.pid} to be gone after SIGKILL")
+    return proc.returncode
 
 
 def _read_pid(path):

@@ -30,7 +30,7 @@ import uuid
 import pytest
 
 from . import helpers as h
-from .conftest import REPO, bin_dir, free_port, http_request, wait_until
+from .conftest import REPO, bin_dir, free_port, http_request, stop_process, wait_until
 from .test_keepalive import _fastcgi_request, _fastcgi_response, _params
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -46,7 +46,7 @@ LOG_FORMAT = """log_format tries escape=json
 
 class Responder:
     """One `wallet-fcgi --listen ADDRESS:PORT` on the stack's database, its output in
-    its own log file in the run dir."""
+    its own log file in the run dir. Stopped again if it does not start."""
 
     def __init__(self, stack, name, address, port, args=()):
         self.stack, self.name, self.address, self.port = stack, name, address, port
@@ -55,7 +55,11 @@ class Responder:
             self.proc = subprocess.Popen(
                 [str(stack.bin_dir / "wallet-fcgi"), "--listen", f"{address}:{port}", "--threads", "2", *args],
                 cwd=REPO, env=stack.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        wait_until(self._started, 10, f"{name} to listen on {address}:{port}")
+        try:
+            wait_until(self._started, 10, f"{name} to listen on {address}:{port}")
+        except BaseException:
+            self.kill()
+            raise
 
     def _started(self):
         assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
@@ -69,15 +73,14 @@ class Responder:
         return {line["request_id"] for line in self.lines("request")}
 
     def kill(self, sig=signal.SIGKILL):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.proc.wait(10)
+        """`sig`, then SIGKILL if it has not exited within 10 s."""
+        stop_process(self.proc, sig)
 
 
 class Front:
     """nginx with the repository's wallet-locations.conf in front of `servers`
     (lines of `upstream wallet_fcgi`), on a loopback port of its own; one worker, so
-    that round robin alternates strictly."""
+    that round robin alternates strictly. Stopped again if it does not come up."""
 
     def __init__(self, stack, name, servers):
         self.stack = stack
@@ -115,7 +118,11 @@ http {{
         self.proc = subprocess.Popen([NGINX, "-p", f"{self.dir}/", "-c", str(self.conf), "-e", f"{self.dir}/nginx-error.log"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        wait_until(self._up, 10, f"nginx ({name}) to answer /healthz")
+        try:
+            wait_until(self._up, 10, f"nginx ({name}) to answer /healthz")
+        except BaseException:
+            self.stop()
+            raise
 
     def _up(self):
         assert self.proc.poll() is None, f"nginx exited:\n{(self.dir / 'nginx-error.log').read_text()}"
@@ -142,18 +149,15 @@ http {{
         return wait_until(line, 5, f"the access log line of {request_id}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        """A graceful stop (SIGQUIT), then SIGKILL to the master and its workers if
+        they have not exited within 10 s."""
+        stop_process(self.proc, signal.SIGQUIT)
 
 
 @pytest.fixture
 def parts(stack):
-    """Starts and finally stops (by pid, before the stack) what a test builds on the stack."""
+    """Finally stops (by pid, before the stack) what a test builds on the stack, each
+    one even if stopping another failed. A part that does not start stops itself."""
     started = []
 
     def add(part):
@@ -161,11 +165,17 @@ def parts(stack):
         return part
 
     yield add
+    errors = []
     for part in reversed(started):
-        if isinstance(part, Front):
-            part.stop()
-        else:
-            part.kill(signal.SIGTERM)
+        try:
+            if isinstance(part, Front):
+                part.stop()
+            else:
+                part.kill(signal.SIGTERM)
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def _request_id(response):
@@ -410,8 +420,7 @@ def test_serves_a_tcp_socket_handed_in_by_the_service_manager(tmp_path, mode):
         with pytest.raises(ConnectionError):
             ask("127.0.0.3")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        returncode = process.wait(timeout=15)
+        returncode = stop_process(process, signal.SIGTERM, timeout=15, group=True)
     text = log.read_text()
     assert returncode == 0, text
     assert f"inherited fd {0 if mode == 'fd0' else 3}" in text
