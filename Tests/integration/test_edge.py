@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from . import helpers as h
-from .conftest import free_port, wait_until
+from .conftest import free_port, stop_process, wait_until
 
 # The methods the API serves on some route (Route.apiMethods in Router.swift, and
 # the method check in nginx/wallet-locations.conf).
@@ -259,5 +259,4 @@ http {{
         answers = h.parse_responses(h.raw_exchange(url, _request("GET", "/healthz", version=b"HTTP/2.0")))
         h.assert_error(answers[0], 505, "http_version_not_supported")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)

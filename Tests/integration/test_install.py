@@ -15,12 +15,14 @@ into this machine and create the `wallet` user.
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from .conftest import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 EXECUTABLES = ("wallet-fcgi", "wallet-processor", "wallet-notifier", "walletctl")
@@ -44,9 +46,15 @@ def make(target, destdir, timeout=120, **variables):
     args += [f"{k}={v}" for k, v in variables.items()]
     # umask 022, as for a package build: the modes checked below must not
     # depend on the caller's umask (install -D creates parent directories
-    # with the umask applied).
-    result = subprocess.run(args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=timeout, umask=0o022)
+    # with the umask applied). A process group of its own, so that a timeout
+    # stops the build make runs too, not make alone.
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, umask=0o022, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        stop_process(proc, signal.SIGKILL, group=True)
+    result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     assert result.returncode == 0, (f"{' '.join(args)} exited {result.returncode}\n"
                                     f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")
     return result

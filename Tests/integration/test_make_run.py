@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 
-from .conftest import REPO, START_TIMEOUT, STOP_TIMEOUT, Stack, _alive, _cmdline, _proc_stat, wait_until
+from .conftest import REPO, START_TIMEOUT, STOP_TIMEOUT, Stack, _alive, _cmdline, _proc_stat, stop_process, wait_until
 from .test_install import MAKE_VARIABLES
 
 
@@ -119,9 +119,5 @@ def test_ctrl_c_stops_everything_make_run_started(wallet_bin_dir):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        try:
-            os.killpg(make.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        make.wait(10)
+        stop_process(make, signal.SIGKILL, group=True)
     settings.remove()

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .conftest import REPO, bin_dir, wait_until
+from .conftest import REPO, bin_dir, stop_process, wait_until
 
 
 def run_responder(env_overrides, args=(), timeout=10):
@@ -63,18 +63,22 @@ def test_programs_started_together_migrate_the_database_once(tmp_path):
     env.update({"WALLET_DB": str(path), "WALLET_BANK_URL": "http://127.0.0.1:9/pay"})
     sock = tmp_path / "s.sock"
     responder = subprocess.Popen([str(bin_dir() / "wallet-fcgi"), "--socket", str(sock)], env=env,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+    others = []
     try:
-        others = [subprocess.Popen([str(bin_dir() / "wallet-processor")], env=env, stderr=subprocess.DEVNULL)
-                  for _ in range(3)]
+        for _ in range(3):
+            others.append(subprocess.Popen([str(bin_dir() / "wallet-processor")], env=env, stderr=subprocess.DEVNULL,
+                                           start_new_session=True))
         for process in others:
             assert process.wait(timeout=30) == 0
         wait_until(lambda: sock.exists(), 10, "the responder's socket")
         stats = subprocess.run([str(bin_dir() / "walletctl"), "stats", "--json"], env=env, capture_output=True, text=True)
         assert stats.returncode == 0, stats.stderr
     finally:
-        responder.send_signal(signal.SIGTERM)
-        assert responder.wait(timeout=15) == 0
+        for process in others:
+            stop_process(process)
+        returncode = stop_process(responder, signal.SIGTERM, timeout=15)
+    assert returncode == 0
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
@@ -116,8 +120,7 @@ def test_serves_a_socket_handed_in_by_the_service_manager(stack, mode):
         wallet = created.json()["uuid"]
         assert stack.request("GET", f"/wallets/{wallet}/").json()["balance"] == 0
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        returncode = process.wait(timeout=15)
+        returncode = stop_process(process, signal.SIGTERM, timeout=15, group=True)
     assert returncode == 0, process.stderr.read()
     assert sock.exists(), "an inherited socket is not the responder's to remove"
     log = process.stderr.read()

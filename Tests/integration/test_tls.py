@@ -35,7 +35,7 @@ import time
 
 import pytest
 
-from .conftest import REPO, free_port, wait_until
+from .conftest import REPO, free_port, stop_process, wait_until
 from .test_install import make
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -211,13 +211,8 @@ http {{
         wait_until(up, 10, "the installed site to answer /healthz")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.proc:
+            stop_process(self.proc, signal.SIGQUIT)
 
 
 @pytest.fixture
