@@ -633,6 +633,9 @@ done
 # also ends them should this script ever die without its EXIT trap (SIGKILL).
 follow_logs() {
     local name file
+    # A background group writing to a terminal set to `stty tostop` would be
+    # stopped by SIGTTOU; ignored, the writes go through (inherited by sed).
+    trap '' TTOU
     for name in wallet-fcgi:wallet-fcgi.log processor:processor.log notifier:notifier.log bank:bank/calls; do
         file=$RUN_DIR/${name#*:}
         tail -n 0 -q -F --pid="$$" "$file" 2>/dev/null | sed -u "s/^/${name%%:*} | /" >&2 &
