@@ -194,7 +194,7 @@ extension Store {
         scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
         idempotencyKey: String?, reference: String? = nil, bankKey: String? = nil, now: Timestamp
     ) throws -> Int64 {
-        try database.run(
+        try database.insert(
             """
             INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
                                       next_attempt_at, idempotency_key, bank_key, reference)
@@ -205,6 +205,5 @@ extension Store {
                 SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
                 SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey), SQLValue(reference),
             ])
-        return database.lastInsertRowID
     }
 }

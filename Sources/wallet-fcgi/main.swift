@@ -49,9 +49,9 @@ func run() -> Int32 {
     let writerStore: Store
     var readers: [Store] = []
     do {
-        writerStore = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
+        writerStore = try Store.open(location: settings.databasePath, synchronous: settings.synchronous)
         for _ in 0..<options.threads {
-            readers.append(try Store.open(path: settings.databasePath, queryOnly: true))
+            readers.append(try Store.open(location: settings.databasePath, queryOnly: true))
         }
     } catch {
         log.write(.error, "database_unavailable", ["path": .string(settings.databasePath), "message": .string("\(error)")])

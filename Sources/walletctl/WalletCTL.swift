@@ -39,7 +39,7 @@ struct Common: ParsableArguments {
         let settings = try Settings.fromEnvironment()
         let path = database ?? settings.databasePath
         do {
-            return try Store.open(path: path, queryOnly: !writable, create: false)
+            return try Store.open(location: path, queryOnly: !writable, create: false)
         } catch {
             throw Failed(description: "cannot open the database \(path): \(error)")
         }

@@ -185,7 +185,7 @@ struct SchemaTests {
                     """)
             }
         }
-        let store = try Store.open(path: path)
+        let store = try Store.open(location: path)
         #expect(try store.database.scalarInteger("PRAGMA user_version") == Schema.latestVersion)
         let keys = try store.database.query("SELECT id, bank_key FROM transactions ORDER BY id") { ($0.integer(0), $0.optionalText(1)) }
         #expect(keys.map(\.0) == [41, 42])
@@ -216,7 +216,7 @@ struct SchemaTests {
                 try raw.run("INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES ('k', 'f', 201, '{}', 0)")
             }
         }
-        let store = try Store.open(path: path)
+        let store = try Store.open(location: path)
         let keys = try store.apiKeys()
         #expect(keys.map(\.name) == ["wallets-before-api-keys"])
         let legacy = try #require(keys.first)
