@@ -8,8 +8,9 @@ import CPostgres
 /// - Statements are prepared once per connection and SQL text (`PQprepare`, names `s1`,
 ///   `s2`...), their `?`/`?N` placeholders rewritten to `$N` once, and executed with
 ///   `PQexecPrepared` in text format with each parameter's type given (bigint, text,
-///   bytea; a null's type is left for the server to infer), so that `?2 IS NULL OR x = ?2`
-///   type-checks.
+///   bytea). A null's type is left for the server to infer from the parameter's first
+///   use, which must therefore give it one: `(x = ?2 OR ?2 IS NULL)` type-checks, and
+///   `(?2 IS NULL OR x = ?2)` does not.
 /// - Every session runs with `synchronous_commit = on` (a commit is on disk, on the
 ///   server, before it is acknowledged), UTC, and only warnings and errors reported.
 /// - A lost connection (the server restarted, the network dropped) fails the statement

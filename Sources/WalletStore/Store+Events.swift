@@ -76,7 +76,7 @@ extension Store {
         var rows = try database.query(
             """
             SELECT e.id, e.type, e.created_at, w.uuid, e.data FROM events e JOIN wallets w ON w.id = e.wallet_id
-            WHERE e.id > ?1 AND (?2 IS NULL OR e.type = ?2) AND (?3 IS NULL OR w.uuid = ?3) AND w.api_key_id = ?5
+            WHERE e.id > ?1 AND (e.type = ?2 OR ?2 IS NULL) AND (w.uuid = ?3 OR ?3 IS NULL) AND w.api_key_id = ?5
             ORDER BY e.id LIMIT ?4
             """,
             [

@@ -112,7 +112,7 @@ public final class Store {
     /// key's wallet is nil exactly as one that does not exist.
     public func wallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
         try database.queryFirst(
-            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (?2 IS NULL OR api_key_id = ?2)",
+            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)",
             [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
     }
 

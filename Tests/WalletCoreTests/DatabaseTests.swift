@@ -9,7 +9,7 @@ import Testing
 @testable import WalletHTTP
 @testable import WalletServices
 
-@Suite("Database")
+@Suite("Database", sqliteOnly)
 struct DatabaseTests {
     @Test("immediateTransaction commits what succeeds and rolls back what throws")
     func immediateTransaction() throws {

@@ -62,6 +62,18 @@ final class TestDatabase {
     }
 }
 
+extension Database {
+    /// Lifts one of the schema's guards, as someone with write access to the database could.
+    func dropTrigger(_ name: String, on table: String) throws {
+        try execute(isPostgres ? "DROP TRIGGER \(name) ON \(table)" : "DROP TRIGGER \(name)")
+    }
+
+    /// Makes every later write on this connection fail.
+    func refuseWrites() throws {
+        try execute(isPostgres ? "SET default_transaction_read_only = on" : "PRAGMA query_only = ON")
+    }
+}
+
 /// For tests of what only SQLite has (its file, its pragmas, its backup): skipped when the
 /// tests run on PostgreSQL.
 let sqliteOnly = Testing.ConditionTrait.enabled(if: !TestDatabase.isPostgres, "SQLite only: a file, its pragmas or its backup")
