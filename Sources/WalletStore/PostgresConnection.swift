@@ -55,11 +55,11 @@ final class PostgresConnection {
         self.handle = handle
         self.queryOnly = queryOnly
         self.lockTimeoutMilliseconds = lockTimeoutMilliseconds
+        // Every stored property is set: a throw from here on runs deinit, whose PQfinish is
+        // the only one (a second would free the connection twice).
         guard PQstatus(handle) == CONNECTION_OK else {
             // libpq's message names the server and why; it never contains the password.
-            let error = DatabaseError(code: 0, message: connectionMessage, sqlState: "08001")
-            PQfinish(handle)
-            throw error
+            throw DatabaseError(code: 0, message: connectionMessage, sqlState: "08001")
         }
         try configureSession()
     }

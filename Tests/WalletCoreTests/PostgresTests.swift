@@ -114,6 +114,14 @@ struct PostgresTests {
         }
     }
 
+    @Test("a database that cannot be reached is a clear error, not a crash")
+    func unreachable() throws {
+        let server = try #require(TestDatabase.postgresServer)
+        let error = #expect(throws: DatabaseError.self) { try Store.open(location: "\(server) dbname=t_missing") }
+        #expect(error?.sqlState == "08001" && error?.isBusy == true, "\(String(describing: error))")
+        #expect(error?.message.contains("t_missing") == true, "\(String(describing: error))")
+    }
+
     @Test("a lost connection fails as busy, and the next use reconnects")
     func reconnects() throws {
         let database = try TestDatabase()
