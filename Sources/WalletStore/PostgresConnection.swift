@@ -213,7 +213,7 @@ final class PostgresConnection {
         try reconnectIfNeeded()
         switch kind {
         case .write:
-            try executeOnce("BEGIN")
+            try begin("BEGIN")
             transactionOpen = true
             do {
                 _ = try queryFirst("SELECT pg_advisory_xact_lock(?1)", [.integer(PostgresConnection.writeLockKey)]) { _ in () }
@@ -222,7 +222,7 @@ final class PostgresConnection {
                 throw error
             }
         case .read:
-            try executeOnce("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             transactionOpen = true
         }
         let result: T
@@ -247,6 +247,18 @@ final class PostgresConnection {
             throw error
         }
         return result
+    }
+
+    /// Starts a transaction. A connection the server closed while it sat idle (a restart)
+    /// is found lost only by its next statement: when that is the BEGIN, nothing has been
+    /// done yet, so the connection is made again and the BEGIN sent once more.
+    private func begin(_ sql: String) throws {
+        do {
+            try executeOnce(sql)
+        } catch let error as DatabaseError where needsReset && error.isBusy {
+            try reconnectIfNeeded()
+            try executeOnce(sql)
+        }
     }
 
     /// Undoes the open transaction after `error`. A lost connection has nothing left to

@@ -137,6 +137,19 @@ struct PostgresTests {
         #expect(try store.write { try store.createWallet(id: WalletID.random(), now: .now()) }.balance == Money(minorUnits: 0))
     }
 
+    @Test("a transaction on a connection the server closed while idle begins on a new one")
+    func beginReconnects() throws {
+        let database = try TestDatabase()
+        let store = try database.connection()
+        for kind in ["write", "read"] {
+            let pid = try #require(try store.database.scalarInteger("SELECT pg_backend_pid()"))
+            #expect(try database.store.database.scalarInteger("SELECT pg_terminate_backend(CAST(? AS integer))::int", [.integer(pid)]) == 1)
+            let version = try kind == "write" ? store.write { try store.schemaVersion() } : store.read { try store.schemaVersion() }
+            #expect(version == Schema.latestVersion, "\(kind)")
+            #expect(try store.database.scalarInteger("SELECT pg_backend_pid()") != pid, "\(kind)")
+        }
+    }
+
     @Test("a write waits for the write lock no longer than the busy timeout, then fails as busy")
     func writeLock() throws {
         let database = try TestDatabase()
