@@ -58,7 +58,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages whose presence `dpkg` can tell (libraries, tools).
 # Build: the C libraries the Swift system-library targets link, and
 # pkg-config to find them.
-BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
+BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libpq-dev
 # Run and test: fcgiwrap for the mock bank, curl (stack.sh's health checks),
 # sqlite3 (inspecting the database), procps (ps, used to stop fcgiwrap's
 # children by pid), jq (the mock bank reads its request body with it);
@@ -68,10 +68,16 @@ BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev
 # s_client) and ssl-cert (the snakeoil pair the installed site's
 # nginx/wallet-tls.conf names by default).
 RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck openssl ssl-cert
+# Test: the PostgreSQL server (and its client, psql) the postgres suite starts
+# a throwaway instance of (scripts/postgres.sh).
+TEST_PKGS := postgresql-15
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
 TEST_SUITES := lint swift bank systemd openapi integration chaos schemathesis verify
+# The store on PostgreSQL: its unit tests and the integration tests of the
+# money paths against a throwaway server.
+TEST_SUITES += postgres
 # The unit tests under ThreadSanitizer and AddressSanitizer, and each fuzz
 # target for FUZZ_TEST_SECONDS (docs/FUZZING.md).
 TEST_SUITES += sanitizers fuzz
@@ -98,7 +104,7 @@ help:
 # missing: fresh machines have empty package lists.
 deps:
 	@missing=(); \
-	for p in $(BUILD_PKGS) $(RUN_PKGS); do \
+	for p in $(BUILD_PKGS) $(RUN_PKGS) $(TEST_PKGS); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$$p"); \
 	done; \
 	command -v pkg-config >/dev/null || missing+=(pkg-config); \
@@ -208,6 +214,28 @@ test-integration:
 	@export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
 	echo "$(PYTHON) -m pytest Tests/integration (binaries: $$WALLET_BIN_DIR)"; \
 	$(PYTHON) -m pytest -q -ra -p no:cacheprovider Tests/integration $(PYTEST_ARGS)
+
+# The store on PostgreSQL (WALLET_DB as a conninfo): a throwaway server in a
+# fresh directory under /tmp (scripts/postgres.sh), the store-level unit tests
+# with WALLET_TEST_POSTGRES (a fresh database per test), then the integration
+# tests of the money paths with every stack on a fresh database of that server
+# (WALLET_TEST_DB=postgres), and the responder through a server restart. The
+# server is stopped (pg_ctl signals the pid in its postmaster.pid) and its
+# directory removed on every exit, failures included. Prints its times.
+POSTGRES_UNIT_TESTS ?= PostgresTests|PostgresOfflineTests|StoreTests|SchemaTests|EventsTests|AuthenticationTests|ProcessorPassTests|WalletAPITests
+POSTGRES_INTEGRATION_TESTS ?= test_postgres.py test_api.py test_concurrency.py test_processor.py test_processor_concurrency.py test_durability.py
+test-postgres:
+	$(call require,scripts/postgres.sh)
+	@start=$$SECONDS; dir=$$(mktemp -d /tmp/wallet-postgres.XXXXXX); chmod 755 "$$dir"; \
+	trap 'bash scripts/postgres.sh stop "$$dir/server" || true; rm -rf "$$dir"' EXIT; \
+	conninfo=$$(bash scripts/postgres.sh start "$$dir/server"); \
+	echo "==> PostgreSQL $$conninfo: started in $$((SECONDS - start)) s"; \
+	WALLET_TEST_POSTGRES="$$conninfo" $(SWIFT) test $(SWIFT_BUILD_FLAGS) --filter '$(POSTGRES_UNIT_TESTS)'; \
+	echo "==> unit tests on PostgreSQL: passed at $$((SECONDS - start)) s"; \
+	export WALLET_BIN_DIR="$${WALLET_BIN_DIR:-$$($(SWIFT) build $(SWIFT_BUILD_FLAGS) --show-bin-path)}"; \
+	WALLET_TEST_DB=postgres WALLET_TEST_POSTGRES="$$conninfo" WALLET_TEST_POSTGRES_DIR="$$dir/server" \
+	  $(PYTHON) -m pytest -q -ra -p no:cacheprovider $(addprefix Tests/integration/,$(POSTGRES_INTEGRATION_TESTS)) $(PYTEST_ARGS); \
+	echo "==> PostgreSQL suite: passed in $$((SECONDS - start)) s"
 
 # The fault-injection run (docs/CHAOS.md). `make test` runs it for
 # CHAOS_TEST_DURATION seconds with the fixed seed CHAOS_TEST_SEED; `make

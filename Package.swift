@@ -15,6 +15,7 @@ let package = Package(
     targets: [
         // C libraries from Debian's -dev packages, each behind a small module map.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
@@ -31,8 +32,9 @@ let package = Package(
         // What every program needs of the system: settings, logs, locks, threads, pipes,
         // SHA-256 and HMAC (libcrypto).
         .target(name: "WalletPlatform", dependencies: ["WalletDomain", "WalletJSON", "CCrypto"]),
-        // The only door to the database, and the only code that imports SQLite.
-        .target(name: "WalletStore", dependencies: ["WalletDomain", "WalletPlatform", "CSQLite"]),
+        // The only door to the database, and the only code that imports a database library
+        // (SQLite, and libpq for PostgreSQL).
+        .target(name: "WalletStore", dependencies: ["WalletDomain", "WalletPlatform", "CSQLite", "CPostgres"]),
         // Requests, responses, routes, validation, errors, metrics: no database, no socket.
         .target(name: "WalletHTTP", dependencies: ["WalletDomain", "WalletJSON", "WalletPlatform"]),
         // What composes them: the API over the store, group commit, the processor's pass,

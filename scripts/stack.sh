@@ -28,7 +28,7 @@
 #   WALLET_RUN_DIR           [var/run]  sockets, pid files, logs, nginx.conf
 #   WALLET_HTTP_PORT         [8080]     wallet API port
 #   WALLET_BANK_PORT         [8081]     mock bank port
-#   WALLET_DB                [var/wallet.db]
+#   WALLET_DB                [var/wallet.db]  an SQLite file, or a PostgreSQL URI or conninfo
 #   WALLET_BIN_DIR           [.build/debug]
 #   WALLET_BANK_URL          [http://127.0.0.1:$WALLET_BANK_PORT/pay]
 #   WALLET_BANK_MODE         [random 10 1000]  written to RUN_DIR/bank/mode
@@ -124,7 +124,12 @@ abs_path() {
 RUN_DIR=$(abs_path "${WALLET_RUN_DIR:-$REPO/var/run}")
 HTTP_PORT=${WALLET_HTTP_PORT:-8080}
 BANK_PORT=${WALLET_BANK_PORT:-8081}
-DB=$(abs_path "${WALLET_DB:-$REPO/var/wallet.db}")
+# WALLET_DB is an SQLite file (made absolute here) or a PostgreSQL URI or
+# conninfo (passed on as it is; the server and its database already exist).
+case ${WALLET_DB:-} in
+postgres://* | postgresql://* | *=*) DB=$WALLET_DB DB_IS_FILE=0 ;;
+*) DB=$(abs_path "${WALLET_DB:-$REPO/var/wallet.db}") DB_IS_FILE=1 ;;
+esac
 BIN_DIR=$(abs_path "${WALLET_BIN_DIR:-$REPO/.build/debug}")
 BANK_URL=${WALLET_BANK_URL:-http://127.0.0.1:$BANK_PORT/pay}
 BANK_MODE=${WALLET_BANK_MODE:-random 10 1000}
@@ -174,7 +179,9 @@ else
 fi
 # The paths end up unquoted in nginx.conf and in sed replacements: keep them
 # to characters that need no quoting anywhere.
-for path in "$RUN_DIR" "$REPO" "$DB" "$BIN_DIR"; do
+PATHS=("$RUN_DIR" "$REPO" "$BIN_DIR")
+((DB_IS_FILE)) && PATHS+=("$DB")
+for path in "${PATHS[@]}"; do
     [[ $path =~ ^[A-Za-z0-9._/+@%=,:-]+$ ]] ||
         die "unsupported characters in path '$path' (use letters, digits and ._/+-)"
 done
@@ -526,7 +533,8 @@ wait_until() {
 # the responder nor make fcgiwrap run a script. Not as root, nginx's workers
 # are this user and the run dir is 0700.
 umask 077
-mkdir -p "$RUN_DIR/bank" "$RUN_DIR/tmp" "$(dirname "$DB")"
+mkdir -p "$RUN_DIR/bank" "$RUN_DIR/tmp"
+((DB_IS_FILE)) && mkdir -p "$(dirname "$DB")"
 if ((EUID == 0)); then
     WORKER_GROUP=$(id -gn nobody)
     chgrp "$WORKER_GROUP" "$RUN_DIR" "$RUN_DIR/tmp"
@@ -653,7 +661,7 @@ if ((FOLLOW)); then
     set +m
 fi
 
-log "starting wallet-fcgi ($BIN_DIR/wallet-fcgi, database $DB)"
+log "starting wallet-fcgi ($BIN_DIR/wallet-fcgi, database $( ((DB_IS_FILE)) && echo "$DB" || echo PostgreSQL))"
 "$BIN_DIR/wallet-fcgi" --socket "$RUN_DIR/fcgi.sock" --socket-mode "$SOCKET_MODE" </dev/null >>"$RUN_DIR/wallet-fcgi.log" 2>&1 &
 FCGI_PID=$!
 NAME_OF[$FCGI_PID]=wallet-fcgi

@@ -9,6 +9,9 @@ import Glibc
 /// program validates all of them at start and refuses to run with a clear message rather than
 /// misbehave later. No message shows a URL's user information (`redactedURL`).
 public struct Settings: Sendable, Equatable {
+    /// `WALLET_DB`: an SQLite file's path, or a PostgreSQL URI or conninfo
+    /// (`DatabaseLocation`). Logs show it through `Store.describe(location:)`, which keeps
+    /// only a server's host, port and database name.
     public var databasePath = "var/wallet.db"
     public var bankURL = "http://127.0.0.1:8081/pay"
     /// `WALLET_BANK_ALLOW_HTTP=1`: a plain `http://` bank URL off this machine is accepted
@@ -61,7 +64,9 @@ public struct Settings: Sendable, Equatable {
     /// Reads the settings from `environment` (the process environment by default).
     public init(environment: [String: String]) throws(Invalid) {
         if let path = environment["WALLET_DB"] {
-            guard !path.isEmpty else { throw Invalid(description: "WALLET_DB is empty: set it to the database file's path") }
+            guard !path.isEmpty else {
+                throw Invalid(description: "WALLET_DB is empty: set it to the database file's path or a PostgreSQL URI or conninfo")
+            }
             databasePath = path
         }
         if let allow = environment["WALLET_BANK_ALLOW_HTTP"] {
@@ -205,8 +210,10 @@ public struct Settings: Sendable, Equatable {
     }
 
     /// Checks the database's directory can be written (the WAL and `-shm` files live
-    /// beside the database), so a misconfigured service says so at once.
+    /// beside the database), so a misconfigured service says so at once. A PostgreSQL
+    /// database has no directory here: connecting is its check.
     public func checkDatabaseDirectory() throws(Invalid) {
+        guard !DatabaseLocation(databasePath).isPostgres else { return }
         let directory: String
         if let slash = databasePath.lastIndex(of: "/") {
             directory = slash == databasePath.startIndex ? "/" : String(databasePath[..<slash])

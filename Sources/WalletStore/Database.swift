@@ -2,24 +2,44 @@ import WalletDomain
 import WalletJSON
 import WalletPlatform
 import CSQLite
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// An error reported by SQLite, with its extended result code and message.
-/// Never shown to clients: the HTTP layer turns it into a generic 503.
+/// An error reported by the database: SQLite's extended result code, or PostgreSQL's
+/// SQLSTATE, with its message. Never shown to clients: the HTTP layer turns it into a
+/// generic 503.
 public struct DatabaseError: Error, CustomStringConvertible {
+    /// SQLite's extended result code (0 for PostgreSQL and for the store's own errors).
     public let code: Int32
     public let message: String
+    /// PostgreSQL's five-character SQLSTATE, nil for SQLite.
+    public let sqlState: String?
 
-    public var description: String { "SQLite error \(code): \(message)" }
+    public var description: String {
+        if let sqlState { return "PostgreSQL error \(sqlState): \(message)" }
+        return "SQLite error \(code): \(message)"
+    }
 
-    /// The database is locked by another process for longer than the busy timeout.
-    public var isBusy: Bool { code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED }
+    /// The database cannot serve this transaction now but may the next one: SQLite locked
+    /// by another process for longer than the busy timeout; PostgreSQL's write lock not
+    /// granted within the same timeout, a serialization failure or deadlock, or the
+    /// connection lost (class 08, the server shutting down): the connection reconnects on
+    /// its next use.
+    public var isBusy: Bool {
+        guard let sqlState else { return code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED }
+        return sqlState.hasPrefix("08") || PostgresConnection.retryableStates.contains(sqlState)
+    }
 
-    public init(code: Int32, message: String) {
+    /// A constraint refused the statement: a CHECK, NOT NULL, UNIQUE or foreign key, or a
+    /// trigger guarding an invariant (SQLite's `RAISE(ABORT, ...)` is a constraint error;
+    /// PostgreSQL's triggers raise P0001).
+    public var isConstraintViolation: Bool {
+        guard let sqlState else { return code & 0xFF == SQLITE_CONSTRAINT }
+        return sqlState.hasPrefix("23") || sqlState == "P0001"
+    }
+
+    public init(code: Int32, message: String, sqlState: String? = nil) {
         self.code = code
         self.message = message
+        self.sqlState = sqlState
     }
 }
 
@@ -38,14 +58,21 @@ public enum SQLValue: Sendable, Equatable {
     }
 }
 
-/// One SQLite connection. It is not thread-safe (opened `NOMUTEX`): each thread owns its
-/// own. Prepared statements are cached by their SQL text for the connection's life.
+/// The connection the store talks to, whichever the engine: SQLite (a file, the default)
+/// or PostgreSQL (a server, through libpq). The SQL is written once, in the store, in the
+/// dialect both accept (`?` and `?N` placeholders, `ON CONFLICT DO NOTHING`, integers and
+/// text); what only one engine has (its schema version, the change counter the key cache
+/// reads, the online backup, the id of the last insert) is a named method here. Not
+/// thread-safe: each thread owns its own.
 public final class Database {
-    private let handle: OpaquePointer
-    private var statements: [String: Statement] = [:]
-    public let path: String
+    enum Engine {
+        case sqlite(SQLiteConnection)
+        case postgres(PostgresConnection)
+    }
 
-    /// Opens the database in WAL mode with foreign keys on. A writable connection creates
+    let engine: Engine
+
+    /// Opens an SQLite file in WAL mode with foreign keys on. A writable connection creates
     /// the file if needed, unless `create` is false; a `queryOnly` one requires it and
     /// refuses every write (it still opens the file read-write, which WAL needs to share the
     /// `-shm` index).
@@ -53,80 +80,66 @@ public final class Database {
         path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
         busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds
     ) throws {
-        self.path = path
-        var pointer: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | (queryOnly || !create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
-        let status = sqlite3_open_v2(path, &pointer, flags, nil)
-        guard let pointer else { throw DatabaseError(code: status, message: "out of memory opening \(path)") }
-        handle = pointer
-        sqlite3_extended_result_codes(handle, 1)
-        guard status == SQLITE_OK else {
-            let error = DatabaseError(code: status, message: String(cString: sqlite3_errmsg(handle)))
-            sqlite3_close_v2(handle)
-            throw error
-        }
-        sqlite3_busy_timeout(handle, busyTimeoutMilliseconds)
-        try execute("PRAGMA foreign_keys = ON")
-        if queryOnly {
-            try execute("PRAGMA query_only = ON")
-        } else {
-            // WAL lets readers run beside the one writer; it must be set outside a transaction.
-            let mode = try scalarText("PRAGMA journal_mode = WAL")
-            guard mode == "wal" else { throw DatabaseError(code: SQLITE_ERROR, message: "cannot enable WAL (journal_mode is \(mode ?? "?"))") }
-        }
-        try execute("PRAGMA synchronous = \(synchronous.rawValue)")
+        engine = .sqlite(
+            try SQLiteConnection(
+                path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
+                busyTimeoutMilliseconds: busyTimeoutMilliseconds))
     }
 
-    deinit {
-        statements.removeAll()
-        sqlite3_close_v2(handle)
+    /// Connects to PostgreSQL with a libpq conninfo string or URI; a `queryOnly` connection
+    /// refuses every write. A write lock waited for longer than `busyTimeoutMilliseconds`
+    /// fails as busy, as with SQLite.
+    public init(postgres conninfo: String, queryOnly: Bool = false, busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds) throws {
+        engine = .postgres(try PostgresConnection(conninfo: conninfo, queryOnly: queryOnly, lockTimeoutMilliseconds: busyTimeoutMilliseconds))
     }
 
-    /// Runs SQL without results or parameters (pragmas, schema, transaction control).
+    public var isPostgres: Bool {
+        if case .postgres = engine { return true }
+        return false
+    }
+
+    /// Runs SQL without results or parameters (schema, session settings, transaction control).
     public func execute(_ sql: String) throws {
-        try check(sqlite3_exec(handle, sql, nil, nil, nil))
-    }
-
-    /// Checks an SQLite result code: the one place every call's result goes through. The
-    /// codes that only a mistake in this program can cause (misuse of the API, a parameter
-    /// index out of range) stop the program; every other failure is thrown with SQLite's
-    /// extended code and message.
-    func check(_ status: Int32) throws {
-        switch status {
-        case SQLITE_OK, SQLITE_ROW, SQLITE_DONE:
-            return
-        case SQLITE_MISUSE, SQLITE_RANGE:
-            preconditionFailure("SQLite API misused (\(status)): \(String(cString: sqlite3_errmsg(handle)))")
-        default:
-            throw DatabaseError(code: sqlite3_extended_errcode(handle), message: String(cString: sqlite3_errmsg(handle)))
+        switch engine {
+        case .sqlite(let connection): try connection.execute(sql)
+        case .postgres(let connection): try connection.execute(sql)
         }
     }
 
     /// Runs a statement and returns the number of rows it changed.
     @discardableResult
     public func run(_ sql: String, _ values: [SQLValue] = []) throws -> Int {
-        let statement = try prepared(sql, values)
-        defer { statement.reset() }
-        while try statement.step() {}
-        return Int(sqlite3_changes(handle))
+        switch engine {
+        case .sqlite(let connection): return try connection.run(sql, values)
+        case .postgres(let connection): return try connection.run(sql, values)
+        }
+    }
+
+    /// Runs an `INSERT` into a table whose key is `id` and returns the new row's id.
+    public func insert(_ sql: String, _ values: [SQLValue]) throws -> Int64 {
+        switch engine {
+        case .sqlite(let connection):
+            try connection.run(sql, values)
+            return connection.lastInsertRowID
+        case .postgres(let connection):
+            return try connection.insertReturningID(sql, values)
+        }
     }
 
     /// Runs a query and maps each row.
     public func query<T>(_ sql: String, _ values: [SQLValue] = [], _ map: (Row) throws -> T) throws -> [T] {
-        let statement = try prepared(sql, values)
-        defer { statement.reset() }
-        var results: [T] = []
-        while try statement.step() {
-            results.append(try map(Row(statement: statement)))
+        switch engine {
+        case .sqlite(let connection): return try connection.query(sql, values, map)
+        case .postgres(let connection): return try connection.query(sql, values, map)
         }
-        return results
     }
 
     /// Runs a query and maps its first row, if any.
     public func queryFirst<T>(_ sql: String, _ values: [SQLValue] = [], _ map: (Row) throws -> T) throws -> T? {
-        let statement = try prepared(sql, values)
-        defer { statement.reset() }
-        return try statement.step() ? try map(Row(statement: statement)) : nil
+        switch engine {
+        case .sqlite(let connection): return try connection.queryFirst(sql, values, map)
+        case .postgres(let connection): return try connection.queryFirst(sql, values, map)
+        }
     }
 
     public func scalarText(_ sql: String) throws -> String? {
@@ -137,193 +150,105 @@ public final class Database {
         try queryFirst(sql, values) { $0.optionalInteger(0) } ?? nil
     }
 
-    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
-
     /// True outside any transaction.
-    public var isAutocommit: Bool { sqlite3_get_autocommit(handle) != 0 }
+    public var isAutocommit: Bool {
+        switch engine {
+        case .sqlite(let connection): return connection.isAutocommit
+        case .postgres(let connection): return connection.isAutocommit
+        }
+    }
 
-    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: the write lock is taken at the start,
-    /// so the transaction never fails half-way for want of it. Rolls back on any error.
+    /// Runs `body` in a write transaction, the write lock taken at the start so that the
+    /// transaction never fails half-way for want of it: SQLite's `BEGIN IMMEDIATE`, or on
+    /// PostgreSQL `BEGIN` and the store's advisory write lock (`PostgresConnection`). Rolls
+    /// back on any error.
     func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
-        try transaction("BEGIN IMMEDIATE", body)
+        switch engine {
+        case .sqlite(let connection): return try connection.immediateTransaction(body)
+        case .postgres(let connection): return try connection.transaction(.write, body)
+        }
     }
 
     /// Runs `body` in a read transaction: one consistent snapshot of the database, while
-    /// writers go on (WAL).
+    /// writers go on.
     func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        try transaction("BEGIN", body)
-    }
-
-    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
-        precondition(isAutocommit, "transactions do not nest; a savepoint does")
-        try execute(begin)
-        let result: T
-        do {
-            result = try body()
-        } catch {
-            rollBack(after: error)
-            throw error
-        }
-        do {
-            try execute("COMMIT")
-        } catch {
-            rollBack(after: error)
-            throw error
-        }
-        return result
-    }
-
-    /// Undoes the open transaction after `error`. SQLite may already have rolled it back on
-    /// its own (after an I/O error or a full disk): then there is nothing left to undo. A
-    /// ROLLBACK that fails leaves the connection in a state nobody can know, holding the
-    /// write lock perhaps, so the program stops rather than carry on with it.
-    private func rollBack(after error: any Error) {
-        guard !isAutocommit else { return }
-        do {
-            try execute("ROLLBACK")
-        } catch let rollbackError {
-            preconditionFailure("ROLLBACK failed (\(rollbackError)) after \(error)")
+        switch engine {
+        case .sqlite(let connection): return try connection.readTransaction(body)
+        case .postgres(let connection): return try connection.transaction(.read, body)
         }
     }
 
     /// Runs `body` in a savepoint inside the current transaction. Its changes are released
     /// into the transaction when it returns true, undone when it returns false or throws.
     func savepoint<T>(_ body: () throws -> (value: T, keep: Bool)) throws -> T {
-        // After an I/O error SQLite may have rolled the whole transaction back; a SAVEPOINT
-        // now would start a transaction of its own and commit on RELEASE.
-        guard !isAutocommit else { throw DatabaseError(code: SQLITE_ABORT, message: "the transaction was rolled back") }
-        try execute("SAVEPOINT work")
-        do {
-            let (value, keep) = try body()
-            if !keep { try execute("ROLLBACK TO work") }
-            try execute("RELEASE work")
-            return value
-        } catch {
-            // SQLite may have rolled the whole transaction back on its own (an I/O error, a
-            // full disk): then there is no savepoint left to undo, and the original error is
-            // the one worth reporting.
-            if !isAutocommit {
-                try execute("ROLLBACK TO work")
-                try execute("RELEASE work")
-            }
-            throw error
+        switch engine {
+        case .sqlite(let connection): return try connection.savepoint(body)
+        case .postgres(let connection): return try connection.savepoint(body)
         }
+    }
+
+    /// The schema version the database records: SQLite's `PRAGMA user_version`, or
+    /// PostgreSQL's one-row `schema_version` table (0 before the first migration).
+    public func schemaVersion() throws -> Int64 {
+        switch engine {
+        case .sqlite(let connection): return try connection.scalarInteger("PRAGMA user_version") ?? 0
+        case .postgres(let connection): return try connection.schemaVersion()
+        }
+    }
+
+    /// A number that changes whenever another connection commits, or nil when the engine
+    /// has none: SQLite's `PRAGMA data_version`. PostgreSQL has no such per-connection
+    /// counter.
+    public func dataVersion() throws -> Int64? {
+        switch engine {
+        case .sqlite(let connection): return try connection.scalarInteger("PRAGMA data_version") ?? 0
+        case .postgres: return nil
+        }
+    }
+
+    /// The rowid of the last row this connection inserted (SQLite only: PostgreSQL reports
+    /// ids through `insert(_:_:)`).
+    public var lastInsertRowID: Int64 {
+        guard case .sqlite(let connection) = engine else { preconditionFailure("lastInsertRowID is SQLite's; use insert(_:_:)") }
+        return connection.lastInsertRowID
     }
 
     /// Copies the whole database to a new file at `path` while others keep using it
-    /// (SQLite's online backup, which sees one consistent snapshot). The copy is private
-    /// to its owner, like the live database, and self-contained (no `-wal` beside it).
+    /// (SQLite's online backup, which sees one consistent snapshot). PostgreSQL has its own
+    /// tools for that, and the error says so.
     public func backup(to path: String) throws {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw DatabaseError(code: SQLITE_CANTOPEN, message: "cannot create \(path): \(String(cString: strerror(errno)))")
+        switch engine {
+        case .sqlite(let connection): try connection.backup(to: path)
+        case .postgres:
+            throw DatabaseError(
+                code: 0, message: "backup copies an SQLite file; back a PostgreSQL database up with pg_dump (or its server's own tools)")
         }
-        close(descriptor)
-        let target = try Database(path: path)
-        guard let backup = sqlite3_backup_init(target.handle, "main", handle, "main") else {
-            try target.check(sqlite3_errcode(target.handle))
-            preconditionFailure("sqlite3_backup_init failed without an error")
-        }
-        var status: Int32
-        repeat {
-            status = sqlite3_backup_step(backup, -1)
-            if status == SQLITE_BUSY || status == SQLITE_LOCKED { sqlite3_sleep(20) }
-        } while status == SQLITE_OK || status == SQLITE_BUSY || status == SQLITE_LOCKED
-        sqlite3_backup_finish(backup)
-        if status != SQLITE_DONE { try target.check(status) }
-        _ = try target.scalarText("PRAGMA journal_mode = DELETE")
     }
-
-    private func prepared(_ sql: String, _ values: [SQLValue]) throws -> Statement {
-        let statement: Statement
-        if let cached = statements[sql] {
-            statement = cached
-        } else {
-            var pointer: OpaquePointer?
-            try check(sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil))
-            guard let pointer else { preconditionFailure("an empty statement: \(sql)") }
-            statement = Statement(pointer: pointer, database: self)
-            statements[sql] = statement
-        }
-        try statement.bind(values)
-        return statement
-    }
-
 }
 
-/// A prepared statement: bound, stepped, then reset for its next use.
-final class Statement {
-    let pointer: OpaquePointer
-    private unowned let database: Database
-
-    init(pointer: OpaquePointer, database: Database) {
-        self.pointer = pointer
-        self.database = database
-    }
-
-    deinit { sqlite3_finalize(pointer) }
-
-    func bind(_ values: [SQLValue]) throws {
-        sqlite3_clear_bindings(pointer)
-        for (offset, value) in values.enumerated() {
-            let index = Int32(offset + 1)
-            let status: Int32
-            switch value {
-            case .integer(let number): status = sqlite3_bind_int64(pointer, index, number)
-            case .text(let text):
-                // An explicit length: with -1 SQLite would stop at an embedded NUL.
-                var text = text
-                status = text.withUTF8 {
-                    sqlite3_bind_text(
-                        pointer, index, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), Int32($0.count), csqlite_transient())
-                }
-            case .blob(let bytes):
-                status = bytes.withUnsafeBytes { sqlite3_bind_blob(pointer, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
-            case .null: status = sqlite3_bind_null(pointer, index)
-            }
-            try database.check(status)
-        }
-    }
-
-    /// Advances to the next row; false when the statement is done.
-    func step() throws -> Bool {
-        let status = sqlite3_step(pointer)
-        do {
-            try database.check(status)
-        } catch {
-            sqlite3_reset(pointer)
-            throw error
-        }
-        return status == SQLITE_ROW
-    }
-
-    func reset() { sqlite3_reset(pointer) }
-
-    /// Result column names to indexes, read once per prepared statement (statements are
-    /// cached for the connection's life, so this is paid once per query text).
-    private lazy var columns: [String: Int32] = {
-        var columns: [String: Int32] = [:]
-        for index in 0..<sqlite3_column_count(pointer) {
-            guard let name = sqlite3_column_name(pointer, index) else { continue }
-            // A name that appears twice (a join) keeps its first column.
-            let key = String(cString: name)
-            if columns[key] == nil { columns[key] = index }
-        }
-        return columns
-    }()
-
-    func columnIndex(_ name: String) -> Int32? { columns[name] }
-}
-
-/// The current row of a query, read by column name or index.
+/// The current row of a query, read by column name or index. Valid only inside the map
+/// closure it is given to.
 public struct Row {
-    fileprivate let statement: Statement
+    enum Source {
+        case sqlite(Statement)
+        case postgres(PostgresRows, Int32)
+    }
+
+    let source: Source
+
+    init(sqlite statement: Statement) { source = .sqlite(statement) }
+    init(postgres rows: PostgresRows, row: Int32) { source = .postgres(rows, row) }
 
     /// The index of the result column called `name`; asking for a column the query does not
     /// have is a bug in this program.
     private func index(_ name: String) -> Int32 {
-        guard let index = statement.columnIndex(name) else { preconditionFailure("the query has no column \(name)") }
-        return index
+        let found: Int32?
+        switch source {
+        case .sqlite(let statement): found = statement.columnIndex(name)
+        case .postgres(let rows, _): found = rows.columnIndex(name)
+        }
+        guard let found else { preconditionFailure("the query has no column \(name)") }
+        return found
     }
 
     public func integer(_ name: String) -> Int64 { integer(index(name)) }
@@ -331,23 +256,41 @@ public struct Row {
     public func text(_ name: String) -> String { text(index(name)) }
     public func optionalText(_ name: String) -> String? { optionalText(index(name)) }
 
-    public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(statement.pointer, column) == SQLITE_NULL }
+    public func isNull(_ column: Int32) -> Bool {
+        switch source {
+        case .sqlite(let statement): return sqlite3_column_type(statement.pointer, column) == SQLITE_NULL
+        case .postgres(let rows, let row): return rows.isNull(row, column)
+        }
+    }
 
-    public func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(statement.pointer, column) }
+    public func integer(_ column: Int32) -> Int64 {
+        switch source {
+        case .sqlite(let statement): return sqlite3_column_int64(statement.pointer, column)
+        case .postgres(let rows, let row): return rows.integer(row, column)
+        }
+    }
 
     public func optionalInteger(_ column: Int32) -> Int64? { isNull(column) ? nil : integer(column) }
 
     public func text(_ column: Int32) -> String {
-        guard let bytes = sqlite3_column_text(statement.pointer, column) else { return "" }
-        let count = Int(sqlite3_column_bytes(statement.pointer, column))
-        return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
+        switch source {
+        case .sqlite(let statement):
+            guard let bytes = sqlite3_column_text(statement.pointer, column) else { return "" }
+            let count = Int(sqlite3_column_bytes(statement.pointer, column))
+            return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
+        case .postgres(let rows, let row): return rows.text(row, column)
+        }
     }
 
     public func optionalText(_ column: Int32) -> String? { isNull(column) ? nil : text(column) }
 
     public func blob(_ column: Int32) -> [UInt8] {
-        let count = Int(sqlite3_column_bytes(statement.pointer, column))
-        guard count > 0, let bytes = sqlite3_column_blob(statement.pointer, column) else { return [] }
-        return Array(UnsafeRawBufferPointer(start: bytes, count: count))
+        switch source {
+        case .sqlite(let statement):
+            let count = Int(sqlite3_column_bytes(statement.pointer, column))
+            guard count > 0, let bytes = sqlite3_column_blob(statement.pointer, column) else { return [] }
+            return Array(UnsafeRawBufferPointer(start: bytes, count: count))
+        case .postgres(let rows, let row): return rows.blob(row, column)
+        }
     }
 }

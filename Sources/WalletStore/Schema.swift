@@ -26,6 +26,8 @@ public enum Schema {
     /// responder, the processor and walletctl start at once, one migrates and the others,
     /// waiting on the lock, then find nothing left to do.
     public static func migrate(_ database: Database) throws {
+        // PostgreSQL has a migration list of its own (Schema+PostgreSQL.swift).
+        if database.isPostgres { return try PostgresSchema.migrate(database) }
         try database.immediateTransaction {
             let current = try database.scalarInteger("PRAGMA user_version") ?? 0
             guard current <= latestVersion else { throw TooNewError(found: current) }

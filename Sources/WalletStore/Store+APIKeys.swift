@@ -24,11 +24,13 @@ extension Store {
     /// constant time (the index finds candidates; the comparison decides).
     ///
     /// Every request asks this, so answers are remembered per connection for as long as
-    /// nothing else has committed: `PRAGMA data_version` changes whenever another
+    /// nothing else has committed: SQLite's `PRAGMA data_version` changes whenever another
     /// connection or process commits (a revocation by walletctl, a new key, any write), and
     /// then every remembered answer is dropped. A revoked key is thus refused from the
     /// next request on, and a connection that only reads (the responder's readers) asks
-    /// the table once per key while nothing changes.
+    /// the table once per key while nothing changes. PostgreSQL has no such counter for a
+    /// connection to read, so there every request looks its key up (one index lookup on
+    /// the unique digest): nothing is remembered that a revocation could leave stale.
     public func apiKey(digest: String) throws -> KeyLookup {
         try remembered("digest:" + digest) { try lookUpAPIKey(digest: digest) }
     }
@@ -40,7 +42,7 @@ extension Store {
     }
 
     private func remembered(_ name: String, _ lookUp: () throws -> KeyLookup) throws -> KeyLookup {
-        let version = try database.scalarInteger("PRAGMA data_version") ?? 0
+        guard let version = try database.dataVersion() else { return try lookUp() }
         if version != keyLookupsVersion || keyLookups.count >= Limits.apiKeyLookupsCachedMax {
             keyLookups.removeAll(keepingCapacity: true)
             keyLookupsVersion = version
@@ -76,10 +78,10 @@ extension Store {
     public func createAPIKey(name: String, digest: String, now: Timestamp) throws -> APIKeyRecord {
         requireTransaction()
         forgetKeyLookups()
-        try database.run(
+        let id = try database.insert(
             "INSERT INTO api_keys (name, digest, created_at) VALUES (?, ?, ?)", [.text(name), .text(digest), .integer(now.microseconds)])
         return APIKeyRecord(
-            id: APIKeyID(database.lastInsertRowID), name: name, createdAt: now, revokedAt: nil, lastUsedAt: nil, hasSecret: true, wallets: 0)
+            id: APIKeyID(id), name: name, createdAt: now, revokedAt: nil, lastUsedAt: nil, hasSecret: true, wallets: 0)
     }
 
     /// Every key, oldest first, with how many wallets each owns.

@@ -45,8 +45,8 @@ extension Store {
         try database.query(
             """
             SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE (?1 IS NULL OR w.uuid = ?1) AND (?2 IS NULL OR t.status = ?2) AND (?3 IS NULL OR t.type = ?3)
-              AND (?4 IS NULL OR t.created_at >= ?4) AND (?5 IS NULL OR t.created_at < ?5)
+            WHERE (w.uuid = ?1 OR ?1 IS NULL) AND (t.status = ?2 OR ?2 IS NULL) AND (t.type = ?3 OR ?3 IS NULL)
+              AND (t.created_at >= ?4 OR ?4 IS NULL) AND (t.created_at < ?5 OR ?5 IS NULL)
             ORDER BY t.id DESC LIMIT ?6
             """,
             [

@@ -86,7 +86,7 @@ extension Store {
         requireTransaction()
         guard checkpoint.ledgerID > 0 else { return }
         try database.run(
-            "INSERT OR IGNORE INTO ledger_checkpoints (ledger_id, hash, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO ledger_checkpoints (ledger_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [.integer(checkpoint.ledgerID), .text(checkpoint.hash), .integer(now.microseconds)])
     }
 

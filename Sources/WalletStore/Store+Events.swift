@@ -76,7 +76,7 @@ extension Store {
         var rows = try database.query(
             """
             SELECT e.id, e.type, e.created_at, w.uuid, e.data FROM events e JOIN wallets w ON w.id = e.wallet_id
-            WHERE e.id > ?1 AND (?2 IS NULL OR e.type = ?2) AND (?3 IS NULL OR w.uuid = ?3) AND w.api_key_id = ?5
+            WHERE e.id > ?1 AND (e.type = ?2 OR ?2 IS NULL) AND (w.uuid = ?3 OR ?3 IS NULL) AND w.api_key_id = ?5
             ORDER BY e.id LIMIT ?4
             """,
             [
@@ -212,8 +212,8 @@ extension Store {
                 guard let type, EventPattern.anyMatches(patterns, type) else { continue }
                 created += try database.run(
                     """
-                    INSERT OR IGNORE INTO webhook_deliveries (endpoint_id, event_id, state, created_at, next_attempt_at)
-                    VALUES (?1, ?2, ?3, ?4, ?4)
+                    INSERT INTO webhook_deliveries (endpoint_id, event_id, state, created_at, next_attempt_at)
+                    VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING
                     """, [.integer(endpoint.id), .integer(eventID), SQLValue(DeliveryState.pending), .integer(now.microseconds)])
             }
             let reached = events.count < batch ? newest : (events.last?.0 ?? through)
@@ -329,7 +329,7 @@ extension Store {
             SELECT d.id, d.endpoint_id, p.url, d.event_id, e.type, d.state, d.attempts, d.next_attempt_at, d.last_status,
                    d.last_error, d.created_at
             FROM webhook_deliveries d JOIN webhook_endpoints p ON p.id = d.endpoint_id JOIN events e ON e.id = d.event_id
-            WHERE NOT ?1 OR d.state = ?2 OR (d.state = ?3 AND d.attempts > 0)
+            WHERE ?1 = 0 OR d.state = ?2 OR (d.state = ?3 AND d.attempts > 0)
             ORDER BY d.id DESC LIMIT ?4
             """,
             [.integer(failedOnly ? 1 : 0), SQLValue(DeliveryState.failed), SQLValue(DeliveryState.pending), .integer(Int64(limit))]

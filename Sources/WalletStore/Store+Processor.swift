@@ -215,7 +215,7 @@ extension Store {
                     """
                     UPDATE transactions SET status = ?7, failure_reason = ?4, next_attempt_at = NULL,
                         lease_owner = NULL, lease_until = NULL, bank_call_open = 0, bank_may_have_paid = 0, updated_at = ?5
-                    WHERE id = ?1 AND lease_owner = ?2 AND status = ?3 AND (bank_may_have_paid = 0 OR ?6)
+                    WHERE id = ?1 AND lease_owner = ?2 AND status = ?3 AND (bank_may_have_paid = 0 OR ?6 = 1)
                     """, from: .processing, to: .failed,
                     holder + [
                         SQLValue(reason), .integer(now.microseconds), .integer(outcome.isBanksWord ? 1 : 0),

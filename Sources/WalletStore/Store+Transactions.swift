@@ -43,7 +43,7 @@ extension Store {
         try database.queryFirst(
             """
             SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.id = ?1 AND w.uuid = ?2 AND (?3 IS NULL OR w.api_key_id = ?3)
+            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)
             """,
             [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
     }
@@ -60,8 +60,8 @@ extension Store {
         var rows = try database.query(
             """
             SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.wallet_id = ?1 AND t.id < ?2 AND (?3 IS NULL OR t.status = ?3) AND (?4 IS NULL OR t.type = ?4)
-              AND (?6 IS NULL OR t.reference = ?6)
+            WHERE t.wallet_id = ?1 AND t.id < ?2 AND (t.status = ?3 OR ?3 IS NULL) AND (t.type = ?4 OR ?4 IS NULL)
+              AND (t.reference = ?6 OR ?6 IS NULL)
             ORDER BY t.id DESC LIMIT ?5
             """,
             [
@@ -194,7 +194,7 @@ extension Store {
         scheduledFor: Timestamp?, executedAt: Timestamp?, nextAttemptAt: Timestamp?,
         idempotencyKey: String?, reference: String? = nil, bankKey: String? = nil, now: Timestamp
     ) throws -> Int64 {
-        try database.run(
+        try database.insert(
             """
             INSERT INTO transactions (wallet_id, type, status, amount, scheduled_for, executed_at, created_at, updated_at,
                                       next_attempt_at, idempotency_key, bank_key, reference)
@@ -205,6 +205,5 @@ extension Store {
                 SQLValue(scheduledFor?.microseconds), SQLValue(executedAt?.microseconds), .integer(now.microseconds),
                 SQLValue(nextAttemptAt?.microseconds), SQLValue(idempotencyKey), SQLValue(bankKey), SQLValue(reference),
             ])
-        return database.lastInsertRowID
     }
 }

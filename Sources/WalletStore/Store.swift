@@ -10,7 +10,7 @@ import WalletPlatform
 public final class Store {
     let database: Database
     /// Lookups of API keys (by the presented key, or by `digest:` and its digest), valid while
-    /// `PRAGMA data_version` stays `keyLookupsVersion` (Store+APIKeys.swift).
+    /// the connection's data version stays `keyLookupsVersion` (Store+APIKeys.swift).
     var keyLookups: [String: KeyLookup] = [:]
     var keyLookupsVersion: Int64 = -1
 
@@ -18,8 +18,9 @@ public final class Store {
         self.database = database
     }
 
-    /// Runs `body` in one write transaction (`BEGIN IMMEDIATE`: the write lock is taken at
-    /// the start), committed when it returns and rolled back when it throws.
+    /// Runs `body` in one write transaction (the write lock is taken at the start: SQLite's
+    /// `BEGIN IMMEDIATE`, PostgreSQL's advisory write lock), committed when it returns and
+    /// rolled back when it throws.
     public func write<T>(_ body: () throws -> T) throws -> T {
         try database.immediateTransaction(body)
     }
@@ -44,28 +45,42 @@ public final class Store {
         try database.readTransaction(body)
     }
 
-    /// The schema version, read from the file: the health check's proof that the database
-    /// answers.
+    /// The schema version, read from the database: the health check's proof that the
+    /// database answers.
     public func schemaVersion() throws -> Int64 {
-        try database.scalarInteger("PRAGMA user_version") ?? 0
+        try database.schemaVersion()
     }
 
-    /// Copies the whole database to a new file at `path` (SQLite's online backup).
+    /// Whether the store is on PostgreSQL rather than an SQLite file.
+    public var isPostgres: Bool { database.isPostgres }
+
+    /// Copies the whole database to a new file at `path` (SQLite's online backup; on
+    /// PostgreSQL an error that says to use pg_dump).
     public func backup(to path: String) throws {
         try database.backup(to: path)
     }
 
-    /// Opens the database and, unless query-only, migrates it to the latest schema.
-    /// A query-only store still refuses a schema newer than this binary.
+    /// Opens the database `location` names (`WALLET_DB`: an SQLite file's path, or a
+    /// PostgreSQL URI or conninfo, `DatabaseLocation`) and, unless query-only, migrates it
+    /// to the latest schema. A query-only store still refuses a schema newer than this
+    /// binary. `create` and `synchronous` concern SQLite files: a PostgreSQL database is
+    /// made by its administrator, and its commits are always durable
+    /// (`synchronous_commit = on`).
     public static func open(
-        path: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
+        location: String, queryOnly: Bool = false, create: Bool = true, synchronous: Synchronous = .full,
         busyTimeoutMilliseconds: Int32 = Limits.busyTimeoutMilliseconds
     ) throws -> Store {
-        let database = try Database(
-            path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
-            busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+        let database: Database
+        switch DatabaseLocation(location) {
+        case .sqlite(let path):
+            database = try Database(
+                path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
+                busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+        case .postgres(let conninfo):
+            database = try Database(postgres: conninfo, queryOnly: queryOnly, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+        }
         if queryOnly {
-            let version = try database.scalarInteger("PRAGMA user_version") ?? 0
+            let version = try database.schemaVersion()
             guard version <= Schema.latestVersion else { throw Schema.TooNewError(found: version) }
         } else {
             try Schema.migrate(database)
@@ -97,7 +112,7 @@ public final class Store {
     /// key's wallet is nil exactly as one that does not exist.
     public func wallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
         try database.queryFirst(
-            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (?2 IS NULL OR api_key_id = ?2)",
+            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)",
             [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
     }
 

@@ -90,7 +90,7 @@ final class ServerContext: Sendable {
         }
         let store: Store
         do {
-            store = try reader ?? Store.open(path: settings.databasePath, queryOnly: true)
+            store = try reader ?? Store.open(location: settings.databasePath, queryOnly: true)
         } catch {
             slots.subtract(1, ordering: .acquiringAndReleasing)
             log.write(.warning, "accept_thread_failed", ["message": .string("\(error)")])

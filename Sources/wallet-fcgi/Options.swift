@@ -42,7 +42,7 @@ struct Options {
           --max-threads N      the most accept threads: the pool grows while every thread holds a
                                connection, as nginx's kept-alive ones do (default \(Limits.acceptThreadsMax))
 
-        Settings come from the environment: WALLET_DB (default var/wallet.db), and the rest of README.
+        Settings come from the environment: WALLET_DB (an SQLite file, default var/wallet.db, or a PostgreSQL URI or conninfo), and the rest of README.
         """
 
     struct Invalid: Error, CustomStringConvertible {

@@ -49,13 +49,15 @@ func run() -> Int32 {
     let writerStore: Store
     var readers: [Store] = []
     do {
-        writerStore = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
+        writerStore = try Store.open(location: settings.databasePath, synchronous: settings.synchronous)
         for _ in 0..<options.threads {
-            readers.append(try Store.open(path: settings.databasePath, queryOnly: true))
+            readers.append(try Store.open(location: settings.databasePath, queryOnly: true))
         }
     } catch {
-        log.write(.error, "database_unavailable", ["path": .string(settings.databasePath), "message": .string("\(error)")])
-        printError("wallet-fcgi: cannot open \(settings.databasePath): \(error)")
+        // The location as logs may show it: for PostgreSQL, its hosts, ports and database only.
+        let database = Store.describe(location: settings.databasePath)
+        log.write(.error, "database_unavailable", ["database": .string(database), "message": .string("\(error)")])
+        printError("wallet-fcgi: cannot open \(database): \(error)")
         return 1
     }
 
@@ -108,7 +110,7 @@ func run() -> Int32 {
         .info, "started",
         [
             "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
-            "database": .string(settings.databasePath),
+            "database": .string(Store.describe(location: settings.databasePath)),
             "socket": .string(source.description), "allow": .string(peers?.description),
             "synchronous": .string(settings.synchronous.rawValue),
             "webhooks": .string(webhookMasterKey == nil ? "off (no master key)" : "on"),

@@ -34,7 +34,7 @@ func run() -> Int32 {
     }
     signal(SIGPIPE, SIG_IGN)
     do {
-        let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
+        let store = try Store.open(location: settings.databasePath, synchronous: settings.synchronous)
         guard let masterKey else {
             // No endpoint can have been created without a key; nothing to sign with.
             log.write(.warning, "webhooks_off", ["message": .string("no webhook master key is configured; nothing sent")])

@@ -26,7 +26,7 @@ func run() -> Int32 {
     signal(SIGPIPE, SIG_IGN)
     keepFreedMemory()
     do {
-        let store = try Store.open(path: settings.databasePath, synchronous: settings.synchronous)
+        let store = try Store.open(location: settings.databasePath, synchronous: settings.synchronous)
         let bank = try CurlBank(
             url: settings.bankURL, bearerToken: bankToken, timeoutMilliseconds: settings.bankTimeoutMilliseconds,
             concurrency: settings.bankConcurrency,

@@ -265,13 +265,19 @@ func readFile(_ path: String) -> String? {
 struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Copy the live database to PATH, consistently, while the service runs.",
-        discussion: "Uses SQLite's online backup: the copy is one snapshot of the database. PATH must not exist.")
+        discussion: """
+            Uses SQLite's online backup: the copy is one snapshot of the database. PATH must not exist. \
+            A PostgreSQL database is backed up with pg_dump (or the server's own tools) instead.
+            """)
     @OptionGroup var common: Common
     @Argument(help: "Where to write the copy.") var path: String
 
     func run() throws {
         guard access(path, F_OK) != 0 else { throw Failed(description: "\(path) exists; choose a new file") }
         let store = try common.store()
+        guard !store.isPostgres else {
+            throw Failed(description: "walletctl backup copies an SQLite file; back a PostgreSQL database up with pg_dump")
+        }
         try store.backup(to: path)
         let copy = try Database(path: path, queryOnly: true)
         guard try copy.scalarText("PRAGMA integrity_check") == "ok" else {

@@ -14,7 +14,7 @@ struct WalletCTL: ParsableCommand {
         commandName: "walletctl",
         abstract: "Inspect, audit, reconcile and back up the wallet service's database; manage its API keys and webhooks; print statements.",
         discussion: """
-            Reads WALLET_DB (default var/wallet.db) and the other WALLET_* settings from the environment. \
+            Reads WALLET_DB (an SQLite file, default var/wallet.db, or a PostgreSQL URI or conninfo) and the other WALLET_* settings from the environment. \
             Every command that changes the database (withdrawals cancel, keys create and revoke, wallets \
             assign, webhooks redeliver) is recorded in the admin trail (audit log) with who ran it, and \
             logged through syslog (facility authpriv).
@@ -30,18 +30,18 @@ struct Common: ParsableArguments {
     @Flag(name: .long, help: "Print JSON instead of a table.")
     var json = false
 
-    @Option(name: .long, help: "The database file (default: $WALLET_DB, else var/wallet.db).")
+    @Option(name: .long, help: "The database: an SQLite file or a PostgreSQL URI or conninfo (default: $WALLET_DB, else var/wallet.db).")
     var database: String?
 
     /// Opens the store: query-only unless the command writes. Never creates a database:
     /// a mistyped path must fail, not start an empty ledger.
     func store(writable: Bool = false) throws -> Store {
         let settings = try Settings.fromEnvironment()
-        let path = database ?? settings.databasePath
+        let location = database ?? settings.databasePath
         do {
-            return try Store.open(path: path, queryOnly: !writable, create: false)
+            return try Store.open(location: location, queryOnly: !writable, create: false)
         } catch {
-            throw Failed(description: "cannot open the database \(path): \(error)")
+            throw Failed(description: "cannot open the database \(Store.describe(location: location)): \(error)")
         }
     }
 }

@@ -75,7 +75,8 @@ struct AdminTrailTests {
         let report = try Auditor(store: store).verify()
         #expect(report.passed && report.adminActions == 2 && report.adminHeadHash == second.hash)
 
-        try store.database.execute("DROP TRIGGER admin_actions_no_update; DROP TRIGGER admin_actions_no_delete")
+        try store.database.dropTrigger("admin_actions_no_update", on: "admin_actions")
+        try store.database.dropTrigger("admin_actions_no_delete", on: "admin_actions")
         try store.database.execute("UPDATE admin_actions SET arguments = '{\"id\": 3}' WHERE id = 1")
         #expect(try Auditor(store: store).verify().discrepancies.map(\.kind) == [.brokenAdminChain])
         try store.database.execute("DELETE FROM admin_actions WHERE id = 1")
@@ -121,7 +122,7 @@ struct LedgerCheckpointTests {
         #expect(try store.checkpoint(through: 0) == .genesis)
         #expect(try store.checkpoint(through: 4) == nil)
         // The stored hash column is not part of it: a broken chain leaves the checkpoint alone.
-        try store.database.execute("DROP TRIGGER ledger_no_update")
+        try store.database.dropTrigger("ledger_no_update", on: "ledger")
         try store.database.execute("UPDATE ledger SET hash = '\(String(repeating: "f", count: 64))' WHERE id = 2")
         #expect(try store.latestCheckpoint() == expected)
     }
@@ -138,7 +139,7 @@ struct LedgerCheckpointTests {
         #expect(try store.storedCheckpoints() == [first] && first.ledgerID == 2)
         // Continuing from the stored checkpoint: a forged stored hash carries forward, which
         // is how a pass proves it did not rehash the ledger (and what audit verify catches).
-        try store.database.execute("DROP TRIGGER ledger_checkpoints_no_update")
+        try store.database.dropTrigger("ledger_checkpoints_no_update", on: "ledger_checkpoints")
         let forged = String(repeating: "1", count: 64)
         try store.database.execute("UPDATE ledger_checkpoints SET hash = '\(forged)'")
         t.deposit(wallet, 300)
@@ -161,7 +162,7 @@ struct LedgerCheckpointTests {
         #expect(report.passed && report.anchors.map(\.held) == [true, true])
 
         // Rewrite row 1's time and recompute the chain: the ledger checks pass, the anchor fails.
-        try store.database.execute("DROP TRIGGER ledger_no_update")
+        try store.database.dropTrigger("ledger_no_update", on: "ledger")
         try store.database.execute("UPDATE ledger SET created_at = created_at - 1 WHERE id = 1")
         var previous = Store.genesisHash
         for row in try store.ledgerRows() {
@@ -237,7 +238,7 @@ struct BalanceAtTests {
         #expect(head.status == 200 && head.omitsBody)
     }
 
-    @Test("the lookups use the migration's indexes")
+    @Test("the lookups use the migration's indexes", sqliteOnly)
     func indexed() throws {
         let t = try TestAPI()
         let plan = try t.reader.database.query(

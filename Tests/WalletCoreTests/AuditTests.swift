@@ -41,7 +41,8 @@ private final class AuditWorld {
     /// with write access to the file could do.
     func tamper(_ sql: String) throws {
         let raw = store.database
-        try raw.execute("DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete")
+        try raw.dropTrigger("ledger_no_update", on: "ledger")
+        try raw.dropTrigger("ledger_no_delete", on: "ledger")
         try raw.execute(sql)
     }
 

@@ -9,7 +9,7 @@ import Testing
 @testable import WalletHTTP
 @testable import WalletServices
 
-@Suite("Database")
+@Suite("Database", sqliteOnly)
 struct DatabaseTests {
     @Test("immediateTransaction commits what succeeds and rolls back what throws")
     func immediateTransaction() throws {
@@ -130,7 +130,7 @@ struct DatabaseTests {
         let copyPath = database.path + ".backup"
         defer { TestDatabase.remove(copyPath) }
         try store.database.backup(to: copyPath)
-        let copy = try Store.open(path: copyPath, queryOnly: true)
+        let copy = try Store.open(location: copyPath, queryOnly: true)
         #expect(try copy.wallet(wallet)?.balance.minorUnits == 42)
         #expect(try ledgerRows(copy) == ledgerRows(store))
         #expect(try copy.database.scalarInteger("PRAGMA user_version") == Schema.latestVersion)

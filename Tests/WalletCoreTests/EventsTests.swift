@@ -141,8 +141,11 @@ struct EventsTests {
             try fixture.count(
                 "SELECT count(*) FROM wallets w WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.wallet_id = w.id AND e.type = 'wallet.created')")
                 == 0)
-        // Ids increase with the changes: each transaction's events are in the order of its life.
-        let ids = try fixture.reader.database.query("SELECT id FROM events ORDER BY rowid") { $0.integer(0) }
+        // Ids increase with the changes: each transaction's events are in the order of its life
+        // (SQLite: the order rows were written; PostgreSQL: the order of the transactions
+        // that wrote them, whose ids are handed out under the write lock).
+        let order = fixture.reader.database.isPostgres ? "xmin::text::bigint, id" : "rowid"
+        let ids = try fixture.reader.database.query("SELECT id FROM events ORDER BY \(order)") { $0.integer(0) }
         #expect(ids == ids.sorted())
     }
 

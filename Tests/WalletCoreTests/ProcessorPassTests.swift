@@ -265,7 +265,7 @@ struct ProcessorPassTests {
         let ready = Shared(0)
         runOnThreads(2) { index in
             do {
-                let store = try Store.open(path: path)
+                let store = try Store.open(location: path)
                 let bank = ScriptedBank(answersPerPoll: 1, pollDelayMilliseconds: 1, recorder: recorder) { _ in .paid }
                 ready.update { $0 += 1 }
                 while ready.current < 2 { sleepMilliseconds(1) }
@@ -359,7 +359,7 @@ struct ProcessorPassTests {
     /// write lock free. They run until `stop` is set, and count their commits.
     private static func startDepositors(path: String, wallet: WalletID, stop: Shared<Bool>, commits: Shared<Int>) -> TestThread {
         TestThread {
-            guard let store = try? Store.open(path: path) else { return }
+            guard let store = try? Store.open(location: path) else { return }
             while !stop.current {
                 let committed =
                     (try? store.database.immediateTransaction {
@@ -378,7 +378,7 @@ struct ProcessorPassTests {
     ) -> TestThread {
         let held = Shared(false)
         let holder = TestThread {
-            guard let store = try? Store.open(path: path) else { return }
+            guard let store = try? Store.open(location: path) else { return }
             _ = try? store.database.immediateTransaction {
                 _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 1)!, idempotencyKey: nil, now: .now()).get()
                 held.update { $0 = true }
@@ -400,7 +400,7 @@ struct ProcessorPassTests {
         // The processor gives up waiting for the lock after 20 ms (5 s in production); the
         // other writers keep it for most of 600 ms.
         let path = fixture.t.database.path
-        let store = try Store.open(path: path, busyTimeoutMilliseconds: 20)
+        let store = try Store.open(location: path, busyTimeoutMilliseconds: 20)
         let bank = ScriptedBank(byWithdrawal: [paid: [.paid], declined: [.failed]])
         let pass = ProcessorPass(
             store: store, bank: bank, settings: processorSettings(maxRetries: 0), log: Log(component: "test"),
@@ -438,7 +438,7 @@ struct ProcessorPassTests {
         let fixture = try ProcessorFixture(balance: 10_000)
         let early = try fixture.t.dueWithdrawal(fixture.wallet, 300)
         let late = try fixture.t.dueWithdrawal(fixture.wallet, 200)
-        let store = try Store.open(path: fixture.t.database.path, busyTimeoutMilliseconds: 20)
+        let store = try Store.open(location: fixture.t.database.path, busyTimeoutMilliseconds: 20)
         // The early answer comes at once; the late one only once the lock is free again, so
         // the pass still has a call in flight while the database is busy.
         let released = Shared(false)
@@ -472,7 +472,7 @@ extension ProcessorPassTests {
         let fixture = try ProcessorFixture(balance: 10_000)
         for _ in 0..<2 { _ = try fixture.t.dueWithdrawal(fixture.wallet, 100) }
         let path = fixture.t.database.path
-        let store = try Store.open(path: path, busyTimeoutMilliseconds: 20)
+        let store = try Store.open(location: path, busyTimeoutMilliseconds: 20)
         // The leases run out as soon as the calls are out (the clock jumps an hour), and
         // another writer then holds the lock for 2 s. With free slots the pass wants to claim
         // more; it must still take the answers that came back, drop them (their leases are

@@ -12,30 +12,71 @@ import Testing
 // MARK: - A fresh database per test
 
 /// A real SQLite file under /tmp, migrated, used by one test and deleted with its `-wal`
-/// and `-shm` files when the test lets go of it.
+/// and `-shm` files when the test lets go of it. When `WALLET_TEST_POSTGRES` holds a
+/// conninfo (`make test-postgres`), a fresh PostgreSQL database on that server instead
+/// (`CREATE DATABASE t_<random>`), dropped when the test lets go of it.
 final class TestDatabase {
+    /// The store's location: the file's path, or the test database's conninfo.
     let path: String
     /// The first connection: the one writes go through.
     let store: Store
+    private let postgresName: String?
+
+    /// The server the tests run on, when they run on PostgreSQL.
+    static let postgresServer: String? = {
+        guard let server = getenv("WALLET_TEST_POSTGRES").map({ String(cString: $0) }), !server.isEmpty else { return nil }
+        return server
+    }()
+
+    static var isPostgres: Bool { postgresServer != nil }
 
     init() throws {
-        path = "/tmp/walletcore-test-\(WalletID.random().text).db"
-        store = try Store.open(path: path)
+        if let server = TestDatabase.postgresServer {
+            let name = "t_" + String(WalletID.random().text.filter { $0 != "-" })
+            try Database(postgres: server).execute("CREATE DATABASE \(name)")
+            postgresName = name
+            path = "\(server) dbname=\(name)"
+        } else {
+            postgresName = nil
+            path = "/tmp/walletcore-test-\(WalletID.random().text).db"
+        }
+        store = try Store.open(location: path)
     }
 
-    /// Another connection to the same file, as another thread or process would have.
+    /// Another connection to the same database, as another thread or process would have.
     func connection(queryOnly: Bool = false) throws -> Store {
-        try Store.open(path: path, queryOnly: queryOnly)
+        try Store.open(location: path, queryOnly: queryOnly)
     }
 
     deinit {
-        TestDatabase.remove(path)
+        if let postgresName, let server = TestDatabase.postgresServer {
+            // FORCE: connections the test left open (other stores) are closed first.
+            try? Database(postgres: server).execute("DROP DATABASE IF EXISTS \(postgresName) WITH (FORCE)")
+        } else {
+            TestDatabase.remove(path)
+        }
     }
 
     static func remove(_ path: String) {
         for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
     }
 }
+
+extension Database {
+    /// Lifts one of the schema's guards, as someone with write access to the database could.
+    func dropTrigger(_ name: String, on table: String) throws {
+        try execute(isPostgres ? "DROP TRIGGER \(name) ON \(table)" : "DROP TRIGGER \(name)")
+    }
+
+    /// Makes every later write on this connection fail.
+    func refuseWrites() throws {
+        try execute(isPostgres ? "SET default_transaction_read_only = on" : "PRAGMA query_only = ON")
+    }
+}
+
+/// For tests of what only SQLite has (its file, its pragmas, its backup): skipped when the
+/// tests run on PostgreSQL.
+let sqliteOnly = Testing.ConditionTrait.enabled(if: !TestDatabase.isPostgres, "SQLite only: a file, its pragmas or its backup")
 
 // MARK: - The API over a real database
 

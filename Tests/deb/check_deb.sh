@@ -281,7 +281,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 check "Version: $version-<revision> (from VERSION)" "$(field Version)" grep -qE "^${version//./\\.}-[0-9]+$" <<<"$(field Version)"
 depends=$(field Depends)
 missing=()
-for dep in libc6 libfcgi0ldbl libsqlite3-0 libcurl4 libssl3 nginx adduser systemd ca-certificates ssl-cert; do
+for dep in libc6 libfcgi0ldbl libsqlite3-0 libpq5 libcurl4 libssl3 nginx adduser systemd ca-certificates ssl-cert; do
     grep -qE "(^|, )$dep( \\(|,|$)" <<<"$depends" || missing+=("$dep")
 done
 check "Depends: the libraries (dpkg-shlibdeps), nginx, adduser, systemd, ca-certificates, ssl-cert" \

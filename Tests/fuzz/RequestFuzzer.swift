@@ -67,7 +67,7 @@ final class Fixture {
         path = "\(directory)/wallet-fuzz-request-\(getpid()).db"
         Fixture.remove(path)
         do {
-            let writer = try Store.open(path: path, synchronous: .normal)
+            let writer = try Store.open(location: path, synchronous: .normal)
             try writer.write {
                 let now = Timestamp.now()
                 guard let id = WalletID(knownWallet), let amount = Amount(minorUnits: 5_000) else {
@@ -82,7 +82,7 @@ final class Fixture {
                     idempotencyKey: nil, now: now
                 ).get()
             }
-            reader = try Store.open(path: path, queryOnly: true)
+            reader = try Store.open(location: path, queryOnly: true)
             api = WalletAPI(writer: RollbackWriter(store: writer))
         } catch {
             fatalError("cannot set up the fuzz database at \(path): \(error)")

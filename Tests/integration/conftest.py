@@ -30,6 +30,10 @@ itself, in a `finally:` or a fixture's teardown), and the `Stack` and
 
 Environment:
     WALLET_BIN_DIR       where the executables are [<repo>/.build/debug]
+    WALLET_TEST_DB       "postgres": every stack gets a fresh database on the
+                         PostgreSQL server whose conninfo is WALLET_TEST_POSTGRES
+                         (dropped with the stack's directory), and
+                         `stack.sqlite()` runs its SQL there through psql
     WALLET_KEEP_RUN_DIR  "1": keep every stack's directory (by default only
                          the directories of failed tests are kept; their
                          paths are printed)
@@ -55,7 +59,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import API_KEYS, with_api_key
+from .helpers import API_KEYS, POSTGRES_SERVER, with_api_key
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "scripts" / "stack.sh"
@@ -336,6 +340,13 @@ class Stack:
         os.chmod(self.base_dir, 0o755)
         self.run_dir = self.base_dir / "run"
         self.db_path = self.base_dir / "wallet.db"
+        # On PostgreSQL: this stack's database and WALLET_DB's conninfo for it.
+        self.is_postgres = POSTGRES_SERVER is not None
+        self.pg_database = self.pg_conninfo = None
+        if self.is_postgres:
+            self.pg_database = "s_" + secrets.token_hex(8)
+            _psql(POSTGRES_SERVER, f"CREATE DATABASE {self.pg_database}")
+            self.pg_conninfo = f"{POSTGRES_SERVER} dbname={self.pg_database}"
         self.bank_dir = self.run_dir / "bank"
         self.processor = processor
         self.notifier = notifier
@@ -374,7 +385,7 @@ class Stack:
             "WALLET_RUN_DIR": str(self.run_dir),
             "WALLET_HTTP_PORT": str(self.http_port),
             "WALLET_BANK_PORT": str(self.bank_port),
-            "WALLET_DB": str(self.db_path),
+            "WALLET_DB": self.pg_conninfo or str(self.db_path),
             "WALLET_BIN_DIR": str(self.bin_dir),
             "WALLET_BANK_URL": self.bank_url,
             "WALLET_BANK_MODE": self._bank_mode,
@@ -395,7 +406,7 @@ class Stack:
                 env[key] = str(value)
         # An override of these moves what the helpers look at too (relative
         # paths are taken from the repository, where stack.sh runs).
-        if env.get("WALLET_DB"):
+        if env.get("WALLET_DB") and not self.is_postgres:
             self.db_path = (REPO / env["WALLET_DB"]).resolve()
             env["WALLET_DB"] = str(self.db_path)
         if env.get("WALLET_BIN_DIR"):
@@ -637,13 +648,40 @@ class Stack:
     def sqlite(self, sql, params=()):
         """Runs one statement on the database file through a read-only
         connection and returns all rows as a list of tuples, e.g.
-        stack.sqlite("SELECT COUNT(*) FROM wallets")[0][0]."""
+        stack.sqlite("SELECT COUNT(*) FROM wallets")[0][0]. On PostgreSQL the
+        same SQL runs through psql, in a read-only transaction, with `?`
+        parameters inlined as literals and integers read back as ints."""
+        if self.is_postgres:
+            return _psql(self.pg_conninfo, sql, params, read_only=True)
         uri = "file:" + urllib.parse.quote(str(self.db_path)) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=10)
         try:
             return [tuple(row) for row in conn.execute(sql, params).fetchall()]
         finally:
             conn.close()
+
+    def integrity_check(self):
+        """"ok" when the database's storage is sound: SQLite's integrity_check
+        of the file; on PostgreSQL, amcheck's bt_index_check of every index
+        (with heapallindexed: each table row is in its indexes)."""
+        if not self.is_postgres:
+            rows = self.sqlite("PRAGMA integrity_check")
+            return "ok" if rows == [("ok",)] else repr(rows)
+        _psql(self.pg_conninfo, "CREATE EXTENSION IF NOT EXISTS amcheck")
+        checked = _psql(self.pg_conninfo, """
+            SELECT count(bt_index_check(c.oid, true)) FROM pg_index i
+            JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE a.amname = 'btree' AND n.nspname = 'public'""")
+        return "ok" if checked and checked[0][0] > 0 else f"no index checked: {checked}"
+
+    def foreign_key_violations(self):
+        """Rows that break a foreign key: SQLite's foreign_key_check. PostgreSQL
+        checks every foreign key on every write; what could let a row through
+        is a constraint not validated, so those are listed instead."""
+        if not self.is_postgres:
+            return self.sqlite("PRAGMA foreign_key_check")
+        return self.sqlite("SELECT conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated")
 
     def logs(self, name):
         """The text of a log (or any file) in the run dir, e.g.
@@ -729,8 +767,53 @@ class Stack:
             raise AssertionError("unclean stack shutdown:\n  " + "\n  ".join(problems) + "\n" + self.diagnostics())
 
     def remove(self):
-        """Deletes the stack's directory."""
+        """Deletes the stack's directory (and its PostgreSQL database)."""
         shutil.rmtree(self.base_dir, ignore_errors=True)
+        if self.pg_database:
+            _psql(POSTGRES_SERVER, f"DROP DATABASE IF EXISTS {self.pg_database} WITH (FORCE)")
+            self.pg_database = None
+
+
+def _sql_literal(value):
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        return "'\\x" + value.hex() + "'::bytea"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _psql(conninfo, sql, params=(), read_only=False):
+    """Runs `sql` with psql and returns its rows as tuples (NULL as None,
+    integers as ints). `?` placeholders take `params` in order, as literals."""
+    if params:
+        pieces = sql.split("?")
+        assert len(pieces) == len(params) + 1, f"{len(params)} parameters for {sql!r}"
+        sql = pieces[0] + "".join(_sql_literal(p) + rest for p, rest in zip(params, pieces[1:]))
+    field, record, null = "\x1f", "\x1e", "\x1d"
+    command = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", field, "-R", record, "-P", f"null={null}",
+               "-d", conninfo]
+    if read_only:
+        command += ["-c", "SET default_transaction_read_only = on"]
+    result = subprocess.run(command + ["-c", sql], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"psql failed ({result.returncode}) on {sql!r}: {result.stderr.strip()}")
+    text = result.stdout.rstrip("\n")
+    rows = []
+    for line in text.split(record) if text else []:
+        values = []
+        for value in line.split(field):
+            if value == null:
+                values.append(None)
+            elif value.lstrip("-").isdigit():
+                values.append(int(value))
+            else:
+                values.append(value)
+        rows.append(tuple(values))
+    return rows
 
 
 # --- Fixtures ---------------------------------------------------------------------------

@@ -10,11 +10,25 @@ keep-alive connections per thread and byte-exact raw requests.
 import datetime as dt
 import http.client
 import json
+import os
 import re
 import socket
 import time
 import urllib.parse
 import uuid as uuidlib
+
+import pytest
+
+# The engine the stacks run on: SQLite files (the default), or, with
+# WALLET_TEST_DB=postgres, a fresh database per stack on the PostgreSQL server
+# whose conninfo is in WALLET_TEST_POSTGRES (`make test-postgres`).
+POSTGRES_SERVER = os.environ.get("WALLET_TEST_POSTGRES") if os.environ.get("WALLET_TEST_DB") == "postgres" else None
+
+
+def sqlite_only(reason):
+    """Marks a test of what only an SQLite file has (its bytes, its pragmas, a
+    file backup), skipped when the stacks run on PostgreSQL."""
+    return pytest.mark.skipif(POSTGRES_SERVER is not None, reason=f"SQLite only: {reason}")
 
 # --- The contract's error codes -------------------------------------------
 # The contract fixes the first five; the others are the project's choice (align
@@ -502,7 +516,10 @@ def expect(condition, message):
 
 def ledger_amount_column(stack):
     """The ledger's signed-delta column (`amount` in the brief, `delta` in the schema)."""
-    columns = [row[1] for row in stack.sqlite("PRAGMA table_info(ledger)")]
+    if stack.is_postgres:
+        columns = [row[0] for row in stack.sqlite("SELECT column_name FROM information_schema.columns WHERE table_name = 'ledger'")]
+    else:
+        columns = [row[1] for row in stack.sqlite("PRAGMA table_info(ledger)")]
     for name in ("amount", "delta"):
         if name in columns:
             return name

@@ -109,8 +109,8 @@ def test_concurrent_deposits_and_withdrawals(stack):
     # Ids are unique across wallets too, and the file is sound.
     all_ids = [i for w in wallets for i in deposit_ids[w] | set(withdrawal_ids[w])]
     assert len(all_ids) == len(set(all_ids))
-    assert stack.sqlite("PRAGMA integrity_check") == [("ok",)]
-    assert stack.sqlite("PRAGMA foreign_key_check") == []
+    assert stack.integrity_check() == "ok"
+    assert stack.foreign_key_violations() == []
 
 
 def test_concurrent_deposits_to_one_wallet_exact_sum(stack):
@@ -137,4 +137,4 @@ def test_concurrent_deposits_to_one_wallet_exact_sum(stack):
     assert h.get_wallet(stack, wallet)["balance"] == total
     assert h.ledger_sums(stack)[wallet] == (total, total)
     assert stack.sqlite("SELECT COUNT(*) FROM ledger")[0][0] == CLIENTS * 40
-    assert stack.sqlite("PRAGMA integrity_check") == [("ok",)]
+    assert stack.integrity_check() == "ok"

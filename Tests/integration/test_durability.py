@@ -99,7 +99,7 @@ def test_sigkill_under_deposit_load(stack):
         balance = h.get_wallet(stack, wallet)["balance"]
         assert sure <= balance <= sure + maybe, f"{wallet}: balance {balance} outside [{sure}, {sure + maybe}]"
         assert _ledger_sum(stack, wallet) == balance
-    assert stack.sqlite("PRAGMA integrity_check") == [("ok",)]
+    assert stack.integrity_check() == "ok"
 
     # Retrying every unanswered request with its key settles it exactly once.
     for wallet, key, amount, _ in unanswered:
@@ -119,7 +119,7 @@ def test_sigkill_under_deposit_load(stack):
         assert _ledger_sum(stack, wallet) == balance
         rows, _ = h.list_all_transactions(stack, wallet, limit=500)
         assert len(rows) == sum(1 for a in answered if a[0] == wallet) + sum(1 for u in unanswered if u[0] == wallet)
-    assert stack.sqlite("PRAGMA integrity_check") == [("ok",)]
+    assert stack.integrity_check() == "ok"
 
 
 def test_committed_data_survives_restart(stack):

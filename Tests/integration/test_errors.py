@@ -517,7 +517,7 @@ def test_error_bodies_never_leak(stack):
             if resp.status >= 400:
                 h.assert_error(resp, resp.status)
         soft.check(f"{method} {path[:60]} {raw[:40] if raw else b''!r}", check)
-    soft.check("integrity", lambda: h.expect(stack.sqlite("PRAGMA integrity_check") == [("ok",)],
+    soft.check("integrity", lambda: h.expect(stack.integrity_check() == "ok",
                                              "integrity_check failed"))
     soft.check("ledger table intact", lambda: stack.sqlite("SELECT COUNT(*) FROM ledger"))
     soft.done()

@@ -344,6 +344,6 @@ def test_sigkill_with_batches_in_flight_loses_no_answered_write(stack):
         n_maybe = sum(1 for wallet, _, _ in unanswered if wallet == w)
         assert n_sure <= count <= n_sure + n_maybe, (w, count, n_sure, n_maybe)
     assert stack.sqlite("SELECT COUNT(*) FROM wallets")[0][0] == len(wallets), "a refused deposit created a wallet"
-    assert stack.sqlite("PRAGMA integrity_check") == [("ok",)]
+    assert stack.integrity_check() == "ok"
     audit = stack.walletctl("audit", "verify")
     assert audit.returncode == 0, audit.stdout + audit.stderr

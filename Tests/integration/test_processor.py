@@ -500,6 +500,7 @@ def test_refused_after_an_unknown_attempt_never_refunds_even_after_an_in_progres
     assert_audit_ok(stack)
 
 
+@h.sqlite_only("a file backup put back in place of the database file")
 def test_a_database_restored_from_a_backup_never_reuses_a_paid_bank_key(stack, tmp_path):
     """A backup taken before a withdrawal was scheduled is restored after the bank paid it.
     The next withdrawal gets the same transaction id again, but not the same bank key: the

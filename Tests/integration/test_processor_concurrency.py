@@ -184,7 +184,7 @@ def test_concurrent_processors_settle_each_withdrawal_once(stack_factory):
 
     audit = stack.walletctl("audit", "verify")
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert stack.sqlite("PRAGMA integrity_check") == [("ok",)]
+    assert stack.integrity_check() == "ok"
     print(f"\n{WITHDRAWALS} withdrawals scheduled in {scheduled_in:.1f} s; {PROCESSORS} processors x {rounds} "
           f"round(s) in {processed_in:.1f} s: {dict(status)}; {len(deposits)} deposits meanwhile; "
           f"claims per pass {[d['claimed'] for d in summaries]}")

@@ -1,0 +1,6 @@
+#ifndef WALLET_CPOSTGRES_SHIM_H
+#define WALLET_CPOSTGRES_SHIM_H
+
+#include <libpq-fe.h>
+
+#endif

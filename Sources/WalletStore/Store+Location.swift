@@ -1,0 +1,35 @@
+import WalletDomain
+import WalletPlatform
+import CPostgres
+
+extension Store {
+    /// `location` as logs and error messages may show it: an SQLite file's path as it is; for
+    /// PostgreSQL only the hosts, ports and database name, as libpq parses them (a URI or a
+    /// conninfo, several hosts allowed), so that no user, password or other option is ever
+    /// written out. A conninfo libpq cannot parse is shown as `postgresql (unparsable
+    /// conninfo)`.
+    public static func describe(location: String) -> String {
+        guard case .postgres(let conninfo) = DatabaseLocation(location) else { return location }
+        guard let options = PQconninfoParse(conninfo, nil) else { return "postgresql (unparsable conninfo)" }
+        defer { PQconninfoFree(options) }
+        var host = ""
+        var hostAddress = ""
+        var port = ""
+        var name = ""
+        var option = options
+        while let keyword = option.pointee.keyword {
+            let value = option.pointee.val.map { String(cString: $0) } ?? ""
+            switch String(cString: keyword) {
+            case "host": host = value
+            case "hostaddr": hostAddress = value
+            case "port": port = value
+            case "dbname": name = value
+            default: break
+            }
+            option += 1
+        }
+        let server = host.isEmpty ? hostAddress : host
+        let shown = { (value: String) in value.isEmpty ? "(default)" : value }
+        return "postgresql host=\(shown(server)) port=\(shown(port)) dbname=\(shown(name))"
+    }
+}

@@ -1,0 +1,201 @@
+import Testing
+@testable import WalletJSON
+@testable import WalletDomain
+@testable import WalletPlatform
+@testable import WalletStore
+@testable import WalletHTTP
+@testable import WalletServices
+
+/// What only the PostgreSQL engine has to get right, checked without a server: the
+/// placeholders, which value of `WALLET_DB` chooses it, what logs may show of it.
+@Suite("PostgreSQL without a server")
+struct PostgresOfflineTests {
+    @Test(
+        "? and ?N become $N, a bare ? taking the number after the largest so far; quotes and comments are left alone",
+        arguments: [
+            ("SELECT ?", "SELECT $1"),
+            ("INSERT INTO t VALUES (?, ?, ?)", "INSERT INTO t VALUES ($1, $2, $3)"),
+            ("WHERE a = ?1 AND (b = ?2 OR ?2 IS NULL) LIMIT ?10", "WHERE a = $1 AND (b = $2 OR $2 IS NULL) LIMIT $10"),
+            ("WHERE a = ?2 AND b = ?", "WHERE a = $2 AND b = $3"),
+            ("SELECT '?', \"?\" FROM t WHERE a = ?", "SELECT '?', \"?\" FROM t WHERE a = $1"),
+            ("SELECT 'it''s ?' || ?", "SELECT 'it''s ?' || $1"),
+            ("SELECT ? -- a comment?\n, ?", "SELECT $1 -- a comment?\n, $2"),
+            ("SELECT /* ? */ ?", "SELECT /* ? */ $1"),
+            ("SELECT 'unclosed ?", "SELECT 'unclosed ?"),
+        ] as [(String, String)])
+    func placeholders(sql: String, expected: String) {
+        #expect(PostgresSQL.numberedParameters(sql) == expected)
+    }
+
+    @Test("WALLET_DB: a postgres URI or a conninfo is PostgreSQL; anything else an SQLite path")
+    func locations() {
+        #expect(DatabaseLocation("postgresql://db.example/wallet").isPostgres)
+        #expect(DatabaseLocation("postgres://a,b/wallet?target_session_attrs=read-write").isPostgres)
+        #expect(DatabaseLocation("host=/run/postgresql dbname=wallet").isPostgres)
+        #expect(DatabaseLocation("var/wallet.db") == .sqlite(path: "var/wallet.db"))
+        #expect(DatabaseLocation("/var/lib/wallet/wallet.db") == .sqlite(path: "/var/lib/wallet/wallet.db"))
+    }
+
+    @Test("logs show a server's hosts, ports and database name, never a user, password or option")
+    func redacted() {
+        let uri = Store.describe(location: "postgresql://wallet:hunter2@db1.example:5433,db2.example:5434/ledger?sslmode=require")
+        #expect(uri == "postgresql host=db1.example,db2.example port=5433,5434 dbname=ledger")
+        let conninfo = Store.describe(location: "host=/run/postgresql user=wallet password=hunter2 dbname=wallet")
+        #expect(conninfo == "postgresql host=/run/postgresql port=(default) dbname=wallet")
+        #expect(!Store.describe(location: "password=hunter2 host='unclosed").contains("hunter2"))
+        #expect(Store.describe(location: "var/wallet.db") == "var/wallet.db")
+    }
+
+    @Test("both engines' schemas are at the same version")
+    func sameVersion() {
+        #expect(PostgresSchema.latestVersion == Schema.latestVersion)
+    }
+}
+
+/// The PostgreSQL engine against a real server (`WALLET_TEST_POSTGRES`, `make test-postgres`).
+@Suite("PostgreSQL", .enabled(if: TestDatabase.isPostgres, "needs WALLET_TEST_POSTGRES: a PostgreSQL server's conninfo"))
+struct PostgresTests {
+    @Test("a fresh database migrates to the latest version, with durable commits in UTC; migrating again changes nothing")
+    func freshDatabase() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        #expect(try raw.schemaVersion() == Schema.latestVersion)
+        #expect(try raw.scalarText("SHOW synchronous_commit") == "on")
+        #expect(try raw.scalarText("SHOW TimeZone") == "UTC")
+        let tables = {
+            try raw.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1") { $0.text(0) }
+        }
+        let before = try tables()
+        #expect(Set(before).isSuperset(of: ["wallets", "transactions", "ledger", "idempotency", "events", "schema_version"]))
+        try Schema.migrate(raw)
+        _ = try database.connection()
+        #expect(try tables() == before)
+        #expect(try raw.scalarInteger("SELECT count(*) FROM schema_version") == 1)
+    }
+
+    @Test("the ledger refuses UPDATE, DELETE and TRUNCATE, through its triggers")
+    func ledgerAppendOnly() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let wallet = WalletID.random()
+        try store.write {
+            _ = try store.createWallet(id: wallet, now: .now())
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 100)!, idempotencyKey: nil, now: .now()).get()
+        }
+        for sql in ["UPDATE ledger SET delta = 1000", "DELETE FROM ledger", "TRUNCATE ledger CASCADE", "TRUNCATE events CASCADE"] {
+            let error = #expect(throws: DatabaseError.self) { try store.database.execute(sql) }
+            #expect(error?.sqlState == "P0001" && error?.isConstraintViolation == true, "\(sql): \(String(describing: error))")
+            #expect(error?.message.contains("append-only") == true)
+        }
+        #expect(try store.database.scalarInteger("SELECT delta FROM ledger") == 100)
+    }
+
+    @Test("a negative balance is refused by its CHECK")
+    func balanceCheck() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        try store.write { _ = try store.createWallet(id: WalletID.random(), now: .now()) }
+        let error = #expect(throws: DatabaseError.self) { try store.database.run("UPDATE wallets SET balance = -1") }
+        #expect(error?.sqlState == "23514" && error?.isConstraintViolation == true)
+    }
+
+    @Test("a query-only store refuses writes, inside a transaction or not")
+    func queryOnly() throws {
+        let database = try TestDatabase()
+        let reader = try database.connection(queryOnly: true)
+        #expect(try reader.schemaVersion() == Schema.latestVersion)
+        let error = #expect(throws: DatabaseError.self) {
+            try reader.database.run(
+                "INSERT INTO processor_passes (started_at, finished_at, claimed, completed, failed, retried) VALUES (0, 0, 0, 0, 0, 0)")
+        }
+        #expect(error?.sqlState == "25006")
+        #expect(throws: DatabaseError.self) {
+            try reader.write { try reader.recordPass(startedAt: .now(), finishedAt: .now(), claimed: 0, completed: 0, failed: 0, retried: 0) }
+        }
+    }
+
+    @Test("a database that cannot be reached is a clear error, not a crash")
+    func unreachable() throws {
+        let server = try #require(TestDatabase.postgresServer)
+        let error = #expect(throws: DatabaseError.self) { try Store.open(location: "\(server) dbname=t_missing") }
+        #expect(error?.sqlState == "08001" && error?.isBusy == true, "\(String(describing: error))")
+        #expect(error?.message.contains("t_missing") == true, "\(String(describing: error))")
+    }
+
+    @Test("a lost connection fails as busy, and the next use reconnects")
+    func reconnects() throws {
+        let database = try TestDatabase()
+        let store = try database.connection()
+        let pid = try #require(try store.database.scalarInteger("SELECT pg_backend_pid()"))
+        #expect(try database.store.database.scalarInteger("SELECT pg_terminate_backend(CAST(? AS integer))::int", [.integer(pid)]) == 1)
+        let error = #expect(throws: DatabaseError.self) { try store.schemaVersion() }
+        #expect(error?.isBusy == true, "\(String(describing: error))")
+        #expect(try store.schemaVersion() == Schema.latestVersion)
+        #expect(try store.database.scalarInteger("SELECT pg_backend_pid()") != pid)
+        // The new session has the same settings, and statements are prepared again.
+        #expect(try store.database.scalarText("SHOW synchronous_commit") == "on")
+        #expect(try store.write { try store.createWallet(id: WalletID.random(), now: .now()) }.balance == Money(minorUnits: 0))
+    }
+
+    @Test("a transaction on a connection the server closed while idle begins on a new one")
+    func beginReconnects() throws {
+        let database = try TestDatabase()
+        let store = try database.connection()
+        for kind in ["write", "read"] {
+            let pid = try #require(try store.database.scalarInteger("SELECT pg_backend_pid()"))
+            #expect(try database.store.database.scalarInteger("SELECT pg_terminate_backend(CAST(? AS integer))::int", [.integer(pid)]) == 1)
+            let version = try kind == "write" ? store.write { try store.schemaVersion() } : store.read { try store.schemaVersion() }
+            #expect(version == Schema.latestVersion, "\(kind)")
+            #expect(try store.database.scalarInteger("SELECT pg_backend_pid()") != pid, "\(kind)")
+        }
+    }
+
+    @Test("a write waits for the write lock no longer than the busy timeout, then fails as busy")
+    func writeLock() throws {
+        let database = try TestDatabase()
+        let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
+        let error = try database.store.write {
+            #expect(throws: DatabaseError.self) {
+                try other.write { try other.recordPass(startedAt: .now(), finishedAt: .now(), claimed: 0, completed: 0, failed: 0, retried: 0) }
+            }
+        }
+        #expect(error?.isBusy == true, "\(String(describing: error))")
+        #expect(error?.sqlState == "55P03")
+        // Once the lock is free the same connection writes.
+        try other.write { try other.recordPass(startedAt: .now(), finishedAt: .now(), claimed: 0, completed: 0, failed: 0, retried: 0) }
+    }
+
+    @Test("an error caught inside a transaction without a savepoint fails the commit instead of losing the work quietly")
+    func abortedTransaction() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        #expect(throws: DatabaseError.self) {
+            try store.write {
+                _ = try store.createWallet(id: WalletID.random(), now: .now())
+                _ = try? store.database.run("UPDATE wallets SET balance = -1")
+            }
+        }
+        #expect(try store.database.scalarInteger("SELECT count(*) FROM wallets") == 0)
+        // A savepoint keeps the rest of the transaction.
+        try store.write {
+            _ = try store.createWallet(id: WalletID.random(), now: .now())
+            _ = try? store.database.savepoint { (try store.database.run("UPDATE wallets SET balance = -1"), true) }
+        }
+        #expect(try store.database.scalarInteger("SELECT count(*) FROM wallets") == 1)
+    }
+
+    @Test("values of every type bind and read back; text with a NUL is refused with a clear error")
+    func values() throws {
+        let database = try TestDatabase()
+        let raw = database.store.database
+        try raw.execute("CREATE TABLE v (i bigint, t text, b bytea)")
+        try raw.run("INSERT INTO v VALUES (?, ?, ?)", [.integer(Int64.min), .text("héllo ✓"), .blob([0, 1, 254, 255])])
+        try raw.run("INSERT INTO v VALUES (?, ?, ?)", [.null, .null, .null])
+        let rows = try raw.query("SELECT i, t, b FROM v ORDER BY i NULLS LAST") { ($0.optionalInteger(0), $0.optionalText(1), $0.blob(2)) }
+        #expect(rows.count == 2)
+        #expect(rows[0].0 == Int64.min && rows[0].1 == "héllo ✓" && rows[0].2 == [0, 1, 254, 255])
+        #expect(rows[1].0 == nil && rows[1].1 == nil)
+        let error = #expect(throws: DatabaseError.self) { try raw.run("INSERT INTO v (t) VALUES (?)", [.text("a\u{0}b")]) }
+        #expect(error?.message.contains("NUL") == true)
+    }
+}
