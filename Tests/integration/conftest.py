@@ -253,7 +253,8 @@ class Stack:
     bank_calls, sqlite, logs, access_log, pids, stop.
     """
 
-    def __init__(self, extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False):
+    def __init__(self, extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False,
+                 database=None):
         self.bin_dir = bin_dir()
         # pytest's tmp_path is 0700, which nginx's `nobody` workers cannot
         # traverse to reach the sockets: a fresh 0755 directory under /tmp.
@@ -262,9 +263,13 @@ class Stack:
         self.run_dir = self.base_dir / "run"
         self.db_path = self.base_dir / "wallet.db"
         # On PostgreSQL: this stack's database and WALLET_DB's conninfo for it.
-        self.is_postgres = POSTGRES_SERVER is not None
+        self.is_postgres = POSTGRES_SERVER is not None or database is not None
         self.pg_database = self.pg_conninfo = None
-        if self.is_postgres:
+        if database is not None:
+            # A PostgreSQL database the test made itself (a cluster's): used
+            # as it is, and left to the test.
+            self.pg_conninfo = database
+        elif self.is_postgres:
             self.pg_database = "s_" + secrets.token_hex(8)
             _psql(POSTGRES_SERVER, f"CREATE DATABASE {self.pg_database}")
             self.pg_conninfo = f"{POSTGRES_SERVER} dbname={self.pg_database}"
