@@ -21,7 +21,7 @@ struct WalletCTL: ParsableCommand {
             """,
         subcommands: [
             Wallets.self, Keys.self, Transactions.self, Withdrawals.self, Audit.self, Statement.self, Reconcile.self, Backup.self,
-            Stats.self, Webhooks.self,
+            Stats.self, Webhooks.self, Migrate.self,
         ])
 }
 

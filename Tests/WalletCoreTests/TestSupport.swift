@@ -30,8 +30,9 @@ final class TestDatabase {
 
     static var isPostgres: Bool { postgresServer != nil }
 
-    init() throws {
-        if let server = TestDatabase.postgresServer {
+    /// `sqlite`: an SQLite file even when the tests run on PostgreSQL (the source of a copy).
+    init(sqlite: Bool = false) throws {
+        if !sqlite, let server = TestDatabase.postgresServer {
             let name = "t_" + String(WalletID.random().text.filter { $0 != "-" })
             try Database(postgres: server).execute("CREATE DATABASE \(name)")
             postgresName = name
@@ -91,8 +92,8 @@ final class TestAPI {
     let apiKey: APIKeySecret
     let apiKeyID: APIKeyID
 
-    init() throws {
-        database = try TestDatabase()
+    init(sqlite: Bool = false) throws {
+        database = try TestDatabase(sqlite: sqlite)
         metrics = Metrics()
         api = WalletAPI(writer: SerialWriter(store: database.store), metrics: metrics)
         reader = try database.connection()

@@ -331,7 +331,8 @@ class Stack:
     bank_calls, sqlite, logs, access_log, pids, stop.
     """
 
-    def __init__(self, extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False):
+    def __init__(self, extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False,
+                 database=None, sqlite=False):
         self.bin_dir = bin_dir()
         # pytest's tmp_path is 0700, which nginx's `nobody` workers cannot
         # traverse to reach the sockets: a fresh 0755 directory under /tmp.
@@ -341,9 +342,15 @@ class Stack:
         self.run_dir = self.base_dir / "run"
         self.db_path = self.base_dir / "wallet.db"
         # On PostgreSQL: this stack's database and WALLET_DB's conninfo for it.
-        self.is_postgres = POSTGRES_SERVER is not None
+        # `sqlite`: an SQLite file even when the stacks run on PostgreSQL (the
+        # source of `walletctl migrate`).
+        self.is_postgres = (POSTGRES_SERVER is not None and not sqlite) or database is not None
         self.pg_database = self.pg_conninfo = None
-        if self.is_postgres:
+        if database is not None:
+            # A PostgreSQL database the test made itself (a cluster's): used
+            # as it is, and left to the test.
+            self.pg_conninfo = database
+        elif self.is_postgres:
             self.pg_database = "s_" + secrets.token_hex(8)
             _psql(POSTGRES_SERVER, f"CREATE DATABASE {self.pg_database}")
             self.pg_conninfo = f"{POSTGRES_SERVER} dbname={self.pg_database}"
@@ -875,12 +882,16 @@ def stack_factory(request, wallet_bin_dir):
     extra_env is passed to stack.sh and hence to the responder, and kept in
     s.env for the processor and walletctl (a value of None removes a
     variable); processor=True also runs stack.sh's processor loop (every
-    WALLET_PROCESS_INTERVAL seconds). Every stack is stopped after the test,
+    WALLET_PROCESS_INTERVAL seconds); database= is a PostgreSQL conninfo the
+    test made (used as it is), sqlite=True an SQLite file even when the stacks
+    run on PostgreSQL. Every stack is stopped after the test,
     which fails if a process was left behind."""
     stacks = []
 
-    def make(extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False):
-        s = Stack(extra_env=extra_env, processor=processor, bank_mode=bank_mode, access_log=access_log, notifier=notifier)
+    def make(extra_env=None, processor=False, bank_mode=DEFAULT_BANK_MODE, access_log=True, notifier=False,
+             database=None, sqlite=False):
+        s = Stack(extra_env=extra_env, processor=processor, bank_mode=bank_mode, access_log=access_log, notifier=notifier,
+                  database=database, sqlite=sqlite)
         stacks.append(s)
         s.start()
         return s
