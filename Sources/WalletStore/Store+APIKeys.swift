@@ -23,12 +23,14 @@ extension Store {
     /// The key with this digest, found through the unique index and then compared in
     /// constant time (the index finds candidates; the comparison decides).
     ///
-    /// Every request asks this, so answers are remembered per connection for as long as
-    /// nothing else has committed: `PRAGMA data_version` changes whenever another
-    /// connection or process commits (a revocation by walletctl, a new key, any write), and
-    /// then every remembered answer is dropped. A revoked key is thus refused from the
-    /// next request on, and a connection that only reads (the responder's readers) asks
-    /// the table once per key while nothing changes.
+    /// Every request asks this, so answers are remembered per connection for as long as no
+    /// key has changed: `PRAGMA data_version` changes whenever another connection or
+    /// process commits (a revocation by walletctl, a new key, any deposit), and only then is
+    /// the count of key changes (`api_key_changes`, bumped by triggers on `api_keys`) read;
+    /// when it moved, every remembered answer is dropped. A revoked key is thus refused from
+    /// the next request on, while the commits of a deposit load, which touch no key, cost a
+    /// connection one pragma and one single-row read per request instead of a lookup and a
+    /// digest.
     public func apiKey(digest: String) throws -> KeyLookup {
         try remembered("digest:" + digest) { try lookUpAPIKey(digest: digest) }
     }
@@ -40,10 +42,9 @@ extension Store {
     }
 
     private func remembered(_ name: String, _ lookUp: () throws -> KeyLookup) throws -> KeyLookup {
-        let version = try database.scalarInteger("PRAGMA data_version") ?? 0
-        if version != keyLookupsVersion || keyLookups.count >= Limits.apiKeyLookupsCachedMax {
+        try forgetKeyLookupsIfKeysChanged()
+        if keyLookups.count >= Limits.apiKeyLookupsCachedMax {
             keyLookups.removeAll(keepingCapacity: true)
-            keyLookupsVersion = version
         } else if let known = keyLookups[name] {
             return known
         }
@@ -52,11 +53,24 @@ extension Store {
         return found
     }
 
+    /// The count is read after the pragma: a key change committed between the two is in the
+    /// count read, and one committed after it moves `data_version` past the value kept.
+    private func forgetKeyLookupsIfKeysChanged() throws {
+        let version = try database.scalarInteger("PRAGMA data_version") ?? 0
+        guard version != keyLookupsVersion else { return }
+        keyLookupsVersion = version
+        let changes = try database.scalarInteger("SELECT changes FROM api_key_changes WHERE id = 1") ?? -1
+        guard changes != keyLookupsChanges else { return }
+        keyLookups.removeAll(keepingCapacity: true)
+        keyLookupsChanges = changes
+    }
+
     /// A connection's own commits leave its `data_version` as it was: a change to the keys
     /// made through this connection drops what it remembers itself.
     private func forgetKeyLookups() {
         keyLookups.removeAll()
         keyLookupsVersion = -1
+        keyLookupsChanges = -1
     }
 
     private func lookUpAPIKey(digest: String) throws -> KeyLookup {
