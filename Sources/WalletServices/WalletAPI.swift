@@ -271,7 +271,7 @@ public struct WalletAPI: Sendable {
             try store.deposit(to: id, by: .client(caller), amount: amount, idempotencyKey: key?.text, reference: reference, now: now).map { result in
                 var object = JSONObject()
                 object.add("wallet", json: result.wallet.json)
-                object.add("transaction", json: result.transaction.json)
+                object.add("transaction", json: result.transactionJSON)
                 return (Response(status: 200, body: object.result), [result.ledgerEntry])
             }
         }
