@@ -255,9 +255,16 @@ public enum JSONWriter {
     /// multi-byte character is 0x80 or more, so only ASCII bytes ever need escaping.
     public static func appendQuoted(_ value: String, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
-        // Most strings (ids, codes, timestamps) need no escaping: copy them whole.
-        if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            bytes.append(contentsOf: value.utf8)
+        // Most strings (ids, codes, timestamps) need no escaping: copy them whole, scanned
+        // and copied as one buffer (through the string's UTF-8 view, byte by byte, this cost
+        // more than the rest of an object's serialization).
+        var text = value
+        let copied = text.withUTF8 { utf8 in
+            guard !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+            bytes.append(contentsOf: utf8)
+            return true
+        }
+        if copied {
             bytes.append(UInt8(ascii: "\""))
             return
         }
