@@ -356,7 +356,9 @@ public struct WalletAPI: Sendable {
         replayed: (@Sendable (Store, String) throws -> String)? = nil,
         _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>
     ) throws -> WriteOutcome {
-        let fingerprint = request.map(IdempotencyKey.fingerprint)
+        // Only a request with a key is ever compared with another: without one, no fingerprint
+        // (a route parse and a SHA-256 of the body) is computed.
+        let fingerprint = key == nil ? nil : request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
             if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text, of: caller) {
                 guard stored.fingerprint == fingerprint else { return WriteOutcome(response: APIError.idempotencyKeyReused.response, keep: false) }
