@@ -59,8 +59,10 @@ extension Store {
         let version = try database.scalarInteger("PRAGMA data_version") ?? 0
         guard version != keyLookupsVersion else { return }
         keyLookupsVersion = version
-        let changes = try database.scalarInteger("SELECT changes FROM api_key_changes WHERE id = 1") ?? -1
-        guard changes != keyLookupsChanges else { return }
+        // No count (its row removed behind the triggers' back): lookups are then dropped on
+        // every commit, as before the count existed.
+        let changes = try database.scalarInteger("SELECT changes FROM api_key_changes WHERE id = 1")
+        if let changes, changes == keyLookupsChanges { return }
         keyLookups.removeAll(keepingCapacity: true)
         keyLookupsChanges = changes
     }
@@ -70,7 +72,7 @@ extension Store {
     private func forgetKeyLookups() {
         keyLookups.removeAll()
         keyLookupsVersion = -1
-        keyLookupsChanges = -1
+        keyLookupsChanges = nil
     }
 
     private func lookUpAPIKey(digest: String) throws -> KeyLookup {

@@ -14,7 +14,7 @@ public final class Store {
     /// `PRAGMA data_version` is no longer `keyLookupsVersion` (Store+APIKeys.swift).
     var keyLookups: [String: KeyLookup] = [:]
     var keyLookupsVersion: Int64 = -1
-    var keyLookupsChanges: Int64 = -1
+    var keyLookupsChanges: Int64?
 
     init(database: Database) {
         self.database = database
