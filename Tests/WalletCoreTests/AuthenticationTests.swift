@@ -181,7 +181,7 @@ struct AuthenticationTests {
         if case .valid = try reader.apiKey(digest: late.digest) {} else { Issue.record("a key added elsewhere was not seen") }
     }
 
-    @Test("remembered lookups outlive commits that change no key, and not a revocation made elsewhere after them")
+    @Test("after commits that change no key, a key stays valid and a revocation made elsewhere is seen at once")
     func rememberedAcrossOtherCommits() throws {
         let t = try TestAPI()
         let wallet = try t.createWallet()
