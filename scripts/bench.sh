@@ -29,6 +29,15 @@
 #      answers without a key), in a stack of its own on its own database,
 #      measured in the same alternating rounds: what authentication and
 #      ownership cost, with both sides under the same drift.
+#      The comparison is made on the same content: a deposit's cost grows
+#      with the tables it appends to, and by the deposit rounds HEAD's
+#      database holds everything the runs before them wrote (tens of
+#      thousands of wallets, withdrawals and deposits). The baseline gets the
+#      same funded wallets before the GET rounds, and before each deposit
+#      round both databases are brought to the same number of wallets,
+#      deposits and withdrawals (counted with sqlite3), through the API of
+#      whichever stack has fewer: the rows the earlier runs made, then the
+#      deposits of the previous round's NORMAL run, which only HEAD gets.
 #   3. The responder's peak RSS (VmHWM) after that load.
 #   4. wallet-processor, one pass each, over withdrawals created through the
 #      API (many funded wallets):
@@ -581,6 +590,60 @@ post_to_wallets() {
     fi
 }
 
+# post_n NAME N URL BODY EXPECTED_STATUS: N POSTs of BODY to URL (any
+# stack: the baseline ignores the key); every answer must have
+# EXPECTED_STATUS.
+post_n() {
+    local name=$1 n=$2 url=$3 body=$4 expected=$5 cfg=$TMP/$1.curl i ok
+    ((n > 0)) || return 0
+    for ((i = 0; i < n; i++)); do
+        printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
+    done >"$cfg"
+    curl_many "$cfg" "$body" >"$TMP/$name.status" || die "$name: curl failed"
+    ok=$(grep -c "^$expected\$" "$TMP/$name.status" || true)
+    if ((ok != n)); then
+        sort "$TMP/$name.status" | uniq -c >&2
+        die "$name: $ok of $n requests answered $expected"
+    fi
+}
+
+# db_count DB WHAT: how many wallets, deposits or withdrawals DB holds.
+db_count() {
+    local sql
+    case $2 in
+    wallets) sql="SELECT count(*) FROM wallets" ;;
+    deposits) sql="SELECT count(*) FROM transactions WHERE type = 'DEPOSIT'" ;;
+    withdrawals) sql="SELECT count(*) FROM transactions WHERE type = 'WITHDRAWAL'" ;;
+    *) die "db_count: unknown $2" ;;
+    esac
+    sqlite3 -cmd '.timeout 10000' "$1" "$sql" || die "cannot count $2 in $1"
+}
+
+# same_content: as many wallets, deposits and withdrawals in the baseline's
+# database as in HEAD's, through the API of whichever stack has fewer (new
+# wallets; deposits of 1 and withdrawals due in 2099 on the wallet its
+# deposit series uses), so that both series of a round start from tables of
+# the same size.
+same_content() {
+    local what head base body expected path
+    for what in wallets deposits withdrawals; do
+        head=$(db_count "$DB" "$what")
+        base=$(db_count "$TMP/baseline.db" "$what")
+        case $what in
+        wallets) path="" body='{}' expected=201 ;;
+        deposits) path=deposit body='{"amount": 1}' expected=200 ;;
+        withdrawals) path=withdraw body='{"amount": 1, "scheduled_for": "2099-01-01T00:00:00Z"}' expected=201 ;;
+        esac
+        if ((head > base)); then
+            log "  the baseline gets $((head - base)) more $what (HEAD $head, baseline $base)"
+            post_n "same-base-$what" "$((head - base))" "$BASE_URL/${path:+$BASE_WALLET/$path}" "$body" "$expected"
+        elif ((base > head)); then
+            log "  HEAD gets $((base - head)) more $what (HEAD $head, baseline $base)"
+            post_n "same-head-$what" "$((base - head))" "$WALLET_URL/${path:+$WALLET/$path}" "$body" "$expected"
+        fi
+    done
+}
+
 # create_due_withdrawals NAME N: N withdrawals of 1, due at once (no
 # scheduled_for), through the API.
 create_due_withdrawals() {
@@ -678,7 +741,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 if [[ -n $BASE_BIN ]]; then
     start_stack baseline 2 success "$BASE_DIR" "$BASE_BIN" "$TMP/baseline.db"
     BASE_STACK_PID=$STACK_PID STACK_PID=""
-    BASE_URL="http://127.0.0.1:$HTTP_PORT/wallets"
+    BASE_URL="http://127.0.0.1:$HTTP_PORT/wallets" BASE_HTTP_PORT=$HTTP_PORT
     BASE_WALLET=$(curl -fsS -X POST -H "Authorization: Bearer $API_KEY" "$BASE_URL/" | grep -oE '[0-9a-f-]{36}' | head -n 1) ||
         die "the baseline did not create a wallet"
     curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $API_KEY" \
@@ -702,6 +765,12 @@ log "creating $(thousands "$WALLETS") funded wallets through the API"
 create_wallets "$WALLETS" "$WALLET_FILE"
 post_to_wallets fund "$WALLETS" deposit '{"amount": 1000000}' 200
 read -r WALLET <"$WALLET_FILE"
+if [[ -n $BASE_BIN ]]; then
+    # The same funded wallets in the baseline's database (same_content, below).
+    log "creating $(thousands "$WALLETS") funded wallets in the baseline's stack"
+    HTTP_PORT=$BASE_HTTP_PORT create_wallets "$WALLETS" "$TMP/base-wallets.txt"
+    HTTP_PORT=$BASE_HTTP_PORT WALLET_FILE=$TMP/base-wallets.txt post_to_wallets base-fund "$WALLETS" deposit '{"amount": 1000000}' 200
+fi
 
 for ((round = 1; round <= ROUNDS; round++)); do
     RUN_SECONDS=$ROUND_DURATION bench "static32_r$round" 32 "$BANK_URL/static" report.lua
@@ -719,6 +788,10 @@ bench deposit1 1 "$WALLET_URL/$WALLET/deposit" deposit.lua
 # Durable deposits against the durability ceiling: the same deposits with
 # synchronous=NORMAL, the responder restarted between them (same database).
 for ((round = 1; round <= ROUNDS; round++)); do
+    if [[ -n $BASE_BIN ]]; then
+        log "the same content in both databases before round $round"
+        same_content
+    fi
     RUN_SECONDS=$ROUND_DURATION bench "deposit32_r$round" 32 "$WALLET_URL/$WALLET/deposit" deposit.lua
     if [[ -n $BASE_BIN ]]; then
         RUN_SECONDS=$ROUND_DURATION bench "basedeposit32_r$round" 32 "$BASE_URL/$BASE_WALLET/deposit" deposit.lua

@@ -13,13 +13,15 @@ public enum SHA256 {
     /// The 32-byte digest of `message`.
     public static func hash(_ message: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: digestBytes)
-        message.withUnsafeBufferPointer { input in
+        var length: UInt32 = 0
+        let result = message.withUnsafeBufferPointer { input in
             digest.withUnsafeMutableBufferPointer { output in
-                // SHA256 reads `count` bytes (none for an empty message, whose base address
-                // may be nil) and writes exactly 32; it cannot fail.
-                _ = CCrypto.SHA256(input.baseAddress, input.count, output.baseAddress)
+                // Reads `count` bytes (none for an empty message, whose base address may be
+                // nil) and writes exactly 32.
+                EVP_Digest(input.baseAddress, input.count, output.baseAddress, &length, FetchedSHA256.shared.algorithm, nil)
             }
         }
+        precondition(result == 1 && length == UInt32(digestBytes), "libcrypto's SHA-256 failed")
         return digest
     }
 
@@ -45,15 +47,20 @@ public enum SHA256 {
         hexString(hash(message))
     }
 
+    /// Written straight into the string's storage: every ledger row's hash and every step of
+    /// a checkpoint goes through here.
     public static func hexString(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (index, byte) in bytes.enumerated() {
+                out[2 * index] = hexDigit(byte >> 4)
+                out[2 * index + 1] = hexDigit(byte & 0x0F)
+            }
+            return bytes.count * 2
         }
-        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }
 
     /// Compares two byte strings in time that depends only on their lengths, never on where
@@ -63,5 +70,24 @@ public enum SHA256 {
         return lhs.withUnsafeBytes { left in
             rhs.withUnsafeBytes { right in CRYPTO_memcmp(left.baseAddress, right.baseAddress, left.count) == 0 }
         }
+    }
+}
+
+/// SHA-256 as libcrypto's default provider implements it, looked up once per process. The
+/// one-shot `SHA256()` of OpenSSL 3 looks the algorithm up on every call, which cost more
+/// than the hashing itself for a ledger row's few blocks (every balance change hashes one,
+/// and a first checkpoint hashes one for every row of the ledger).
+///
+/// `@unchecked Sendable`: a fetched `EVP_MD` is immutable and libcrypto lets threads share
+/// it; it is never freed (one per process).
+private final class FetchedSHA256: @unchecked Sendable {
+    static let shared = FetchedSHA256()
+    let algorithm: OpaquePointer
+
+    private init() {
+        guard let algorithm = EVP_MD_fetch(nil, "SHA256", nil) else {
+            preconditionFailure("libcrypto has no SHA-256")
+        }
+        self.algorithm = algorithm
     }
 }

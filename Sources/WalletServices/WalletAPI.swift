@@ -271,7 +271,7 @@ public struct WalletAPI: Sendable {
             try store.deposit(to: id, by: .client(caller), amount: amount, idempotencyKey: key?.text, reference: reference, now: now).map { result in
                 var object = JSONObject()
                 object.add("wallet", json: result.wallet.json)
-                object.add("transaction", json: result.transaction.json)
+                object.add("transaction", json: result.transactionJSON)
                 return (Response(status: 200, body: object.result), [result.ledgerEntry])
             }
         }
@@ -356,7 +356,9 @@ public struct WalletAPI: Sendable {
         replayed: (@Sendable (Store, String) throws -> String)? = nil,
         _ body: @escaping @Sendable (Store, Timestamp) throws -> Result<(Response, [LedgerEntry]), DomainError>
     ) throws -> WriteOutcome {
-        let fingerprint = request.map(IdempotencyKey.fingerprint)
+        // Only a request with a key is ever compared with another: without one, no fingerprint
+        // (a route parse and a SHA-256 of the body) is computed.
+        let fingerprint = key == nil ? nil : request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
             if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text, of: caller) {
                 guard stored.fingerprint == fingerprint else { return WriteOutcome(response: APIError.idempotencyKeyReused.response, keep: false) }

@@ -18,7 +18,7 @@ import WalletPlatform
 /// Like SQLite's, migrations are append-only: a change is a new migration at the end of
 /// both lists, with the same version.
 public enum PostgresSchema {
-    public static let migrations: [(version: Int64, sql: String)] = [(5, latestAtVersion5)]
+    public static let migrations: [(version: Int64, sql: String)] = [(5, latestAtVersion5), (6, apiKeyChanges)]
 
     /// The version this binary writes on PostgreSQL: SQLite's (a test holds them equal).
     public static var latestVersion: Int64 { migrations.last?.version ?? 0 }
@@ -285,5 +285,28 @@ public enum PostgresSchema {
         );
         CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (endpoint_id, event_id) WHERE state = 'pending';
         CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+        """
+
+    /// SQLite's version 6 (`Schema.apiKeyChanges`): the count of changes to `api_keys`,
+    /// bumped by triggers. SQLite's connections read it to keep their key lookups across
+    /// commits that touch no key; PostgreSQL's do not remember lookups, but the table and
+    /// its triggers are kept the same so that both engines hold the same tables.
+    static let apiKeyChanges = """
+        CREATE TABLE api_key_changes (
+            id       bigint PRIMARY KEY CHECK (id = 1),
+            changes  bigint NOT NULL CHECK (changes >= 0)
+        );
+        INSERT INTO api_key_changes (id, changes) VALUES (1, 0);
+        CREATE TRIGGER api_key_changes_no_delete BEFORE DELETE ON api_key_changes
+            FOR EACH ROW EXECUTE FUNCTION wallet_refuse('the count of API key changes is never deleted');
+        CREATE FUNCTION api_keys_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER api_keys_count_insert AFTER INSERT ON api_keys
+            FOR EACH ROW EXECUTE FUNCTION api_keys_count_change();
+        CREATE TRIGGER api_keys_count_update AFTER UPDATE ON api_keys
+            FOR EACH ROW EXECUTE FUNCTION api_keys_count_change();
         """
 }

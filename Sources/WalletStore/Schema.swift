@@ -9,7 +9,7 @@ import WalletPlatform
 /// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
 /// append-only.
 public enum Schema {
-    public static let migrations: [String] = [version1, version2, version3, adminTrail, events]
+    public static let migrations: [String] = [version1, version2, version3, adminTrail, events, apiKeyChanges]
 
     /// The version this binary writes. A database with a newer version was migrated by a
     /// newer binary, and this one refuses to touch it.
@@ -348,5 +348,25 @@ public enum Schema {
         -- Each endpoint's head of line: its oldest pending delivery.
         CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (endpoint_id, event_id) WHERE state = 'pending';
         CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+        """
+
+    /// A count of the changes to `api_keys`, bumped by triggers in the changing transaction
+    /// (a new key, a revocation, a recorded use), whoever makes them: the responder or
+    /// walletctl, in this process or another. A connection that remembers key lookups reads
+    /// it when `PRAGMA data_version` says something was committed, and forgets them only
+    /// when it moved: under a write load every request sees a new `data_version`, and the
+    /// lookups then survive the deposits that have nothing to do with keys.
+    static let apiKeyChanges = """
+        CREATE TABLE api_key_changes (
+            id       INTEGER PRIMARY KEY CHECK (id = 1),
+            changes  INTEGER NOT NULL CHECK (changes >= 0)
+        ) STRICT;
+        INSERT INTO api_key_changes (id, changes) VALUES (1, 0);
+        CREATE TRIGGER api_key_changes_no_delete BEFORE DELETE ON api_key_changes
+        BEGIN SELECT RAISE(ABORT, 'the count of API key changes is never deleted'); END;
+        CREATE TRIGGER api_keys_count_insert AFTER INSERT ON api_keys
+        BEGIN UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1; END;
+        CREATE TRIGGER api_keys_count_update AFTER UPDATE ON api_keys
+        BEGIN UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1; END;
         """
 }

@@ -23,14 +23,15 @@ extension Store {
     /// The key with this digest, found through the unique index and then compared in
     /// constant time (the index finds candidates; the comparison decides).
     ///
-    /// Every request asks this, so answers are remembered per connection for as long as
-    /// nothing else has committed: SQLite's `PRAGMA data_version` changes whenever another
-    /// connection or process commits (a revocation by walletctl, a new key, any write), and
-    /// then every remembered answer is dropped. A revoked key is thus refused from the
-    /// next request on, and a connection that only reads (the responder's readers) asks
-    /// the table once per key while nothing changes. PostgreSQL has no such counter for a
-    /// connection to read, so there every request looks its key up (one index lookup on
-    /// the unique digest): nothing is remembered that a revocation could leave stale.
+    /// Every request asks this, so answers are remembered per connection for as long as no
+    /// key has changed: `PRAGMA data_version` changes whenever another connection or
+    /// process commits (a revocation by walletctl, a new key, any deposit), and only then is
+    /// the count of key changes (`api_key_changes`, bumped by triggers on `api_keys`) read;
+    /// when it moved, every remembered answer is dropped. A revoked key is thus refused from
+    /// the next request on, while the commits of a deposit load, which touch no key, cost a
+    /// connection one pragma and one single-row read per request instead of a lookup and a
+    /// digest. PostgreSQL has no `data_version` for a connection to read, so there every
+    /// request looks its key up (one index lookup on the unique digest).
     public func apiKey(digest: String) throws -> KeyLookup {
         try remembered("digest:" + digest) { try lookUpAPIKey(digest: digest) }
     }
@@ -42,10 +43,9 @@ extension Store {
     }
 
     private func remembered(_ name: String, _ lookUp: () throws -> KeyLookup) throws -> KeyLookup {
-        guard let version = try database.dataVersion() else { return try lookUp() }
-        if version != keyLookupsVersion || keyLookups.count >= Limits.apiKeyLookupsCachedMax {
+        guard try forgetKeyLookupsIfKeysChanged() else { return try lookUp() }
+        if keyLookups.count >= Limits.apiKeyLookupsCachedMax {
             keyLookups.removeAll(keepingCapacity: true)
-            keyLookupsVersion = version
         } else if let known = keyLookups[name] {
             return known
         }
@@ -54,11 +54,29 @@ extension Store {
         return found
     }
 
+    /// The count is read after the data version: a key change committed between the two is
+    /// in the count read, and one committed after it moves the data version past the value
+    /// kept. False when the engine has no data version (PostgreSQL): nothing is remembered
+    /// there, since reading the count would cost as much as the lookup it saves.
+    private func forgetKeyLookupsIfKeysChanged() throws -> Bool {
+        guard let version = try database.dataVersion() else { return false }
+        guard version != keyLookupsVersion else { return true }
+        keyLookupsVersion = version
+        // No count (its row removed behind the triggers' back): lookups are then dropped on
+        // every commit, as before the count existed.
+        let changes = try database.scalarInteger("SELECT changes FROM api_key_changes WHERE id = 1")
+        if let changes, changes == keyLookupsChanges { return true }
+        keyLookups.removeAll(keepingCapacity: true)
+        keyLookupsChanges = changes
+        return true
+    }
+
     /// A connection's own commits leave its `data_version` as it was: a change to the keys
     /// made through this connection drops what it remembers itself.
     private func forgetKeyLookups() {
         keyLookups.removeAll()
         keyLookupsVersion = -1
+        keyLookupsChanges = nil
     }
 
     private func lookUpAPIKey(digest: String) throws -> KeyLookup {

@@ -51,12 +51,19 @@ public struct LedgerCheckpoint: Sendable, Equatable, CustomStringConvertible {
 
     /// c(n) from c(n-1) and row n.
     public static func step(_ previous: String, _ row: StoredLedgerRow) -> String {
-        SHA256.hex(Array(stepInput(previous, row).utf8))
+        SHA256.hex(stepBytes(previous, row))
     }
 
     /// What c(n) hashes.
     public static func stepInput(_ previous: String, _ row: StoredLedgerRow) -> String {
-        "\(previous)|\(row.id)|\(row.walletRowID)|\(row.transactionID)|\(row.kind)|\(row.delta)|\(row.balanceAfter)|\(row.createdAt)"
+        String(decoding: stepBytes(previous, row), as: UTF8.self)
+    }
+
+    /// The same as UTF-8 bytes (today the text the ledger's chain hashes too).
+    static func stepBytes(_ previous: String, _ row: StoredLedgerRow) -> [UInt8] {
+        Store.ledgerHashBytes(
+            previousHash: previous, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID, kind: row.kind,
+            delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
     }
 }
 
@@ -64,13 +71,15 @@ extension Store {
     /// How many ledger rows a checkpoint reads at a time.
     static let checkpointChunkRows = 10_000
 
+    /// The columns `ledgerRow` reads, in this order: every query it decodes starts with them.
     static let ledgerColumns = "id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash"
 
+    /// Read by position rather than by name (a name is a lookup per column per row): a first
+    /// checkpoint decodes every row of the ledger.
     static func ledgerRow(from row: Row) -> StoredLedgerRow {
         StoredLedgerRow(
-            id: row.integer("id"), walletRowID: row.integer("wallet_id"), transactionID: row.integer("transaction_id"),
-            kind: row.text("kind"), delta: row.integer("delta"), balanceAfter: row.integer("balance_after"),
-            createdAt: row.integer("created_at"), hash: row.text("hash"))
+            id: row.integer(0), walletRowID: row.integer(1), transactionID: row.integer(2), kind: row.text(3), delta: row.integer(4),
+            balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7))
     }
 
     /// The checkpoints the processor stored, in id order.

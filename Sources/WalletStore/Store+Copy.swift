@@ -23,6 +23,10 @@ extension Store {
         ("webhook_deliveries", "id"),
     ]
 
+    /// Tables a copy leaves alone: their content is derived, and the target's own triggers
+    /// keep it (the count of API key changes).
+    public static let derivedTables: Set<String> = ["api_key_changes"]
+
     /// Rows per `INSERT` on the way in: one round trip to the server carries this many.
     static let copyBatchRows = 200
 
@@ -35,14 +39,14 @@ extension Store {
         public let description: String
     }
 
-    /// The tables of this database, by name (SQLite's own and PostgreSQL's schema table
-    /// left out).
+    /// The tables of this database, by name (SQLite's own, PostgreSQL's schema table and the
+    /// derived tables left out).
     public func tableNames() throws -> Set<String> {
         let sql =
             database.isPostgres
             ? "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
             : "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        return Set(try database.query(sql) { $0.text("name") }).subtracting(["schema_version"])
+        return Set(try database.query(sql) { $0.text("name") }).subtracting(["schema_version"]).subtracting(Store.derivedTables)
     }
 
     /// A table's columns, in their order in the table.

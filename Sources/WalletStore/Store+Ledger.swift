@@ -12,7 +12,35 @@ extension Store {
         previousHash: String, id: Int64, walletRowID: Int64, transactionID: Int64,
         kind: String, delta: Int64, balanceAfter: Int64, createdAt: Int64
     ) -> String {
-        "\(previousHash)|\(id)|\(walletRowID)|\(transactionID)|\(kind)|\(delta)|\(balanceAfter)|\(createdAt)"
+        String(
+            decoding: ledgerHashBytes(
+                previousHash: previousHash, id: id, walletRowID: walletRowID, transactionID: transactionID, kind: kind, delta: delta,
+                balanceAfter: balanceAfter, createdAt: createdAt),
+            as: UTF8.self)
+    }
+
+    /// The same text as UTF-8 bytes, as SHA-256 takes it: `previous|id|wallet|transaction|
+    /// kind|delta|balance_after|created_at`, integers in decimal. Written field by field
+    /// rather than interpolated: every balance change hashes it, and a first checkpoint
+    /// hashes it for every row of the ledger.
+    static func ledgerHashBytes(
+        previousHash: String, id: Int64, walletRowID: Int64, transactionID: Int64,
+        kind: String, delta: Int64, balanceAfter: Int64, createdAt: Int64
+    ) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(previousHash.utf8.count + kind.utf8.count + 7 * 21)
+        bytes.append(contentsOf: previousHash.utf8)
+        for value in [id, walletRowID, transactionID] {
+            bytes.append(UInt8(ascii: "|"))
+            JSONWriter.appendDecimal(value, to: &bytes)
+        }
+        bytes.append(UInt8(ascii: "|"))
+        bytes.append(contentsOf: kind.utf8)
+        for value in [delta, balanceAfter, createdAt] {
+            bytes.append(UInt8(ascii: "|"))
+            JSONWriter.appendDecimal(value, to: &bytes)
+        }
+        return bytes
     }
 
     /// Appends one ledger row, chained to the last one. Must run in the transaction that
@@ -24,7 +52,7 @@ extension Store {
         requireTransaction()
         let last = try database.queryFirst("SELECT id, hash FROM ledger ORDER BY id DESC LIMIT 1") { ($0.integer(0), $0.text(1)) }
         let id = (last?.0 ?? 0) + 1
-        let input = Store.ledgerHashInput(
+        let input = Store.ledgerHashBytes(
             previousHash: last?.1 ?? Store.genesisHash, id: id, walletRowID: walletRowID, transactionID: transactionID,
             kind: kind.rawValue, delta: delta, balanceAfter: balanceAfter.minorUnits, createdAt: now.microseconds)
         try database.run(
@@ -34,7 +62,7 @@ extension Store {
             """,
             [
                 .integer(id), .integer(walletRowID), .integer(transactionID), .text(kind.rawValue), .integer(delta),
-                .integer(balanceAfter.minorUnits), .integer(now.microseconds), .text(SHA256.hex(Array(input.utf8))),
+                .integer(balanceAfter.minorUnits), .integer(now.microseconds), .text(SHA256.hex(input)),
             ])
         return LedgerEntry(wallet: wallet, transactionID: transactionID, kind: kind, delta: delta, balanceAfter: balanceAfter)
     }

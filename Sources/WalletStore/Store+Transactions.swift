@@ -7,6 +7,8 @@ public struct DepositResult: Sendable, Equatable {
     public var wallet: Wallet
     public var transaction: Transaction
     public var ledgerEntry: LedgerEntry
+    /// `transaction.json`, serialized once for its event and kept for the response.
+    public var transactionJSON: String
 }
 
 extension Store {
@@ -107,8 +109,9 @@ extension Store {
             id: transactionID, wallet: walletID, type: .deposit, amount: amount, status: .completed,
             scheduledFor: nil, executedAt: now, createdAt: now, attempts: 0, failureReason: nil, idempotencyKey: idempotencyKey,
             reference: reference)
-        try appendEvent(.depositCompleted, walletRowID: wallet.rowID, transactionID: transactionID, data: transaction.json, now: now)
-        return .success(DepositResult(wallet: updated, transaction: transaction, ledgerEntry: entry))
+        let json = transaction.json
+        try appendEvent(.depositCompleted, walletRowID: wallet.rowID, transactionID: transactionID, data: json, now: now)
+        return .success(DepositResult(wallet: updated, transaction: transaction, ledgerEntry: entry, transactionJSON: json))
     }
 
     /// Records a `PENDING` withdrawal, due at `scheduledFor`. The balance is not checked

@@ -10,9 +10,11 @@ import WalletPlatform
 public final class Store {
     let database: Database
     /// Lookups of API keys (by the presented key, or by `digest:` and its digest), valid while
-    /// the connection's data version stays `keyLookupsVersion` (Store+APIKeys.swift).
+    /// the count of key changes stays `keyLookupsChanges`, which is read again only when
+    /// `PRAGMA data_version` is no longer `keyLookupsVersion` (Store+APIKeys.swift).
     var keyLookups: [String: KeyLookup] = [:]
     var keyLookupsVersion: Int64 = -1
+    var keyLookupsChanges: Int64?
 
     init(database: Database) {
         self.database = database

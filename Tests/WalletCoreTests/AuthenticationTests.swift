@@ -181,6 +181,24 @@ struct AuthenticationTests {
         if case .valid = try reader.apiKey(digest: late.digest) {} else { Issue.record("a key added elsewhere was not seen") }
     }
 
+    @Test("after commits that change no key, a key stays valid and a revocation made elsewhere is seen at once")
+    func rememberedAcrossOtherCommits() throws {
+        let t = try TestAPI()
+        let wallet = try t.createWallet()
+        // Deposits commit on the writer's connection: the reader's data_version moves, the
+        // count of key changes does not, and the key is still valid.
+        for _ in 0..<3 {
+            #expect(t.deposit(wallet, 100).status == 200)
+            #expect(t.send("GET", "/wallets/\(wallet)/").status == 200)
+        }
+        if case .valid(t.apiKeyID, _) = try t.reader.apiKey(t.apiKey) {} else { Issue.record("the key was not valid") }
+        // A revocation by plain SQL on another connection (as another process would make it).
+        let other = try t.database.connection()
+        try other.database.run("UPDATE api_keys SET revoked_at = 1 WHERE id = ?", [.integer(t.apiKeyID.rawValue)])
+        #expect(try t.reader.apiKey(t.apiKey) == .revoked)
+        expectError(t.send("GET", "/wallets/\(wallet)/"), status: 401, code: "unauthenticated")
+    }
+
     @Test("/healthz and /metrics answer without a key", arguments: ["/healthz", "/metrics"])
     func openRoutes(path: String) throws {
         let t = try TestAPI()

@@ -84,7 +84,7 @@ def test_programs_started_together_migrate_the_database_once(tmp_path):
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")]
     assert tables == sorted(["admin_actions", "api_keys", "idempotency", "ledger", "ledger_checkpoints", "processor_passes",
                              "transactions", "wallets", "events", "webhook_endpoints", "webhook_deliveries",
-                             "sqlite_sequence"])
+                             "api_key_changes", "sqlite_sequence"])
     assert not sock.exists(), "the responder removes the socket it created"
 
 
