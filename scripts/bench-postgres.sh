@@ -344,7 +344,7 @@ BANK_URL=http://127.0.0.1:$BANK_PORT/instant
 # --- Sides: a database, its responders, their nginx -------------------------------
 
 # Per side: engine, database (a file or a conninfo), front port, wallet, pids.
-declare -A SIDE_ENGINE=() SIDE_DB=() SIDE_PORT=() SIDE_WALLET=() SIDE_PIDS=()
+declare -A SIDE_ENGINE=() SIDE_DB=() SIDE_PORT=() SIDE_WALLET=() SIDE_PIDS=() SIDE_COUNT=()
 declare -A ENGINE_NAME=([sqlite]=SQLite [postgres]=PostgreSQL)
 
 responder_started() { grep -q '"event": "started"' "$1" 2>/dev/null; }
@@ -363,7 +363,7 @@ start_side() {
         psql_run "$PG_SERVER" "CREATE DATABASE bench_$name" || die "CREATE DATABASE bench_$name failed"
         db="$PG_SERVER dbname=bench_$name"
     fi
-    SIDE_ENGINE[$name]=$engine SIDE_DB[$name]=$db
+    SIDE_ENGINE[$name]=$engine SIDE_DB[$name]=$db SIDE_COUNT[$name]=$count
     for ((i = 1; i <= count; i++)); do
         free_port port
         env WALLET_DB="$db" "$BIN_DIR/wallet-fcgi" --listen "127.0.0.1:$port" --max-threads "$MAX_THREADS" \
@@ -500,6 +500,34 @@ median_round() {
     log "  $work $s/$p by round: ${ROUND_NOTES[$work-$s]}; median round $chosen"
 }
 
+# commits SIDE: how many write requests each group commit carried on the
+# side, from its responders' /metrics (wallet_write_requests_total over
+# wallet_write_batches_total, every write since the start). nginx picks the
+# responder, so with two it asks a few times and adds up the distinct
+# answers (the counters stand still while nothing writes). Sets
+# PER_COMMIT[SIDE] ("12.3", or "—" when it did not reach every responder).
+declare -A PER_COMMIT=()
+commits() {
+    local side=$1 i text batches requests pairs="" found=()
+    for ((i = 0; i < 8; i++)); do
+        text=$(curl -fsS --max-time 5 "http://127.0.0.1:${SIDE_PORT[$side]}/metrics") || die "GET /metrics on $side failed"
+        batches=$(sed -n 's/^wallet_write_batches_total //p' <<<"$text")
+        requests=$(sed -n 's/^wallet_write_requests_total //p' <<<"$text")
+        [[ $batches =~ ^[0-9]+$ && $requests =~ ^[0-9]+$ ]] || die "no group-commit counters in /metrics of $side"
+        [[ $pairs == *" $batches:$requests "* ]] || pairs+=" $batches:$requests "
+    done
+    read -r -a found <<<"${pairs//:/ }"
+    PER_COMMIT[$side]="—"
+    if ((${#found[@]} == 2 * ${SIDE_COUNT[$side]})); then
+        batches=0 requests=0
+        for ((i = 0; i < ${#found[@]}; i += 2)); do
+            batches=$((batches + found[i])) requests=$((requests + found[i + 1]))
+        done
+        ((batches == 0)) || PER_COMMIT[$side]=$(awk -v r="$requests" -v b="$batches" 'BEGIN { printf "%.1f", r / b }')
+    fi
+    log "  $side: ${PER_COMMIT[$side]} write requests per group commit"
+}
+
 # --- Fixtures through the API -------------------------------------------------------
 
 # The POSTs of a curl config file (--config), 32 at a time over kept-alive
@@ -618,6 +646,8 @@ median_round get s1 p1
 log "one responder: durable deposits, $ROUNDS alternating rounds"
 rounds deposit s1 p1
 median_round deposit s1 p1
+commits s1
+commits p1
 stop_side s1
 stop_side p1
 
@@ -630,6 +660,8 @@ median_round get s2 p2
 log "two responders: durable deposits, $ROUNDS alternating rounds"
 rounds deposit s2 p2
 median_round deposit s2 p2
+commits s2
+commits p2
 stop_side s2
 stop_side p2
 
@@ -656,8 +688,10 @@ wrk_cell() { printf '%s req/s (p99 %.2f ms)' "$(thousands "${RPS[$1]}")" "${P99[
 # wrk_row WORKLOAD SQLITE_SIDE POSTGRES_SIDE LABEL
 wrk_row() {
     local work=$1 s=$2 p=$3
+    local per_commit=""
+    [[ $work != deposit ]] || per_commit="; writes per group commit ${PER_COMMIT[$s]} and ${PER_COMMIT[$p]}"
     row "$4" "$(wrk_cell "$work-$s")" "$(wrk_cell "$work-$p")" "$(pct "${RATIO[$work-$s]}" 1)" \
-        "$CONNS conns; rounds SQLite/PostgreSQL req/s: ${ROUND_NOTES[$work-$s]}; errors ${ERRORS[$work-$s]} / $(thousands "${REQUESTS[$work-$s]}") and ${ERRORS[$work-$p]} / $(thousands "${REQUESTS[$work-$p]}")"
+        "$CONNS conns; rounds SQLite/PostgreSQL req/s: ${ROUND_NOTES[$work-$s]}; errors ${ERRORS[$work-$s]} / $(thousands "${REQUESTS[$work-$s]}") and ${ERRORS[$work-$p]} / $(thousands "${REQUESTS[$work-$p]}")$per_commit"
 }
 pass_cell() { printf '%s withdrawals/s (%.2f s)' "$(thousands "${PASS_RATE[$1]}")" "${PASS_SECONDS[$1]}"; }
 pass_row() {
