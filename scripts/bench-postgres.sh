@@ -6,7 +6,7 @@
 #                                after scripts/bench.sh and appends its table
 #                                to var/bench/latest.md)
 #
-# What it does, in this order (about 3 minutes plus the build):
+# What it does, in this order (about 3.5 minutes plus the build):
 #   1. swift build -c release --static-swift-stdlib (as scripts/bench.sh), and
 #      a throwaway PostgreSQL 15 (scripts/postgres.sh, in a temporary directory
 #      under /tmp, socket only) with its defaults: fsync on,
@@ -66,7 +66,7 @@
 # Progress goes to stderr; stdout carries only the table.
 #
 # Environment (for quicker experiments; the defaults are the benchmark):
-#   BENCH_ROUNDS          [3]     alternating rounds per measurement
+#   BENCH_ROUNDS          [5]     alternating rounds per measurement
 #   BENCH_ROUND_DURATION  [3]     seconds measured per wrk run
 #   BENCH_WARMUP          [1]     seconds of warm-up before each wrk run
 #   BENCH_WALLETS         [500]   funded wallets the withdrawals are spread over
@@ -94,7 +94,7 @@ readonly STARTED_AT=$SECONDS
 
 # --- Settings -----------------------------------------------------------------
 
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 ROUND_DURATION=${BENCH_ROUND_DURATION:-3}
 WARMUP=${BENCH_WARMUP:-1}
 WALLETS=${BENCH_WALLETS:-500}
