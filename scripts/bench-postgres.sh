@@ -175,13 +175,28 @@ stop_pids() {
 }
 
 cleanup() {
-    local rc=$?
+    local rc=$? dir pid args=() leftovers=()
     trap '' INT TERM
     trap - EXIT
     if ((${#WAITING[@]})); then stop_pids "${WAITING[@]}"; fi
     if ((${#RUNNING[@]})); then stop_pids "${!RUNNING[@]}"; fi
     if ((PG_STARTED)); then
         bash "$REPO/scripts/postgres.sh" stop "$PG_DIR" || { warn "stopping PostgreSQL in $PG_DIR failed"; rc=1; }
+    fi
+    # Nothing may be left behind: any process still naming our temporary
+    # directory is reported (not killed by name).
+    if [[ -n $TMP ]]; then
+        for dir in /proc/[0-9]*; do
+            pid=${dir#/proc/}
+            [[ $pid != "$$" ]] || continue
+            args=()
+            { mapfile -d '' -t args <"$dir/cmdline"; } 2>/dev/null || continue
+            if [[ " ${args[*]} " == *"$TMP"* ]]; then leftovers+=("$pid"); fi
+        done
+        if ((${#leftovers[@]})); then
+            warn "processes left behind: ${leftovers[*]}"
+            rc=1
+        fi
     fi
     if ((KEEP)) || ((FAILED_RUN)) || ((rc != 0 && rc != 130 && rc != 143)); then
         [[ -z $TMP ]] || log "kept $TMP (logs, databases)"
