@@ -6,7 +6,8 @@
 #   make run       build, then run the whole stack in the foreground (Ctrl-C stops it)
 #   make test      build, then run every test suite, with a summary
 #   make lint      swift format lint and shellcheck (make format rewrites)
-#   make bench     the benchmark table (scripts/bench.sh)
+#   make bench     the benchmark table (scripts/bench.sh, then scripts/bench-postgres.sh)
+#   make bench-postgres  the same service on SQLite and on PostgreSQL, one table
 #   make verify    check the payout rules' model exhaustively with spin
 #   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
 #   make chaos     the seeded fault-injection run (SEED=N DURATION=SECONDS)
@@ -93,7 +94,7 @@ TEST_SUITES += alerts
 TEST_SUITES += deb
 
 .PHONY: all deps deps-alerts deps-bench deps-deb deps-schemathesis deps-verify verify deb build release run test $(addprefix test-,$(TEST_SUITES)) \
-        bench chaos fuzz lint format install clean distclean help
+        bench bench-postgres chaos fuzz lint format install clean distclean help
 
 # Plain `make` builds.
 all: build
@@ -347,10 +348,18 @@ test-fuzz:
 	$(call require,scripts/fuzz.sh)
 	bash scripts/fuzz.sh run $(FUZZ_TEST_SECONDS)
 
-# The benchmarks choose their own build and settings.
+# The benchmarks choose their own build and settings. After scripts/bench.sh,
+# the same service on SQLite and on PostgreSQL (scripts/bench-postgres.sh),
+# whose table is appended to bench.sh's in var/bench/latest.md.
 bench: deps deps-bench
-	@if [ -f scripts/bench.sh ]; then exec bash scripts/bench.sh; \
+	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; \
 	else echo "no scripts/bench.sh yet: nothing to run"; fi
+	@bash scripts/bench-postgres.sh
+	@mkdir -p var/bench; { echo; cat var/bench/postgres.md; } >>var/bench/latest.md
+
+# SQLite and PostgreSQL side by side, one table (var/bench/postgres.md).
+bench-postgres: deps deps-bench
+	bash scripts/bench-postgres.sh
 
 # --- install / uninstall -------------------------------------------------------
 #
