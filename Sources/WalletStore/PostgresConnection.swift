@@ -58,7 +58,8 @@ final class PostgresConnection {
         // Every stored property is set: a throw from here on runs deinit, whose PQfinish is
         // the only one (a second would free the connection twice).
         guard PQstatus(handle) == CONNECTION_OK else {
-            // libpq's message names the server and why; it never contains the password.
+            // libpq's message names the server and why. The conninfo was parsed before
+            // (Store.checkedConninfo), so it is not a parse error quoting the text.
             throw DatabaseError(code: 0, message: connectionMessage, sqlState: "08001")
         }
         try configureSession()
@@ -75,9 +76,12 @@ final class PostgresConnection {
 
     /// The session settings every connection runs with, set again after a reconnection.
     private func configureSession() throws {
+        // No statement timeout, whatever the role or database says: a COMMIT cancelled while
+        // it waits for the synchronous standby is reported as a success (with a warning)
+        // although only the leader has it, and the client would be told so.
         var settings = [
             "SET synchronous_commit = on", "SET TIME ZONE 'UTC'", "SET client_min_messages = warning",
-            "SET lock_timeout = \(lockTimeoutMilliseconds)",
+            "SET lock_timeout = \(lockTimeoutMilliseconds)", "SET statement_timeout = 0",
         ]
         if queryOnly { settings.append("SET default_transaction_read_only = on") }
         try executeOnce(settings.joined(separator: "; "))
@@ -94,8 +98,10 @@ final class PostgresConnection {
         guard PQstatus(handle) == CONNECTION_OK else {
             throw DatabaseError(code: 0, message: "cannot reconnect: \(connectionMessage)", sqlState: "08006")
         }
-        needsReset = false
+        // Not reset until the session is configured: a connection without its settings
+        // (synchronous commit, the lock timeout, read-only) is never used.
         try configureSession()
+        needsReset = false
     }
 
     // MARK: - Statements
@@ -213,7 +219,11 @@ final class PostgresConnection {
         try reconnectIfNeeded()
         switch kind {
         case .write:
-            try begin("BEGIN")
+            // READ COMMITTED whatever the server's default: each statement then sees what
+            // committed before the write lock was granted. Under REPEATABLE READ the snapshot
+            // would be taken by the lock's own SELECT, before the wait, and miss the writes
+            // of the transaction it waited for.
+            try begin("BEGIN ISOLATION LEVEL READ COMMITTED")
             transactionOpen = true
             do {
                 _ = try queryFirst("SELECT pg_advisory_xact_lock(?1)", [.integer(PostgresConnection.writeLockKey)]) { _ in () }

@@ -299,6 +299,9 @@ public enum PostgresSchema {
         INSERT INTO api_key_changes (id, changes) VALUES (1, 0);
         CREATE TRIGGER api_key_changes_no_delete BEFORE DELETE ON api_key_changes
             FOR EACH ROW EXECUTE FUNCTION wallet_refuse('the count of API key changes is never deleted');
+        CREATE TRIGGER api_key_changes_only_up BEFORE UPDATE ON api_key_changes
+            FOR EACH ROW WHEN (NEW.changes < OLD.changes)
+            EXECUTE FUNCTION wallet_refuse('the count of API key changes only goes up');
         CREATE FUNCTION api_keys_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1;
@@ -306,7 +309,7 @@ public enum PostgresSchema {
         END $$;
         CREATE TRIGGER api_keys_count_insert AFTER INSERT ON api_keys
             FOR EACH ROW EXECUTE FUNCTION api_keys_count_change();
-        CREATE TRIGGER api_keys_count_update AFTER UPDATE ON api_keys
+        CREATE TRIGGER api_keys_count_update AFTER UPDATE OF digest, revoked_at ON api_keys
             FOR EACH ROW EXECUTE FUNCTION api_keys_count_change();
         """
 }

@@ -364,9 +364,11 @@ public enum Schema {
         INSERT INTO api_key_changes (id, changes) VALUES (1, 0);
         CREATE TRIGGER api_key_changes_no_delete BEFORE DELETE ON api_key_changes
         BEGIN SELECT RAISE(ABORT, 'the count of API key changes is never deleted'); END;
+        CREATE TRIGGER api_key_changes_only_up BEFORE UPDATE ON api_key_changes WHEN NEW.changes < OLD.changes
+        BEGIN SELECT RAISE(ABORT, 'the count of API key changes only goes up'); END;
         CREATE TRIGGER api_keys_count_insert AFTER INSERT ON api_keys
         BEGIN UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1; END;
-        CREATE TRIGGER api_keys_count_update AFTER UPDATE ON api_keys
+        CREATE TRIGGER api_keys_count_update AFTER UPDATE OF digest, revoked_at ON api_keys
         BEGIN UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1; END;
         """
 }

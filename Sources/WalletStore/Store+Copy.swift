@@ -63,8 +63,8 @@ extension Store {
     }
 
     /// Copies every row of `source` (an SQLite store) into this store (a PostgreSQL one,
-    /// freshly migrated and empty), inside this store's write transaction and one read
-    /// snapshot of the source, then reads every table back and compares it with the source's
+    /// freshly migrated and empty), inside this store's write transaction and under the
+    /// source's write lock (one snapshot, and no write to the source meanwhile), then reads every table back and compares it with the source's
     /// (`contentDigest`): a copy that fails or differs throws, and the transaction rolls back,
     /// leaving nothing behind. Ids are kept, and each table's id sequence then continues
     /// after the largest.
@@ -83,7 +83,9 @@ extension Store {
                 throw CopyRefused(description: "the target is not empty: \(table) has rows; migrate copies into an empty database only")
             }
         }
-        return try source.read {
+        // The source's write lock, held to the end: nothing is written to it while it is
+        // copied (a responder still running waits, then answers 503).
+        return try source.write {
             let copied = try Store.copiedTables.map { table, key in
                 let columns = try source.columnNames(of: table)
                 guard Set(columns) == Set(try columnNames(of: table)) else {
@@ -93,7 +95,7 @@ extension Store {
                 if key == "id" { try continueIdentity(of: table) }
                 return CopiedTable(name: table, rows: rows)
             }
-            // Read back, before the commit, against the same snapshot of the source: a copy
+            // Read back, before the commit, against the same state of the source: a copy
             // that does not match is rolled back and the target stays empty.
             let differing = try tablesDiffering(from: source)
             guard differing.isEmpty else {

@@ -32,4 +32,27 @@ extension Store {
         let shown = { (value: String) in value.isEmpty ? "(default)" : value }
         return "postgresql host=\(shown(server)) port=\(shown(port)) dbname=\(shown(name))"
     }
+
+    /// Refuses a conninfo that libpq cannot parse, or that carries a password, with a message
+    /// of our own: libpq's parse errors quote the text they stumble on, which may be the
+    /// password itself, and a password belongs in a password file (`PGPASSFILE`) or a
+    /// credential, never in `WALLET_DB`.
+    static func checkedConninfo(_ conninfo: String) throws -> String {
+        var parseError: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &parseError) else {
+            if let parseError { PQfreemem(parseError) }
+            throw DatabaseError(code: 0, message: "WALLET_DB is not a PostgreSQL URI or conninfo that libpq can parse", sqlState: "08001")
+        }
+        defer { PQconninfoFree(options) }
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if String(cString: keyword) == "password", let value = option.pointee.val, value.pointee != 0 {
+                throw DatabaseError(
+                    code: 0, message: "WALLET_DB carries a password; put it in a password file (PGPASSFILE) or a credential instead",
+                    sqlState: "08001")
+            }
+            option += 1
+        }
+        return conninfo
+    }
 }

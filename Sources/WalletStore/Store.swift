@@ -79,7 +79,8 @@ public final class Store {
                 path: path, queryOnly: queryOnly, create: create, synchronous: synchronous,
                 busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         case .postgres(let conninfo):
-            database = try Database(postgres: conninfo, queryOnly: queryOnly, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+            database = try Database(
+                postgres: try checkedConninfo(conninfo), queryOnly: queryOnly, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         }
         if queryOnly {
             let version = try database.schemaVersion()

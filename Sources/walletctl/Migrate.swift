@@ -11,8 +11,9 @@ struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Copy an SQLite database into an empty PostgreSQL one, then verify both.",
         discussion: """
-            Stop the service first: the copy is one snapshot of the file, and what is written \
-            after it stays behind. The target is migrated to this program's schema and must hold no \
+            Stop the service first: the copy holds the file's write lock while it runs (a \
+            responder still running answers 503 meanwhile), but what is written after it stays \
+            behind. The source must pass its audit. The target is migrated to this program's schema and must hold no \
             row; every row of every table is copied with its id and hash in one transaction, so a \
             copy that fails leaves the target empty. Afterwards every table is compared row by row \
             (a digest of each side), and the audit (balances against the ledger, both hash chains, \
@@ -43,6 +44,13 @@ struct Migrate: ParsableCommand {
         } catch {
             throw Failed(description: "cannot open \(Store.describe(location: to)): \(error)")
         }
+        // A source that does not pass its own audit is not moved: what is wrong with it
+        // must be seen where it happened.
+        let sourceAudit = try Auditor(store: source).verify()
+        guard sourceAudit.passed else {
+            for discrepancy in sourceAudit.discrepancies { Log.writeLine("walletctl: source: \(discrepancy)") }
+            throw Failed(description: "the source fails its audit (walletctl audit verify); nothing was copied")
+        }
         // The copy and its row in the admin trail commit together. A copy that fails is not
         // recorded in the target (that row would make it non-empty, and a second try would be
         // refused): it goes to syslog only, and the target stays as it was.
@@ -64,7 +72,6 @@ struct Migrate: ParsableCommand {
             if let refused = error as? Store.CopyRefused { throw Failed(description: "\(refused)") }
             throw error
         }
-        let sourceAudit = try Auditor(store: source).verify()
         let targetAudit = try Auditor(store: target).verify()
         var problems = sourceAudit.discrepancies.map { "source: \($0)" }
         problems += targetAudit.discrepancies.map { "target: \($0)" }

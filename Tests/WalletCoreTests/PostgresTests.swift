@@ -46,6 +46,22 @@ struct PostgresOfflineTests {
         #expect(Store.describe(location: "var/wallet.db") == "var/wallet.db")
     }
 
+    @Test(
+        "a WALLET_DB with a password, or one libpq cannot parse, is refused with a message of our own that never quotes it",
+        arguments: [
+            "postgresql://wallet:hunter2@127.0.0.1:1/wallet", "host=127.0.0.1 port=1 password=hunter2 dbname=wallet",
+            "postgresql://wallet:hunter2%zz@127.0.0.1:1/wallet", "host=127.0.0.1 password='hunter2",
+        ])
+    func passwordsRefused(location: String) {
+        do {
+            _ = try Store.open(location: location)
+            Issue.record("opened \(location)")
+        } catch {
+            #expect(!"\(error)".contains("hunter2"), "\(error)")
+            #expect("\(error)".contains("WALLET_DB"), "\(error)")
+        }
+    }
+
     @Test("both engines' schemas are at the same version")
     func sameVersion() {
         #expect(PostgresSchema.latestVersion == Schema.latestVersion)

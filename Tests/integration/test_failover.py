@@ -148,6 +148,10 @@ def test_leader_killed_under_load_loses_no_acknowledged_write_and_pays_nothing_t
                 timeout=90, message="every withdrawal settled")
             paid = [row.idempotency_key for row in stack.bank_ledger()]
             assert len(paid) == len(set(paid)), "a payout was made twice"
+            # The bank answers a repeated key with its first answer ("replayed"): a
+            # second "paid" for one key would be a second payout.
+            paid_calls = [call.idempotency_key for call in stack.bank_calls() if call.answer == "paid"]
+            assert len(paid_calls) == len(set(paid_calls)), "the bank paid one key twice"
             completed = stack.sqlite("SELECT bank_key FROM transactions WHERE status = 'COMPLETED' AND type = 'WITHDRAWAL'")
             assert {row[0] for row in completed} == set(paid)
 
