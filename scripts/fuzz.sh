@@ -35,7 +35,11 @@ targets_all=(request bank-answer)
 # The fuzzers' own flags. -O: the fuzzer's speed is its reach (Swift's
 # overflow and bounds checks stay on; only -Ounchecked drops them). lld:
 # gold prints a warning per ASan symbol.
-swift_flags=("-sanitize=fuzzer,address" -O -g -use-ld=lld -I Sources/CSQLite -I Sources/CCrypto)
+# The C modules the core imports, with libpq's header directory from pkg-config
+# (it lives in /usr/include/postgresql).
+read -r -a libpq_cflags <<<"$(pkg-config --cflags libpq)"
+swift_flags=("-sanitize=fuzzer,address" -O -g -use-ld=lld -I Sources/CSQLite -I Sources/CCrypto -I Sources/CPostgres)
+for flag in "${libpq_cflags[@]}"; do swift_flags+=(-Xcc "$flag"); done
 
 # The temporary directory of the target being fuzzed (its new corpus entries and
 # its scratch database), removed however the script ends.
@@ -92,7 +96,7 @@ build() {
         if stale "$build_dir/$target" "$source" "${libraries[@]}"; then
             echo "==> fuzz: building $target"
             "$swiftc" -parse-as-library -warnings-as-errors "${swift_flags[@]}" -I "$build_dir" \
-                "$source" "${libraries[@]}" -lsqlite3 -lcrypto -o "$build_dir/$target"
+                "$source" "${libraries[@]}" -lsqlite3 -lpq -lcrypto -o "$build_dir/$target"
         fi
     done
 }
