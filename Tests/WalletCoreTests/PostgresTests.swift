@@ -181,6 +181,24 @@ struct PostgresTests {
         try other.write { try other.recordPass(startedAt: .now(), finishedAt: .now(), claimed: 0, completed: 0, failed: 0, retried: 0) }
     }
 
+    @Test("writes run READ COMMITTED and with no statement timeout, whatever the server's or the role's defaults")
+    func writeIsolation() throws {
+        let database = try TestDatabase()
+        let store = try database.connection()
+        // A server configured for REPEATABLE READ: a write's snapshot would then be taken by
+        // its lock's SELECT, before the wait, and miss the writes of the transaction it waited
+        // for (a ledger or admin trail id, max + 1, would repeat).
+        try store.database.execute("SET default_transaction_isolation = 'repeatable read'")
+        #expect(try store.write { try store.database.scalarText("SHOW transaction_isolation") } == "read committed")
+        #expect(try store.read { try store.database.scalarText("SHOW transaction_isolation") } == "repeatable read")
+        // A database's or role's statement timeout would cancel a COMMIT waiting for the synchronous standby,
+        // which PostgreSQL then reports as done; each session sets it back to none.
+        let name = try #require(try store.database.scalarText("SELECT current_database()"))
+        try database.store.database.execute("ALTER DATABASE \(name) SET statement_timeout = '5s'")
+        let fresh = try database.connection()
+        #expect(try fresh.database.scalarText("SHOW statement_timeout") == "0")
+    }
+
     @Test("an error caught inside a transaction without a savepoint fails the commit instead of losing the work quietly")
     func abortedTransaction() throws {
         let database = try TestDatabase()
