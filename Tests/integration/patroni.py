@@ -12,6 +12,7 @@ own `postmaster.pid`.
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,6 +90,9 @@ class PatroniCluster:
         # temporary directories are private to root: the cluster lives in a
         # directory of its own under /tmp, open for traversal only.
         self.directory = directory or tempfile.mkdtemp(prefix="wallet-cluster-")
+        # A directory made here is removed by stop() (three data directories of WAL),
+        # unless WALLET_KEEP_RUN_DIR=1 asks to keep it for a look at the logs.
+        self.owns_directory = directory is None
         self.ttl = ttl
         self.etcd_client = free_port()
         self.etcd_peer = free_port()
@@ -298,6 +302,8 @@ postgresql:
             except subprocess.TimeoutExpired:
                 self.etcd.kill()
                 self.etcd.wait()
+        if self.owns_directory and os.environ.get("WALLET_KEEP_RUN_DIR") != "1":
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
