@@ -36,7 +36,7 @@ import pytest
 
 from . import conftest
 from . import helpers as h
-from .helpers import ctl_json
+from .helpers import copy_database, ctl_json
 
 
 # --- helpers ----------------------------------------------------------------------
@@ -96,19 +96,6 @@ def all_api_transactions(world):
 def stored_bank_key(stack, tx_id):
     """The withdrawal's bank key, random and stored in its row when it was scheduled."""
     return stack.sqlite("SELECT bank_key FROM transactions WHERE id = ?", (tx_id,))[0][0]
-
-
-def snapshot_copy(source, target):
-    """A consistent copy of a live WAL database (SQLite's backup API, the way
-    walletctl backup does it; copying the file alone could miss the WAL)."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=10)
-    dst = sqlite3.connect(str(target))
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return target
 
 
 # --- the shared world -----------------------------------------------------------------
@@ -409,7 +396,7 @@ def test_audit_verify_passes(world):
 def tamper(world, tmp_path, name, statements):
     """A copy of the live database with the ledger's append-only triggers
     dropped and `statements` applied. Returns its path."""
-    path = snapshot_copy(world.stack.db_path, tmp_path / f"{name}.db")
+    path = copy_database(world.stack, tmp_path / f"{name}.db")
     conn = sqlite3.connect(str(path))
     try:
         conn.execute("DROP TRIGGER ledger_no_update")
@@ -486,7 +473,7 @@ def test_audit_detects_reordered_rows(world, tmp_path):
     first = rows[0]
     second = next(r for r in rows if r[1] != first[1])
     columns = "wallet_id, transaction_id, kind, delta, balance_after, created_at, hash"
-    copy = snapshot_copy(world.stack.db_path, tmp_path / "contents.db")
+    copy = copy_database(world.stack, tmp_path / "contents.db")
     conn = sqlite3.connect(str(copy))
     content = {r[0]: r[1:] for r in conn.execute(f"SELECT id, {columns} FROM ledger WHERE id IN (?, ?)",
                                                  (first[0], second[0]))}
@@ -755,7 +742,7 @@ def test_stats(world):
 
 def test_stats_counts_what_is_due(world, tmp_path):
     """A copy where the PENDING withdrawal has come due: stats says so."""
-    path = snapshot_copy(world.stack.db_path, tmp_path / "due.db")
+    path = copy_database(world.stack, tmp_path / "due.db")
     conn = sqlite3.connect(str(path))
     conn.execute("UPDATE transactions SET next_attempt_at = 1000000, scheduled_for = 1000000 WHERE id = ?",
                  (world.a_pending,))
