@@ -90,6 +90,8 @@ shopt -s inherit_errexit
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
+# shellcheck source=scripts/bench/lib.sh
+. "$REPO/scripts/bench/lib.sh"
 readonly REPO
 readonly LUA_DIR=$REPO/scripts/bench
 readonly STARTED_AT=$SECONDS
@@ -131,10 +133,6 @@ while read -r name; do
     unset "$name"
 done < <(compgen -e | grep '^WALLET_' || true)
 export no_proxy="127.0.0.1,localhost,::1" NO_PROXY="127.0.0.1,localhost,::1"
-
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else printf "—" }'; }
-thousands() { awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); r = ""; while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) } printf "%s%s", s, r }'; }
 
 # --- Tools ----------------------------------------------------------------------
 
@@ -264,28 +262,6 @@ PG_WAL_SYNC=$(psql_run "$PG_SERVER" 'SHOW wal_sync_method')
 PG_SHARED_BUFFERS=$(psql_run "$PG_SERVER" 'SHOW shared_buffers')
 [[ $(psql_run "$PG_SERVER" 'SHOW max_connections') == "$PG_MAX_CONNECTIONS" ]] || die "max_connections is not $PG_MAX_CONNECTIONS after the restart"
 log "PostgreSQL $PG_VERSION: fsync $PG_FSYNC, synchronous_commit $PG_SYNC_COMMIT, wal_sync_method $PG_WAL_SYNC"
-
-# free_port VAR: a free loopback port below the ephemeral range (where wrk's
-# and curl's own ends are taken), not chosen before.
-TAKEN_PORTS=" "
-read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
-PORT_LOW=10000
-PORT_SPAN=$((EPHEMERAL_LOW - PORT_LOW))
-((PORT_SPAN >= 1000)) || PORT_LOW=20000 PORT_SPAN=40000
-# (Its own variable has a name no caller uses: printf -v would set a local.)
-free_port() {
-    local candidate_port
-    for _ in {1..200}; do
-        candidate_port=$((PORT_LOW + RANDOM % PORT_SPAN))
-        [[ $TAKEN_PORTS != *" $candidate_port "* ]] || continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate_port") 2>/dev/null; then
-            TAKEN_PORTS+="$candidate_port "
-            printf -v "$1" '%s' "$candidate_port"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
 
 # wait_for WHAT SECONDS PID COMMAND...: polls COMMAND until it succeeds; dies
 # if PID exits first or the time runs out.
@@ -438,12 +414,6 @@ sql() {
 # --- wrk ------------------------------------------------------------------------
 
 declare -A RPS=() P50=() P99=() ERRORS=() REQUESTS=()
-
-json_field() {
-    local re="\"$1\": (-?[0-9]+(\.[0-9]+)?)"
-    [[ $2 =~ $re ]] || die "no field $1 in: $2"
-    printf '%s\n' "${BASH_REMATCH[1]}"
-}
 
 # bench KEY URL SCRIPT [PREFIX]: a warm-up run, then the measured one, at
 # 32 connections on 2 threads; the summary is report.lua's BENCH_RESULT line.

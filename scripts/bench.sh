@@ -101,6 +101,8 @@ shopt -s inherit_errexit
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
+# shellcheck source=scripts/bench/lib.sh
+. "$REPO/scripts/bench/lib.sh"
 readonly REPO
 readonly LUA_DIR=$REPO/scripts/bench
 readonly STARTED_AT=$SECONDS
@@ -152,15 +154,6 @@ done < <(compgen -e | grep '^WALLET_' || true)
 # Loopback must never go through a proxy from the environment (curl here,
 # libcurl in the processor). wrk ignores proxies.
 export no_proxy="127.0.0.1,localhost,::1" NO_PROXY="127.0.0.1,localhost,::1"
-
-# Floating-point helpers (bash has integers only; awk is everywhere).
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
-# pct A B: A as a percentage of B ("12.3 %"), or "—" without a B.
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else printf "—" }'; }
-# ge A B: A >= B (floats).
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
-# Thousands separators for a whole number ("12,345"), after rounding.
-thousands() { awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); r = ""; while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) } printf "%s%s", s, r }'; }
 
 # --- Tools ----------------------------------------------------------------------------
 
@@ -345,33 +338,6 @@ fi
 
 # --- The stack -----------------------------------------------------------------------------
 
-# free_port VAR: sets VAR to a free loopback port (nothing listens on it
-# now, and we have not chosen it before). A variable, not output: the list
-# of chosen ports must survive the call. stack.sh checks again and refuses
-# a port in use.
-# The ports come from below the kernel's ephemeral range, where wrk, curl and
-# the processor take the local ports of their connections: a port in that
-# range can refuse connect() (nothing listens) and still be taken for
-# nginx's bind() by a connection that uses it as its own end.
-TAKEN_PORTS=" "
-read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
-PORT_LOW=10000
-PORT_SPAN=$((EPHEMERAL_LOW - PORT_LOW))
-((PORT_SPAN >= 1000)) || PORT_LOW=20000 PORT_SPAN=40000
-free_port() {
-    local port
-    for _ in {1..200}; do
-        port=$((PORT_LOW + RANDOM % PORT_SPAN))
-        [[ $TAKEN_PORTS != *" $port "* ]] || continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            TAKEN_PORTS+="$port "
-            printf -v "$1" '%s' "$port"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
-
 # start_stack NAME BANK_WORKERS BANK_MODE [TREE BIN_DIR DB]: starts
 # TREE/scripts/stack.sh --no-processor (TREE: this repository unless given)
 # in $TMP/run-NAME on the shared database (or DB) and waits for its
@@ -456,13 +422,6 @@ vm_hwm() {
 # Results, by key: requests/s, p50 and p99 in ms, errors (socket errors of
 # any kind plus HTTP >= 400, as wrk counts them).
 declare -A RPS=() P50=() P99=() ERRORS=() REQUESTS=() CONNS=()
-
-# json_field NAME LINE: a number from the flat JSON line report.lua prints.
-json_field() {
-    local re="\"$1\": (-?[0-9]+(\.[0-9]+)?)"
-    [[ $2 =~ $re ]] || die "no field $1 in wrk's summary: $2"
-    printf '%s\n' "${BASH_REMATCH[1]}"
-}
 
 # bench KEY CONNS URL SCRIPT [SCRIPT_ARGS...]: a warm-up run, then the
 # measured one; its summary is the BENCH_RESULT line that report.lua's done()
