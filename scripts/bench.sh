@@ -534,13 +534,20 @@ create_wallets() {
 # /wallets/UUID/PATH, spread round-robin over the wallets in $WALLET_FILE;
 # every answer must have EXPECTED_STATUS.
 post_to_wallets() {
-    local name=$1 n=$2 path=$3 body=$4 expected=$5 cfg=$TMP/$1.curl i ok
+    local name=$1 n=$2 path=$3 body=$4 expected=$5 cfg=$TMP/$1.curl i
     local -a wallets
     mapfile -t wallets <"$WALLET_FILE"
     for ((i = 0; i < n; i++)); do
         printf 'url = "http://127.0.0.1:%s/wallets/%s/%s"\noutput = "/dev/null"\n' \
             "$HTTP_PORT" "${wallets[i % ${#wallets[@]}]}" "$path"
     done >"$cfg"
+    send_posts "$name" "$n" "$cfg" "$body" "$expected"
+}
+
+# send_posts NAME N CFG BODY EXPECTED_STATUS: the N POSTs of curl config CFG;
+# every answer must have EXPECTED_STATUS.
+send_posts() {
+    local name=$1 n=$2 cfg=$3 body=$4 expected=$5 ok
     curl_many "$cfg" "$body" >"$TMP/$name.status" || die "$name: curl failed"
     ok=$(grep -c "^$expected\$" "$TMP/$name.status" || true)
     if ((ok != n)); then
@@ -553,17 +560,12 @@ post_to_wallets() {
 # stack: the baseline ignores the key); every answer must have
 # EXPECTED_STATUS.
 post_n() {
-    local name=$1 n=$2 url=$3 body=$4 expected=$5 cfg=$TMP/$1.curl i ok
+    local name=$1 n=$2 url=$3 body=$4 expected=$5 cfg=$TMP/$1.curl i
     ((n > 0)) || return 0
     for ((i = 0; i < n; i++)); do
         printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
     done >"$cfg"
-    curl_many "$cfg" "$body" >"$TMP/$name.status" || die "$name: curl failed"
-    ok=$(grep -c "^$expected\$" "$TMP/$name.status" || true)
-    if ((ok != n)); then
-        sort "$TMP/$name.status" | uniq -c >&2
-        die "$name: $ok of $n requests answered $expected"
-    fi
+    send_posts "$name" "$n" "$cfg" "$body" "$expected"
 }
 
 # db_count DB WHAT: how many wallets, deposits or withdrawals DB holds.
