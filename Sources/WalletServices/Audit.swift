@@ -43,8 +43,8 @@ public struct AuditReport: Sendable {
     public var ledgerRows: Int64 = 0
     public var wallets: Int64 = 0
     public var transactions: Int64 = 0
-    /// The last row's hash: an operator who records it can later prove nothing was cut
-    /// from the end.
+    /// The last row's stored hash. Since rows chain per wallet it covers only that row's
+    /// wallet: `checkpoint` is what covers every row.
     public var headHash: String = Store.genesisHash
     /// The checkpoint of the last ledger row, recomputed from the rows' contents.
     public var checkpoint: LedgerCheckpoint = .genesis
@@ -59,7 +59,8 @@ public struct AuditReport: Sendable {
 }
 
 /// Recomputes everything the ledger promises, from the rows alone:
-/// - the hash chain, row by row, with no gap in the ids;
+/// - the hash chains, row by row: the single chain of the rows written before schema
+///   version 7, with no gap in the ids, and each wallet's chain after it;
 /// - each row's `balance_after` as the running sum of its wallet's deltas;
 /// - each wallet's balance as the sum of its deltas, and its held funds as the sum of its
 ///   `PROCESSING` withdrawals; no negative balance;
@@ -157,27 +158,48 @@ public struct Auditor {
         report.adminHeadHash = previousHash
     }
 
+    /// Each row's hash against the chain it belongs to: rows written before schema version 7
+    /// (`wallet_chain = 0`) form one chain through the whole ledger, ids without a gap; each
+    /// later row chains from its own wallet's previous row, whatever that row's kind (ids
+    /// may skip: on PostgreSQL a rolled-back transaction leaves its drawn id unused). A
+    /// removed row breaks the chain of the row after it in its wallet; a changed or moved
+    /// one breaks its own. A row of the single chain after a per-wallet row was put there.
     private func checkChain(
         _ report: inout AuditReport, sums: inout [Int64: Int64], entries: inout [Int64: [LedgerLine]], checkpoints: inout [Int64: String]
     ) throws {
-        var previousHash = Store.genesisHash
+        var singleChainHead = Store.genesisHash
+        var walletHeads: [Int64: String] = [:]
+        var firstWalletChained: Int64?
+        var lastHash = Store.genesisHash
         var checkpoint = LedgerCheckpoint.genesis
         var expectedID: Int64 = 1
         for row in try store.ledgerRows() {
             report.ledgerRows += 1
-            if row.id != expectedID {
-                report.discrepancies.append(
-                    Discrepancy(
-                        kind: .ledgerGap, subject: "ledger \(row.id)",
-                        detail: "expected row \(expectedID) next: rows were removed or renumbered"))
+            let walletChained = row.walletChain != 0
+            if walletChained {
+                if firstWalletChained == nil { firstWalletChained = row.id }
+            } else {
+                if let first = firstWalletChained {
+                    report.discrepancies.append(
+                        Discrepancy(
+                            kind: .brokenHashChain, subject: "ledger \(row.id)",
+                            detail: "a row of the single chain after row \(first), which chains per wallet: rows were inserted or renumbered"))
+                }
+                if row.id != expectedID {
+                    report.discrepancies.append(
+                        Discrepancy(
+                            kind: .ledgerGap, subject: "ledger \(row.id)",
+                            detail: "expected row \(expectedID) next: rows were removed or renumbered"))
+                }
+                expectedID = row.id + 1
             }
-            expectedID = row.id + 1
+            let previousHash = walletChained ? walletHeads[row.walletRowID] ?? Store.genesisHash : singleChainHead
             let input = Store.ledgerHashInput(
                 previousHash: previousHash, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
                 kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
             let chained = SHA256.hex(Array(input.utf8))
             // The checkpoint chains from the previous checkpoint, not from the stored hash;
-            // while it hashes the same text (an intact chain), it is the same hash.
+            // while it hashes the same text (the single chain, intact), it is the same hash.
             checkpoint =
                 LedgerCheckpoint.stepInput(checkpoint.hash, row) == input
                 ? LedgerCheckpoint(ledgerID: row.id, hash: chained) : checkpoint.next(row)
@@ -186,9 +208,13 @@ public struct Auditor {
                 report.discrepancies.append(
                     Discrepancy(
                         kind: .brokenHashChain, subject: "ledger \(row.id)",
-                        detail: "the hash does not match the row's content and the previous row's hash"))
+                        detail: walletChained
+                            ? "the hash does not match the row's content and its wallet's previous row's hash"
+                            : "the hash does not match the row's content and the previous row's hash"))
             }
-            previousHash = row.hash
+            if !walletChained { singleChainHead = row.hash }
+            walletHeads[row.walletRowID] = row.hash
+            lastHash = row.hash
             let (sum, overflow) = sums[row.walletRowID, default: 0].addingReportingOverflow(row.delta)
             sums[row.walletRowID] = sum
             if overflow || sum != row.balanceAfter {
@@ -199,7 +225,7 @@ public struct Auditor {
             }
             entries[row.transactionID, default: []].append(LedgerLine(wallet: row.walletRowID, kind: row.kind, delta: row.delta))
         }
-        report.headHash = previousHash
+        report.headHash = lastHash
         report.checkpoint = checkpoint
     }
 

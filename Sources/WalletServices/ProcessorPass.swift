@@ -155,14 +155,15 @@ public final class ProcessorPass {
         return summary
     }
 
-    /// The checkpoint of the ledger's last row (docs/CHECKPOINTS.md), for the journal to
-    /// keep as an anchor. Computed in a read transaction, from the last stored checkpoint
+    /// The checkpoint of the ledger's last settled row (docs/CHECKPOINTS.md), for the journal
+    /// to keep as an anchor. Computed in a read transaction, from the last stored checkpoint
     /// over the rows since: no write lock, and the cost of the rows since the last pass.
     /// nil when the ledger is empty or the checkpoint cannot be computed (logged: rows
     /// removed from the ledger's end make it so).
     private func ledgerCheckpoint() -> LedgerCheckpoint? {
         do {
-            return try store.read { try store.latestCheckpoint() }
+            let settled = try store.settledLedgerID()
+            return try store.read { try store.latestCheckpoint(settled: settled) }
         } catch {
             log.write(.error, "ledger_checkpoint_failed", ["message": .string("\(error)")])
             return nil

@@ -187,6 +187,31 @@ public final class Database {
         }
     }
 
+    /// An SQL expression for the next id of `table`, for a row whose hash covers its id (so
+    /// the id is needed before the row is written). PostgreSQL draws it from the table's
+    /// sequence (`<table>_id_seq`): concurrent writers each get their own, never handed out
+    /// twice. SQLite has one writer at a time, so the largest id plus one is free until it
+    /// commits.
+    func nextID(of table: String) -> String {
+        switch engine {
+        case .sqlite: return "(SELECT coalesce(max(id), 0) + 1 FROM \(table))"
+        case .postgres: return "nextval('\(table)_id_seq')"
+        }
+    }
+
+    /// The largest id of `table` below which no row can still appear: rows are read in id
+    /// order (the checkpoints, the event feed) and a reader that went past an id still in
+    /// flight would skip it for good. SQLite has one writer at a time, whose ids come after
+    /// every committed one: the largest committed id. PostgreSQL's writers draw ids
+    /// concurrently, and it waits until those drawn below the largest have committed or
+    /// rolled back (`PostgresConnection.settledMaxID(of:)`). Outside any transaction.
+    public func settledMaxID(of table: String) throws -> Int64 {
+        switch engine {
+        case .sqlite(let connection): return try connection.scalarInteger("SELECT coalesce(max(id), 0) FROM \(table)") ?? 0
+        case .postgres(let connection): return try connection.settledMaxID(of: table)
+        }
+    }
+
     /// The schema version the database records: SQLite's `PRAGMA user_version`, or
     /// PostgreSQL's one-row `schema_version` table (0 before the first migration).
     public func schemaVersion() throws -> Int64 {

@@ -1,6 +1,7 @@
 import WalletDomain
 import WalletPlatform
 import CPostgres
+import Glibc
 
 /// One PostgreSQL connection over libpq, speaking the store's SQL. Not thread-safe: each
 /// thread owns its own.
@@ -309,6 +310,41 @@ final class PostgresConnection {
     }
 
     // MARK: - Engine-specific
+
+    /// The largest id of `table` that is settled: every row with an id up to it that will
+    /// ever be committed is committed now. Ids come from a sequence, drawn by concurrent
+    /// transactions that commit in any order, so the largest id visible may have smaller
+    /// ones still in flight; a reader that went on from it would skip them for good.
+    ///
+    /// Every write transaction has its transaction id from its first statement
+    /// (`transaction(.write, _:)`), before it draws any id. So a row with an id up to the
+    /// largest seen in a snapshot was drawn by a transaction that had begun by then: one
+    /// the snapshot sees committed, or one it lists as in progress. Once those have ended,
+    /// nothing below that id can still appear. Waits for them up to the lock timeout (they
+    /// are write transactions, over in milliseconds), then fails as busy. Runs outside any
+    /// transaction: each of its statements needs a snapshot of its own.
+    func settledMaxID(of table: String) throws -> Int64 {
+        precondition(!transactionOpen, "settledMaxID takes snapshots of its own")
+        guard
+            let (largest, snapshot) = try queryFirst(
+                "SELECT coalesce(max(id), 0), pg_current_snapshot()::text FROM \(table)", [], { ($0.integer(0), $0.text(1)) })
+        else { preconditionFailure("an aggregate returned no row") }
+        var waited: Int32 = 0
+        while true {
+            let running =
+                try queryFirst(
+                    "SELECT count(*) FROM pg_snapshot_xip(?1::pg_snapshot) AS x WHERE pg_xact_status(x) = 'in progress'", [.text(snapshot)],
+                    { $0.integer(0) }) ?? 0
+            if running == 0 { return largest }
+            guard waited < lockTimeoutMilliseconds else {
+                throw DatabaseError(
+                    code: 0, message: "\(running) write transactions still open after \(waited) ms; \(table) is not settled yet",
+                    sqlState: "55P03")
+            }
+            usleep(1_000)
+            waited += 1
+        }
+    }
 
     /// The version in the one-row `schema_version` table, 0 when there is none yet.
     func schemaVersion() throws -> Int64 {

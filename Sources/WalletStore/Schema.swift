@@ -9,7 +9,7 @@ import WalletPlatform
 /// `CHECK`s that mirror the domain's limits, foreign keys, and triggers that keep the ledger
 /// append-only.
 public enum Schema {
-    public static let migrations: [String] = [version1, version2, version3, adminTrail, events, apiKeyChanges]
+    public static let migrations: [String] = [version1, version2, version3, adminTrail, events, apiKeyChanges, walletChains]
 
     /// The version this binary writes. A database with a newer version was migrated by a
     /// newer binary, and this one refuses to touch it.
@@ -370,5 +370,20 @@ public enum Schema {
         BEGIN UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1; END;
         CREATE TRIGGER api_keys_count_update AFTER UPDATE OF digest, revoked_at ON api_keys
         BEGIN UPDATE api_key_changes SET changes = changes + 1 WHERE id = 1; END;
+        """
+
+    /// Ledger rows chain per wallet from here on (docs/CHECKPOINTS.md). Until this version
+    /// every row chained from the row before it in the whole ledger, so every balance change
+    /// of every wallet waited for the one before it: one point that every writer of a
+    /// cluster would queue on. A row written from now on chains from its own wallet's
+    /// previous row (`wallet_chain = 1`); the rows before keep their place in the single
+    /// chain (`wallet_chain = 0`, the default every existing row takes), since a hash is
+    /// never recomputed. The auditor checks each row by its own chain, and the checkpoints,
+    /// which hash rows' contents in id order, cover both kinds alike.
+    ///
+    /// `ledger_by_wallet_id` finds a wallet's last row, the one a new row chains from.
+    static let walletChains = """
+        ALTER TABLE ledger ADD COLUMN wallet_chain INTEGER NOT NULL DEFAULT 0 CHECK (wallet_chain IN (0, 1));
+        CREATE INDEX ledger_by_wallet_id ON ledger (wallet_id, id);
         """
 }

@@ -13,6 +13,9 @@ public struct StoredLedgerRow: Sendable, Equatable {
     public var balanceAfter: Int64
     public var createdAt: Int64
     public var hash: String
+    /// 1 when the row chains from its wallet's previous row, 0 when from the ledger's
+    /// previous row (rows written before schema version 7).
+    public var walletChain: Int64
 }
 
 /// A wallet's stored balance and held funds, with the exact total of its `PROCESSING`

@@ -15,8 +15,13 @@ import WalletPlatform
 ///     c(n) = hex(SHA-256(c(n-1) "|" id "|" wallet_id "|" transaction_id "|" kind "|" delta
 ///                        "|" balance_after "|" created_at))   for the rows in id order
 ///
-/// with integers in decimal. (Today this is the ledger chain's own formula, so on an intact
-/// ledger `c(n)` equals row `n`'s stored hash.)
+/// with integers in decimal. (For the rows written before schema version 7, which form one
+/// chain through the ledger, this is the chain's own formula, so on an intact ledger `c(n)`
+/// equals row `n`'s stored hash; later rows chain per wallet and have hashes of their own.)
+///
+/// Ids may skip (on PostgreSQL a rolled-back transaction leaves its drawn id unused): the
+/// fold takes the rows there are. A checkpoint is taken only up to a settled id
+/// (`Store.settledLedgerID()`), below which no row can still appear.
 public struct LedgerCheckpoint: Sendable, Equatable, CustomStringConvertible {
     public var ledgerID: Int64
     public var hash: String
@@ -59,7 +64,7 @@ public struct LedgerCheckpoint: Sendable, Equatable, CustomStringConvertible {
         String(decoding: stepBytes(previous, row), as: UTF8.self)
     }
 
-    /// The same as UTF-8 bytes (today the text the ledger's chain hashes too).
+    /// The same as UTF-8 bytes (the text the single chain of rows before version 7 hashes too).
     static func stepBytes(_ previous: String, _ row: StoredLedgerRow) -> [UInt8] {
         Store.ledgerHashBytes(
             previousHash: previous, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID, kind: row.kind,
@@ -72,14 +77,14 @@ extension Store {
     static let checkpointChunkRows = 10_000
 
     /// The columns `ledgerRow` reads, in this order: every query it decodes starts with them.
-    static let ledgerColumns = "id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash"
+    static let ledgerColumns = "id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash, wallet_chain"
 
     /// Read by position rather than by name (a name is a lookup per column per row): a first
     /// checkpoint decodes every row of the ledger.
     static func ledgerRow(from row: Row) -> StoredLedgerRow {
         StoredLedgerRow(
             id: row.integer(0), walletRowID: row.integer(1), transactionID: row.integer(2), kind: row.text(3), delta: row.integer(4),
-            balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7))
+            balanceAfter: row.integer(5), createdAt: row.integer(6), hash: row.text(7), walletChain: row.integer(8))
     }
 
     /// The checkpoints the processor stored, in id order.
@@ -112,11 +117,17 @@ extension Store {
         return reached.ledgerID == id ? reached : nil
     }
 
-    /// The checkpoint of the ledger's last row, continued from the last stored checkpoint;
-    /// nil while the ledger is empty. Throws when the ledger ends before that checkpoint:
-    /// rows were removed.
-    public func latestCheckpoint() throws -> LedgerCheckpoint? {
-        guard let last = try database.scalarInteger("SELECT max(id) FROM ledger") else { return nil }
+    /// The id of the last ledger row a checkpoint may cover now: below it no row can still
+    /// appear (`Database.settledMaxID(of:)`). Outside any transaction.
+    public func settledLedgerID() throws -> Int64 {
+        try database.settledMaxID(of: "ledger")
+    }
+
+    /// The checkpoint of the last row up to `settled` (`settledLedgerID()`), continued from
+    /// the last stored checkpoint; nil while the ledger has no row up to it. Throws when the
+    /// ledger ends before that checkpoint: rows were removed.
+    public func latestCheckpoint(settled: Int64) throws -> LedgerCheckpoint? {
+        guard let last = try database.scalarInteger("SELECT max(id) FROM ledger WHERE id <= ?", [.integer(settled)]) else { return nil }
         let start =
             try database.queryFirst("SELECT ledger_id, hash FROM ledger_checkpoints ORDER BY ledger_id DESC LIMIT 1") {
                 LedgerCheckpoint(ledgerID: $0.integer(0), hash: $0.text(1))

@@ -6,8 +6,9 @@ extension Store {
     /// The hash the first ledger row chains from.
     public static let genesisHash = String(repeating: "0", count: 64)
 
-    /// The text a ledger row's hash covers, after the previous row's hash. Any change to
-    /// a field, or to the row's position, changes it.
+    /// The text a ledger row's hash covers, after the previous row's hash (its wallet's
+    /// previous row for a row with `wallet_chain = 1`, the ledger's previous row for one
+    /// written before version 7). Any change to a field, or to the row's position, changes it.
     public static func ledgerHashInput(
         previousHash: String, id: Int64, walletRowID: Int64, transactionID: Int64,
         kind: String, delta: Int64, balanceAfter: Int64, createdAt: Int64
@@ -43,22 +44,32 @@ extension Store {
         return bytes
     }
 
-    /// Appends one ledger row, chained to the last one. Must run in the transaction that
-    /// changed the balance.
+    /// Appends one ledger row, chained to its wallet's previous row (or to the genesis hash,
+    /// for a wallet's first), with `wallet_chain = 1`. Must run in the transaction that
+    /// changed the balance, after that change: the wallet's row is then this transaction's
+    /// until it ends (on PostgreSQL, locked by the update), so no other transaction can
+    /// chain a row of this wallet from the same previous row.
+    ///
+    /// No row of another wallet is read: writers of different wallets never wait for each
+    /// other here. The id comes from `Database.nextID(of:)` (a sequence on PostgreSQL),
+    /// and the hash covers it, so a row cannot be moved within its chain.
     func appendLedger(
         walletRowID: Int64, wallet: WalletID, transactionID: Int64, kind: LedgerEntry.Kind,
         delta: Int64, balanceAfter: Money, now: Timestamp
     ) throws -> LedgerEntry {
         requireTransaction()
-        let last = try database.queryFirst("SELECT id, hash FROM ledger ORDER BY id DESC LIMIT 1") { ($0.integer(0), $0.text(1)) }
-        let id = (last?.0 ?? 0) + 1
+        let head = try database.queryFirst(
+            "SELECT \(database.nextID(of: "ledger")), (SELECT hash FROM ledger WHERE wallet_id = ?1 ORDER BY id DESC LIMIT 1)",
+            [.integer(walletRowID)]
+        ) { ($0.integer(0), $0.optionalText(1)) }
+        guard let (id, previousHash) = head else { preconditionFailure("a SELECT without FROM returned no row") }
         let input = Store.ledgerHashBytes(
-            previousHash: last?.1 ?? Store.genesisHash, id: id, walletRowID: walletRowID, transactionID: transactionID,
+            previousHash: previousHash ?? Store.genesisHash, id: id, walletRowID: walletRowID, transactionID: transactionID,
             kind: kind.rawValue, delta: delta, balanceAfter: balanceAfter.minorUnits, createdAt: now.microseconds)
         try database.run(
             """
-            INSERT INTO ledger (id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO ledger (id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash, wallet_chain)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
             """,
             [
                 .integer(id), .integer(walletRowID), .integer(transactionID), .text(kind.rawValue), .integer(delta),

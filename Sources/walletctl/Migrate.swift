@@ -75,14 +75,16 @@ struct Migrate: ParsableCommand {
         let targetAudit = try Auditor(store: target).verify()
         var problems = sourceAudit.discrepancies.map { "source: \($0)" }
         problems += targetAudit.discrepancies.map { "target: \($0)" }
-        if sourceAudit.headHash != targetAudit.headHash {
-            problems.append("the ledger heads differ: \(sourceAudit.headHash) and \(targetAudit.headHash)")
+        // The checkpoint of the last row covers every row (the last row's hash covers only
+        // its wallet's chain).
+        if sourceAudit.checkpoint != targetAudit.checkpoint {
+            problems.append("the ledger checkpoints differ: \(sourceAudit.checkpoint) and \(targetAudit.checkpoint)")
         }
-        report(copied, head: targetAudit.headHash, problems: problems)
+        report(copied, checkpoint: targetAudit.checkpoint, problems: problems)
         guard problems.isEmpty else { throw Failed(description: "the audit of the copy found problems") }
     }
 
-    private func report(_ copied: [Store.CopiedTable], head: String, problems: [String]) {
+    private func report(_ copied: [Store.CopiedTable], checkpoint: LedgerCheckpoint, problems: [String]) {
         if json {
             var object = JSONObject()
             object.add("from", from)
@@ -96,7 +98,7 @@ struct Migrate: ParsableCommand {
                         item.add("rows", table.rows)
                         return item.result
                     }))
-            object.add("ledger_head", head)
+            object.add("ledger_checkpoint", checkpoint.anchor)
             object.add("problems", json: jsonArray(problems.map(JSONWriter.quoted)))
             object.add("verified", json: problems.isEmpty ? "true" : "false")
             print(object.result)
@@ -105,7 +107,7 @@ struct Migrate: ParsableCommand {
         var table = Table("TABLE", "ROWS")
         for item in copied { table.add(item.name, String(item.rows)) }
         print(table.rendered)
-        print("ledger head \(head)")
+        print("ledger checkpoint \(checkpoint.anchor)")
         for problem in problems { print("problem: \(problem)") }
         if problems.isEmpty { print("copied into \(Store.describe(location: to)); every table matches, the audit passes on both sides") }
     }

@@ -31,9 +31,10 @@ struct Statement: ParsableCommand {
         let end = try parseTimestamp(to)
         guard start <= end else { throw ValidationError("--from must not be after --to") }
         let store = try common.store()
+        let settled = try store.settledLedgerID()
         let statement = try store.read {
             guard let found = try store.wallet(wallet) else { throw Failed(description: "no wallet \(uuid)") }
-            return try WalletStatement(store: store, wallet: found, from: start, to: end)
+            return try WalletStatement(store: store, wallet: found, from: start, to: end, settled: settled)
         }
         if common.json || format == .json {
             print(statement.json)
@@ -53,14 +54,16 @@ struct WalletStatement {
     var rows: [StoredLedgerRow]
     var checkpoint: LedgerCheckpoint
 
-    init(store: Store, wallet: Wallet, from: Timestamp, to: Timestamp) throws {
+    /// `settled`: `Store.settledLedgerID()`, taken before the read transaction; the
+    /// checkpoint covers no row past it, whose smaller ids might still be in flight.
+    init(store: Store, wallet: Wallet, from: Timestamp, to: Timestamp, settled: Int64) throws {
         self.wallet = wallet.id
         self.from = from
         self.to = to
         opening = try store.balance(ofWalletRow: wallet.rowID, through: from, inclusive: false)
         rows = try store.ledgerRows(ofWalletRow: wallet.rowID, from: from, to: to)
         closing = try store.balance(ofWalletRow: wallet.rowID, through: to, inclusive: false)
-        let last = try store.lastLedgerID(before: to)
+        let last = min(try store.lastLedgerID(before: to), settled)
         guard let checkpoint = try store.checkpoint(through: last) else {
             throw Failed(description: "the ledger has no row \(last) to checkpoint: rows were removed (run walletctl audit verify)")
         }

@@ -118,13 +118,13 @@ struct LedgerCheckpointTests {
             #expect(expected.hash == row.hash)
             #expect(try store.checkpoint(through: row.id) == expected)
         }
-        #expect(try store.latestCheckpoint() == expected)
+        #expect(try store.latestCheckpoint(settled: store.settledLedgerID()) == expected)
         #expect(try store.checkpoint(through: 0) == .genesis)
         #expect(try store.checkpoint(through: 4) == nil)
         // The stored hash column is not part of it: a broken chain leaves the checkpoint alone.
         try store.database.dropTrigger("ledger_no_update", on: "ledger")
         try store.database.execute("UPDATE ledger SET hash = '\(String(repeating: "f", count: 64))' WHERE id = 2")
-        #expect(try store.latestCheckpoint() == expected)
+        #expect(try store.latestCheckpoint(settled: store.settledLedgerID()) == expected)
     }
 
     @Test("a pass stores its checkpoint and the next continues from it, without reading the rows before")
@@ -135,7 +135,7 @@ struct LedgerCheckpointTests {
         t.deposit(wallet, 200)
         let store = try t.database.connection()
         try runPass(store, ScriptedBank(always: .paid))
-        let first = try #require(try store.latestCheckpoint())
+        let first = try #require(try store.latestCheckpoint(settled: store.settledLedgerID()))
         #expect(try store.storedCheckpoints() == [first] && first.ledgerID == 2)
         // Continuing from the stored checkpoint: a forged stored hash carries forward, which
         // is how a pass proves it did not rehash the ledger (and what audit verify catches).
@@ -144,7 +144,7 @@ struct LedgerCheckpointTests {
         try store.database.execute("UPDATE ledger_checkpoints SET hash = '\(forged)'")
         t.deposit(wallet, 300)
         let rows = try store.ledgerRows()
-        #expect(try store.latestCheckpoint() == LedgerCheckpoint(ledgerID: 2, hash: forged).next(rows[2]))
+        #expect(try store.latestCheckpoint(settled: store.settledLedgerID()) == LedgerCheckpoint(ledgerID: 2, hash: forged).next(rows[2]))
         let report = try Auditor(store: store).verify()
         #expect(report.discrepancies.map(\.kind) == [.checkpointMismatch])
         #expect(report.checkpoint.hash == rows[2].hash)
@@ -157,7 +157,7 @@ struct LedgerCheckpointTests {
         t.deposit(wallet, 100)
         t.deposit(wallet, 200)
         let store = t.database.store
-        let anchor = try #require(try store.latestCheckpoint())
+        let anchor = try #require(try store.latestCheckpoint(settled: store.settledLedgerID()))
         let report = try Auditor(store: store).verify(anchors: [anchor, .genesis])
         #expect(report.passed && report.anchors.map(\.held) == [true, true])
 

@@ -71,9 +71,11 @@ struct AuditTests {
                 "UPDATE ledger SET delta = delta + 1 WHERE id = 1",
                 [Discrepancy.Kind.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
             ),
+            // Ids may skip (a rolled-back transaction on PostgreSQL): the removed row is found
+            // by the wallet's next row, which chained from it.
             (
                 "DELETE FROM ledger WHERE id = 3",
-                [.ledgerGap, .brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
+                [.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
             ),
             // The stored hash column is not part of a checkpoint: only the chain breaks.
             ("UPDATE ledger SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE id = 2", [.brokenHashChain, .brokenHashChain]),

@@ -249,6 +249,76 @@ struct SchemaTests {
         #expect(try store.wallet(wallet, visibleTo: .client(legacy.id)) == nil)
     }
 
+    @Test("version 7 keeps the single chain of the rows before it, chains later rows per wallet, and old anchors still hold")
+    func versionSevenChainsPerWallet() throws {
+        let path = "/tmp/walletcore-test-\(WalletID.random().text).db"
+        defer { TestDatabase.remove(path) }
+        let (first, second) = (WalletID.random(), WalletID.random())
+        // A ledger written before version 7: three rows, one chain through the whole ledger.
+        var legacy: [LedgerRow] = []
+        do {
+            let raw = try Database(path: path)
+            try raw.immediateTransaction {
+                for migration in Schema.migrations.prefix(6) { try raw.execute(migration) }
+                try raw.execute("PRAGMA user_version = 6")
+                try raw.run(
+                    "INSERT INTO api_keys (id, name, digest, created_at) VALUES (1, 'client', ?, 0)", [.text(String(repeating: "a", count: 64))])
+                try raw.run(
+                    "INSERT INTO wallets (id, uuid, balance, created_at, updated_at, api_key_id) VALUES (1, ?, 150, 0, 0, 1), (2, ?, 70, 0, 0, 1)",
+                    [.text(first.text), .text(second.text)])
+                var previous = Store.genesisHash
+                for (id, wallet, amount, after) in [(Int64(1), Int64(1), Int64(100), Int64(100)), (2, 2, 70, 70), (3, 1, 50, 150)] {
+                    try raw.run(
+                        """
+                        INSERT INTO transactions (id, wallet_id, type, status, amount, executed_at, created_at, updated_at)
+                        VALUES (?1, ?2, 'DEPOSIT', 'COMPLETED', ?3, ?1, ?1, ?1)
+                        """, [.integer(id), .integer(wallet), .integer(amount)])
+                    let input = Store.ledgerHashInput(
+                        previousHash: previous, id: id, walletRowID: wallet, transactionID: id, kind: "DEPOSIT", delta: amount,
+                        balanceAfter: after, createdAt: id)
+                    previous = SHA256.hex(Array(input.utf8))
+                    try raw.run(
+                        "INSERT INTO ledger (id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash) VALUES (?1, ?2, ?1, 'DEPOSIT', ?3, ?4, ?1, ?5)",
+                        [.integer(id), .integer(wallet), .integer(amount), .integer(after), .text(previous)])
+                    legacy.append(
+                        LedgerRow(
+                            id: id, walletRowID: wallet, transactionID: id, kind: "DEPOSIT", delta: amount, balanceAfter: after, createdAt: id,
+                            hash: previous, walletChain: 0))
+                }
+            }
+        }
+        // An anchor an auditor took before the upgrade: on the single chain, the last row's hash.
+        let anchor = legacy.reduce(LedgerCheckpoint.genesis) { $0.next($1) }
+        #expect(anchor == LedgerCheckpoint(ledgerID: 3, hash: legacy[2].hash))
+
+        let store = try Store.open(location: path)
+        #expect(try store.schemaVersion() == 7)
+        try store.write {
+            _ = try store.deposit(to: second, by: .operator, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: .now()).get()
+            _ = try store.deposit(to: first, by: .operator, amount: Amount(minorUnits: 7)!, idempotencyKey: nil, now: .now()).get()
+        }
+        let rows = try ledgerRows(store)
+        #expect(rows.prefix(3).map(\.hash) == legacy.map(\.hash), "rows before version 7 are never rehashed")
+        #expect(rows.map(\.walletChain) == [0, 0, 0, 1, 1])
+        // Row 4 (the second wallet's) chains from row 2, its wallet's last row, not from row 3.
+        let fourth = Store.ledgerHashInput(
+            previousHash: legacy[1].hash, id: 4, walletRowID: 2, transactionID: rows[3].transactionID, kind: "DEPOSIT", delta: 5,
+            balanceAfter: 75, createdAt: rows[3].createdAt)
+        #expect(rows[3].hash == SHA256.hex(Array(fourth.utf8)))
+        #expect(brokenHashLinks(rows).isEmpty)
+
+        let report = try Auditor(store: store).verify(anchors: [anchor])
+        #expect(report.passed, "\(report.discrepancies)")
+        #expect(report.anchors.map(\.held) == [true])
+        #expect(report.checkpoint == rows.reduce(LedgerCheckpoint.genesis) { $0.next($1) })
+
+        // The single chain still finds a removed row by its id, as before.
+        try store.database.dropTrigger("ledger_no_delete", on: "ledger")
+        try store.database.execute("DELETE FROM ledger WHERE id = 2")
+        let kinds = Set(try Auditor(store: store).verify(anchors: [anchor]).discrepancies.map(\.kind))
+        #expect(kinds.isSuperset(of: [.ledgerGap, .brokenHashChain, .anchorMismatch]))
+    }
+
     @Test("a fresh database makes no key of its own, and a wallet must have an owner")
     func walletsNeedAnOwner() throws {
         let database = try TestDatabase()

@@ -202,10 +202,14 @@ struct StoreTests {
         var changed = rows
         changed[5].delta += 1
         #expect(brokenHashLinks(changed) == [6])
+        // Each row chains from its own wallet's previous row: rows 1, 4, 7, 10 are the
+        // first wallet's.
+        #expect(rows.allSatisfy { $0.walletChain == 1 })
+        #expect(Set(rows.filter { $0.id % 3 == 1 }.map(\.walletRowID)).count == 1)
         var reordered = rows
-        reordered.swapAt(3, 4)
+        reordered.swapAt(0, 3)
         #expect(!brokenHashLinks(reordered).isEmpty)
-        #expect(!brokenHashLinks(Array(rows.dropFirst())).isEmpty)
+        #expect(brokenHashLinks(Array(rows.dropFirst())) == [4])
     }
 
     @Test("a deposit fits up to Int64.max and one unit more is balance_overflow, counting held funds")

@@ -391,16 +391,21 @@ func ledgerRows(_ store: Store) throws -> [LedgerRow] {
     try store.ledgerRows()
 }
 
-/// The ids of rows whose hash does not recompute from the previous row's hash and their content.
+/// The ids of rows whose hash does not recompute from their content and the hash they chain
+/// from: the previous row's in the ledger for rows written before schema version 7, their
+/// wallet's previous row's for the rest (as `walletctl audit verify` checks them).
 func brokenHashLinks(_ rows: [LedgerRow]) -> [Int64] {
     var previous = Store.genesisHash
+    var walletHeads: [Int64: String] = [:]
     var broken: [Int64] = []
     for row in rows {
+        let chainedFrom = row.walletChain != 0 ? walletHeads[row.walletRowID] ?? Store.genesisHash : previous
         let input = Store.ledgerHashInput(
-            previousHash: previous, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
+            previousHash: chainedFrom, id: row.id, walletRowID: row.walletRowID, transactionID: row.transactionID,
             kind: row.kind, delta: row.delta, balanceAfter: row.balanceAfter, createdAt: row.createdAt)
         if SHA256.hex(Array(input.utf8)) != row.hash { broken.append(row.id) }
-        previous = row.hash
+        if row.walletChain == 0 { previous = row.hash }
+        walletHeads[row.walletRowID] = row.hash
     }
     return broken
 }

@@ -8,6 +8,7 @@ keep-alive connections per thread and byte-exact raw requests.
 """
 
 import datetime as dt
+import hashlib
 import http.client
 import json
 import os
@@ -560,3 +561,28 @@ def copy_database(stack, target):
         dst.close()
         src.close()
     return target
+
+
+# --- ledger checkpoints (docs/CHECKPOINTS.md) ---------------------------------------------------
+
+GENESIS = "0" * 64
+
+LEDGER_ROW = "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at FROM ledger"
+
+
+def checkpoint_step(previous, row):
+    """c(n) from c(n-1) and row n (LEDGER_ROW's columns); also a row's own hash,
+    from the hash it chains from."""
+    id_, wallet, transaction, kind, delta, balance_after, created_at = row
+    text = f"{previous}|{id_}|{wallet}|{transaction}|{kind}|{delta}|{balance_after}|{created_at}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def checkpoint_of(conn_rows, through):
+    """The checkpoint through row `through`, from the rows' contents (the definition)."""
+    value = GENESIS
+    for row in conn_rows:
+        if row[0] > through:
+            break
+        value = checkpoint_step(value, row)
+    return value

@@ -10,7 +10,6 @@ checkpoint of its period, checked the same way.
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import json
 import sqlite3
@@ -18,9 +17,8 @@ import subprocess
 import time
 
 from . import helpers as h
-from .helpers import copy_database, ctl_json
+from .helpers import GENESIS, LEDGER_ROW, checkpoint_of, checkpoint_step, copy_database, ctl_json
 
-GENESIS = "0" * 64
 
 
 def logged_checkpoints(result):
@@ -33,25 +31,6 @@ def logged_checkpoints(result):
     return found
 
 
-def checkpoint_step(previous, row):
-    id_, wallet, transaction, kind, delta, balance_after, created_at = row
-    text = f"{previous}|{id_}|{wallet}|{transaction}|{kind}|{delta}|{balance_after}|{created_at}"
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-LEDGER_ROW = "SELECT id, wallet_id, transaction_id, kind, delta, balance_after, created_at FROM ledger"
-
-
-def checkpoint_of(conn_rows, through):
-    """The checkpoint through row `through`, from the rows' contents (the definition)."""
-    value = GENESIS
-    for row in conn_rows:
-        if row[0] > through:
-            break
-        value = checkpoint_step(value, row)
-    return value
-
-
 def rewrite_consistently(path, sql):
     """What someone with write access to the file could do: lift the guards, run
     `sql`, then recompute the ledger's hash chain and the stored checkpoints so
@@ -60,14 +39,18 @@ def rewrite_consistently(path, sql):
     conn.executescript(
         "DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete;"
         "DROP TRIGGER ledger_checkpoints_no_update; DROP TRIGGER ledger_checkpoints_no_delete;" + sql)
-    previous = GENESIS
-    chain = {}
+    # Each row chains from its wallet's previous row (the same text as a checkpoint
+    # step, from that row's hash); the stored checkpoints are recomputed as defined.
+    heads = {}
+    checkpoint = GENESIS
+    checkpoints = {}
     for row in conn.execute(LEDGER_ROW + " ORDER BY id").fetchall():
-        previous = checkpoint_step(previous, row)     # the chain's formula is the same text
-        conn.execute("UPDATE ledger SET hash = ? WHERE id = ?", (previous, row[0]))
-        chain[row[0]] = previous
+        heads[row[1]] = checkpoint_step(heads.get(row[1], GENESIS), row)
+        conn.execute("UPDATE ledger SET hash = ? WHERE id = ?", (heads[row[1]], row[0]))
+        checkpoint = checkpoint_step(checkpoint, row)
+        checkpoints[row[0]] = checkpoint
     for (ledger_id,) in conn.execute("SELECT ledger_id FROM ledger_checkpoints").fetchall():
-        conn.execute("UPDATE ledger_checkpoints SET hash = ? WHERE ledger_id = ?", (chain[ledger_id], ledger_id))
+        conn.execute("UPDATE ledger_checkpoints SET hash = ? WHERE ledger_id = ?", (checkpoints[ledger_id], ledger_id))
     conn.commit()
     conn.close()
 
@@ -84,8 +67,8 @@ def test_processor_checkpoint_anchors_the_ledger(stack, tmp_path):
     rows = s.sqlite(LEDGER_ROW + " ORDER BY id")
     assert first["ledger_id"] == rows[-1][0] == 4
     assert first["hash"] == checkpoint_of(rows, 4)
-    # On an intact ledger the checkpoint is the chain's head, and the processor kept it.
-    assert first["hash"] == s.sqlite("SELECT hash FROM ledger WHERE id = 4")[0][0]
+    # The processor kept it. (Rows chain per wallet, so it is no row's own hash.)
+    assert first["hash"] not in [hash for (hash,) in s.sqlite("SELECT hash FROM ledger")]
     assert s.sqlite("SELECT ledger_id, hash FROM ledger_checkpoints") == [(4, first["hash"])]
     anchor = f"{first['ledger_id']}:{first['hash']}"
 

@@ -381,8 +381,7 @@ def test_audit_verify_passes(world):
         "wallets": 2,
         "transactions": len(all_api_transactions(world)),
         "head_hash": head,
-        # On an intact ledger the checkpoint of the last row is the chain's head.
-        "checkpoint": {"ledger_id": head_id, "hash": head},
+        "checkpoint": {"ledger_id": head_id, "hash": h.checkpoint_of(s.sqlite(h.LEDGER_ROW + " ORDER BY id"), head_id)},
         "anchors": [],
         "admin_actions": admin[0],
         "admin_head_hash": admin_head[0][0] if admin_head else "0" * 64,
@@ -452,16 +451,18 @@ def test_audit_detects_a_changed_delta(world, tmp_path):
 
 
 def test_audit_detects_a_deleted_middle_row(world, tmp_path):
+    """Ids may skip (on PostgreSQL a rolled-back transaction leaves its drawn id
+    unused), so a removed row is found by its wallet's chain: the wallet's next row
+    chained from it."""
     rows = ledger_rows(world)
     assert len(rows) >= 4
-    row_id, wallet, tx_id, _, _ = rows[len(rows) // 2]
-    assert row_id != rows[-1][0]
+    followed = [r for i, r in enumerate(rows) if any(later[1] == r[1] for later in rows[i + 1:])]
+    row_id, wallet, tx_id, _, _ = followed[len(followed) // 2]
+    following = next(r[0] for r in rows if r[0] > row_id and r[1] == wallet)
     path = tamper(world, tmp_path, "delete", [("DELETE FROM ledger WHERE id = ?", (row_id,))])
     _, doc = audit_copy(world, path)
-    gaps = [d for d in doc["discrepancies"] if d["kind"] == "ledger_gap"]
-    assert [d["subject"] for d in gaps] == [f"ledger {row_id + 1}"], doc
-    assert f"row {row_id}" in gaps[0]["detail"], gaps
-    assert f"ledger {row_id + 1}" in subjects(doc, "broken_hash_chain"), doc
+    assert "ledger_gap" not in [d["kind"] for d in doc["discrepancies"]], doc
+    assert subjects(doc, "broken_hash_chain") == {f"ledger {following}"}, doc
     assert f"wallet {wallet}" in subjects(doc, "balance_mismatch"), doc
     assert f"transaction {tx_id}" in subjects(doc, "ledger_mismatch"), doc
 
