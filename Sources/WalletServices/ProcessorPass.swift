@@ -38,6 +38,10 @@ public final class ProcessorPass {
     /// call, and a commit at most every 5 ms is cheap.
     static let recordDelayMicroseconds: Int64 = 5_000
 
+    /// How many deadlocks or serialization failures in a row a pass retries before it gives
+    /// up. Each one means another transaction went through, so a run of them is rare.
+    static let conflictRetries = 5
+
     private let store: Store
     private let bank: any BankClient
     private let policy: RetryPolicy
@@ -82,6 +86,7 @@ public final class ProcessorPass {
         var exhausted = false
         var answered: [(Payout, BankTransport)] = []
         var oldestAnswer = started
+        var conflicts = 0
         while true {
             let free = concurrency - bank.inFlightCount
             // Claim when half the slots are free (or none are busy): fewer, larger claims.
@@ -101,6 +106,7 @@ public final class ProcessorPass {
                 let claimed: ProcessorChanges
                 do {
                     claimed = try step(record: answered, claim: claimLimit, dueBy: started, into: &summary)
+                    conflicts = 0
                 } catch let error as DatabaseError where error.isBusy {
                     // Another process kept the write lock past the busy timeout (a responder
                     // under sustained deposits retakes it right after each commit). The answers
@@ -111,7 +117,12 @@ public final class ProcessorPass {
                     let finished = bank.poll(timeoutMilliseconds: 0)
                     if answered.isEmpty && !finished.isEmpty { oldestAnswer = clock() }
                     answered += finished
-                    guard keepAnswers(&answered, after: error, into: &summary) else { throw error }
+                    // A deadlock or serialization failure (PostgreSQL, where writers run at
+                    // once) rolled the step back and let the other transaction through: the
+                    // step is tried again, a few times, even with nothing in hand.
+                    conflicts = error.isConflict ? conflicts + 1 : 0
+                    let retryConflict = error.isConflict && conflicts <= ProcessorPass.conflictRetries
+                    guard keepAnswers(&answered, after: error, retryAnyway: retryConflict, into: &summary) else { throw error }
                     continue
                 }
                 answered.removeAll(keepingCapacity: true)
@@ -175,7 +186,7 @@ public final class ProcessorPass {
     /// the next holder asks the bank again with the same key) and logs the wait. Returns
     /// whether the pass should try again: while answers are kept or calls are in flight.
     private func keepAnswers(
-        _ answered: inout [(Payout, BankTransport)], after error: DatabaseError,
+        _ answered: inout [(Payout, BankTransport)], after error: DatabaseError, retryAnyway: Bool,
         into summary: inout PassSummary
     ) -> Bool {
         let now = clock()
@@ -192,7 +203,7 @@ public final class ProcessorPass {
             summary.leaseLost += 1
             return true
         }
-        let retrying = !answered.isEmpty || bank.inFlightCount > 0
+        let retrying = retryAnyway || !answered.isEmpty || bank.inFlightCount > 0
         lines.append(
             log.line(
                 .warning, "database_busy",
@@ -216,7 +227,8 @@ public final class ProcessorPass {
             let now = clock()
             var recorded = ProcessorChanges()
             var leaseLost: [(Payout, PayoutOutcome)] = []
-            for (payout, transport) in finished {
+            // In the order claims lock wallets too (`Store.inWalletOrder`).
+            for (payout, transport) in Store.inWalletOrder(finished, wallet: { $0.0.wallet }) {
                 let outcome = PayoutOutcome(transport)
                 let decision = policy.decide(attempt: payout.attempt, bankMayHavePaid: payout.bankMayHavePaid, outcome: outcome, jitter: random())
                 if try !store.record(payout, outcome: outcome, decision: decision, owner: owner, now: now, into: &recorded) {

@@ -360,6 +360,7 @@ public struct WalletAPI: Sendable {
         // (a route parse and a SHA-256 of the body) is computed.
         let fingerprint = key == nil ? nil : request.map(IdempotencyKey.fingerprint)
         let result = writer.perform { store in
+            if let key { try store.lockIdempotencyKey(key.text, of: caller) }
             if let key, let fingerprint, let stored = try store.storedResponse(forKey: key.text, of: caller) {
                 guard stored.fingerprint == fingerprint else { return WriteOutcome(response: APIError.idempotencyKeyReused.response, keep: false) }
                 let text = try replayed?(store, stored.body) ?? stored.body

@@ -28,6 +28,13 @@ public struct DatabaseError: Error, CustomStringConvertible {
         return sqlState.hasPrefix("08") || PostgresConnection.retryableStates.contains(sqlState)
     }
 
+    /// PostgreSQL rolled the transaction back to let another one through: a deadlock
+    /// (40P01) or a serialization failure (40001). Nothing of it was committed, and the same
+    /// work tried again will most likely succeed.
+    public var isConflict: Bool {
+        sqlState == "40P01" || sqlState == "40001"
+    }
+
     /// A constraint refused the statement: a CHECK, NOT NULL, UNIQUE or foreign key, or a
     /// trigger guarding an invariant (SQLite's `RAISE(ABORT, ...)` is a constraint error;
     /// PostgreSQL's triggers raise P0001).
@@ -158,10 +165,10 @@ public final class Database {
         }
     }
 
-    /// Runs `body` in a write transaction, the write lock taken at the start so that the
-    /// transaction never fails half-way for want of it: SQLite's `BEGIN IMMEDIATE`, or on
-    /// PostgreSQL `BEGIN` and the store's advisory write lock (`PostgresConnection`). Rolls
-    /// back on any error.
+    /// Runs `body` in a write transaction. On SQLite the write lock is taken at the start
+    /// (`BEGIN IMMEDIATE`), so that the transaction never fails half-way for want of it, and
+    /// writers take turns. On PostgreSQL writers run at once, each locking the rows it
+    /// changes (`lockingClause`) (`PostgresConnection.transaction`). Rolls back on any error.
     func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
         switch engine {
         case .sqlite(let connection): return try connection.immediateTransaction(body)
@@ -187,6 +194,34 @@ public final class Database {
         }
     }
 
+    /// The locking clause a write's read of rows it is about to change ends with: on
+    /// PostgreSQL `FOR UPDATE` (of the rows of `table`, the query's alias, when it joins
+    /// others), so that two transactions never both decide from one version of a row: the
+    /// second waits for the first and then reads its change; with `skipLocked`, rows another
+    /// transaction holds are left out instead (a claim takes what nobody is working on).
+    /// Empty on SQLite, whose one writer at a time holds every row already.
+    func lockingClause(of table: String? = nil, skipLocked: Bool = false) -> String {
+        guard isPostgres else { return "" }
+        return " FOR UPDATE" + (table.map { " OF \($0)" } ?? "") + (skipLocked ? " SKIP LOCKED" : "")
+    }
+
+    /// Makes every other transaction that calls this with the same `key` and `scope` wait
+    /// until this one ends. On PostgreSQL a transaction-scoped advisory lock on a hash of
+    /// both (a collision only makes two unrelated writes take turns); on SQLite nothing,
+    /// since its one writer at a time already excludes the others.
+    func lockKey(_ key: String, scope: Int64) throws {
+        guard isPostgres else { return }
+        _ = try queryFirst("SELECT pg_advisory_xact_lock(hashtextextended(?1, ?2))", [.text(key), .integer(scope)]) { _ in () }
+    }
+
+    /// Makes every other transaction that appends to `table` wait until this one ends, for
+    /// a table whose rows are numbered and chained one after another (the admin trail):
+    /// PostgreSQL's `SHARE ROW EXCLUSIVE` lock, which readers pass; nothing on SQLite.
+    func lockForAppending(_ table: String) throws {
+        guard isPostgres else { return }
+        try run("LOCK TABLE \(table) IN SHARE ROW EXCLUSIVE MODE")
+    }
+
     /// An SQL expression for the next id of `table`, for a row whose hash covers its id (so
     /// the id is needed before the row is written). PostgreSQL draws it from the table's
     /// sequence (`<table>_id_seq`): concurrent writers each get their own, never handed out
@@ -204,7 +239,8 @@ public final class Database {
     /// flight would skip it for good. SQLite has one writer at a time, whose ids come after
     /// every committed one: the largest committed id. PostgreSQL's writers draw ids
     /// concurrently, and it waits until those drawn below the largest have committed or
-    /// rolled back (`PostgresConnection.settledMaxID(of:)`). Outside any transaction.
+    /// rolled back (`PostgresConnection.settledMaxID(of:)`). Outside a transaction, or
+    /// inside a write transaction.
     public func settledMaxID(of table: String) throws -> Int64 {
         switch engine {
         case .sqlite(let connection): return try connection.scalarInteger("SELECT coalesce(max(id), 0) FROM \(table)") ?? 0

@@ -24,16 +24,14 @@ final class PostgresConnection {
     /// (connection exceptions) too, checked by prefix.
     static let retryableStates: Set<String> = ["55P03", "40001", "40P01", "57P01", "57P02", "57P03"]
 
-    /// The advisory lock every write transaction takes first: one writer at a time, as
-    /// SQLite's `BEGIN IMMEDIATE` gives. The ledger's single hash chain (each row chains
-    /// from the last) already makes every balance change one serialization point, and the
-    /// event feed's ids rely on it: an id handed out in a transaction is below every id
-    /// handed out in any transaction that commits after it, because the lock is released
-    /// only once the commit is visible.
-    static let writeLockKey: Int64 = 0x7761_6C6C_6574  // "wallet"
+    /// The advisory lock a schema migration takes (`PostgresSchema.migrate`), so that of
+    /// several programs starting at once one migrates and the others then find nothing
+    /// left to do. Write transactions take no lock of their own: each locks the rows it
+    /// changes, so writers of different wallets run at once.
+    static let migrationLockKey: Int64 = 0x7761_6C6C_6574  // "wallet"
 
     enum TransactionKind {
-        /// `BEGIN`, then the write lock.
+        /// `BEGIN`, READ COMMITTED, with a transaction id from the start.
         case write
         /// One snapshot for the whole transaction, like SQLite's read transaction.
         case read
@@ -220,18 +218,17 @@ final class PostgresConnection {
         try reconnectIfNeeded()
         switch kind {
         case .write:
-            // READ COMMITTED whatever the server's default: each statement then sees what
-            // committed before the write lock was granted. Under REPEATABLE READ the snapshot
-            // would be taken by the lock's own SELECT, before the wait, and miss the writes
-            // of the transaction it waited for.
-            try begin("BEGIN ISOLATION LEVEL READ COMMITTED")
+            // READ COMMITTED whatever the server's default: a statement that waited for a
+            // row another transaction held then sees that transaction's change (an UPDATE
+            // re-checks its WHERE against it, a SELECT ... FOR UPDATE returns it), where
+            // REPEATABLE READ would fail with a serialization error.
+            //
+            // The transaction id is taken at once, before the work draws any id from a
+            // sequence: `settledMaxID(of:)` relies on every transaction that holds an id
+            // being listed in any snapshot taken after it drew it. Sent with the BEGIN, in
+            // one round trip.
+            try begin("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()")
             transactionOpen = true
-            do {
-                _ = try queryFirst("SELECT pg_advisory_xact_lock(?1)", [.integer(PostgresConnection.writeLockKey)]) { _ in () }
-            } catch {
-                rollBack(after: error)
-                throw error
-            }
         case .read:
             try begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             transactionOpen = true
@@ -321,10 +318,18 @@ final class PostgresConnection {
     /// largest seen in a snapshot was drawn by a transaction that had begun by then: one
     /// the snapshot sees committed, or one it lists as in progress. Once those have ended,
     /// nothing below that id can still appear. Waits for them up to the lock timeout (they
-    /// are write transactions, over in milliseconds), then fails as busy. Runs outside any
-    /// transaction: each of its statements needs a snapshot of its own.
+    /// are write transactions, over in milliseconds), then fails as busy.
+    ///
+    /// A snapshot lists the transactions of every database on the server; only those of
+    /// this database are waited for, as `pg_stat_activity` shows them: the service's own
+    /// role sees its own sessions, so every program must connect as that role (or one
+    /// granted `pg_read_all_stats`).
+    ///
+    /// Outside a transaction, or inside a write transaction (READ COMMITTED: each statement
+    /// takes a snapshot of its own), which it does not wait for. A transaction that holds
+    /// rows others write under makes any of them that waits for it wait in vain, until the
+    /// timeout fails it as busy.
     func settledMaxID(of table: String) throws -> Int64 {
-        precondition(!transactionOpen, "settledMaxID takes snapshots of its own")
         guard
             let (largest, snapshot) = try queryFirst(
                 "SELECT coalesce(max(id), 0), pg_current_snapshot()::text FROM \(table)", [], { ($0.integer(0), $0.text(1)) })
@@ -333,7 +338,12 @@ final class PostgresConnection {
         while true {
             let running =
                 try queryFirst(
-                    "SELECT count(*) FROM pg_snapshot_xip(?1::pg_snapshot) AS x WHERE pg_xact_status(x) = 'in progress'", [.text(snapshot)],
+                    """
+                    SELECT count(*) FROM pg_snapshot_xip(?1::pg_snapshot) AS x
+                    WHERE pg_xact_status(x) = 'in progress' AND x IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                      AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = current_database()
+                                  AND a.backend_xid::text = (x::text::bigint % 4294967296)::text)
+                    """, [.text(snapshot)],
                     { $0.integer(0) }) ?? 0
             if running == 0 { return largest }
             guard waited < lockTimeoutMilliseconds else {

@@ -24,12 +24,13 @@ public enum PostgresSchema {
     /// The version this binary writes on PostgreSQL: SQLite's (a test holds them equal).
     public static var latestVersion: Int64 { migrations.last?.version ?? 0 }
 
-    /// Brings the database to the latest version, in one transaction under the store's
-    /// write lock (an advisory lock), so that when several programs start at once one
-    /// migrates and the others, waiting on the lock, then find nothing left to do. A
-    /// database newer than this binary is refused.
+    /// Brings the database to the latest version, in one transaction under an advisory
+    /// lock, so that when several programs start at once one migrates and the others,
+    /// waiting on the lock, then find nothing left to do. A database newer than this
+    /// binary is refused.
     public static func migrate(_ database: Database) throws {
         try database.immediateTransaction {
+            _ = try database.queryFirst("SELECT pg_advisory_xact_lock(?1)", [.integer(PostgresConnection.migrationLockKey)]) { _ in () }
             let current = try database.schemaVersion()
             guard current <= Schema.latestVersion else { throw Schema.TooNewError(found: current) }
             for migration in migrations where migration.version > current {

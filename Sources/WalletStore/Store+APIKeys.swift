@@ -151,11 +151,15 @@ extension Store {
         requireTransaction()
         guard let record = try apiKey(key) else { return .failure(.apiKeyNotFound) }
         guard record.revokedAt == nil, record.hasSecret else { return .failure(.apiKeyNotUsable) }
-        guard var found = try self.wallet(wallet) else { return .failure(.walletNotFound) }
+        guard var found = try lockedWallet(wallet, visibleTo: .operator) else { return .failure(.walletNotFound) }
         // Webhook deliveries follow the wallet's owner when the notifier fans events out:
         // the events written so far go to the former owner's endpoints first, in this
-        // transaction, so that none falls between the two keys' endpoints.
-        while try fanOutEvents(now: now).behind {}
+        // transaction, so that none falls between the two keys' endpoints. With the wallet
+        // locked every event of it is committed, or waits for this transaction; the events
+        // are settled up to the last of them once the transactions still drawing smaller
+        // ids have ended (a write to this very wallet among them fails this as busy).
+        let settled = try settledEventID()
+        while try fanOutEvents(now: now, settled: settled).behind {}
         try database.run("UPDATE wallets SET api_key_id = ? WHERE id = ?", [.integer(key.rawValue), .integer(found.rowID)])
         found.owner = key
         return .success(found)

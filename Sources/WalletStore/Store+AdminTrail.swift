@@ -51,6 +51,8 @@ extension Store {
         -> AdminAction
     {
         requireTransaction()
+        // One chain, so one appender at a time (on PostgreSQL; SQLite's writers take turns).
+        try database.lockForAppending("admin_actions")
         let last = try database.queryFirst("SELECT id, hash FROM admin_actions ORDER BY id DESC LIMIT 1") { ($0.integer(0), $0.text(1)) }
         let id = (last?.0 ?? 0) + 1
         let hash = SHA256.hex(

@@ -71,17 +71,26 @@ extension Store {
             data: row.text("data"))
     }
 
-    /// The caller's events after `after`, in id order, at most `limit`.
+    /// The id up to which the event feed may be read: no event with a smaller id can still
+    /// appear (`Database.settledMaxID(of:)`). A client that reads past an id still in flight
+    /// on PostgreSQL and asks for what follows it would never see that event.
+    public func settledEventID() throws -> Int64 {
+        try database.settledMaxID(of: "events")
+    }
+
+    /// The caller's settled events after `after`, in id order, at most `limit`. Outside any
+    /// transaction (`settledEventID()`).
     public func events(apiKeyID: Int64, after: Int64, type: EventType?, wallet: WalletID?, limit: Int) throws -> EventPage {
+        let settled = try settledEventID()
         var rows = try database.query(
             """
             SELECT e.id, e.type, e.created_at, w.uuid, e.data FROM events e JOIN wallets w ON w.id = e.wallet_id
-            WHERE e.id > ?1 AND (e.type = ?2 OR ?2 IS NULL) AND (w.uuid = ?3 OR ?3 IS NULL) AND w.api_key_id = ?5
+            WHERE e.id > ?1 AND e.id <= ?6 AND (e.type = ?2 OR ?2 IS NULL) AND (w.uuid = ?3 OR ?3 IS NULL) AND w.api_key_id = ?5
             ORDER BY e.id LIMIT ?4
             """,
             [
                 .integer(after), SQLValue(type?.rawValue), SQLValue(wallet?.text), .integer(Int64(limit) + 1),
-                .integer(apiKeyID),
+                .integer(apiKeyID), .integer(settled),
             ],
             Store.event)
         var next: Int64?
@@ -185,18 +194,21 @@ extension Store {
             """, [SQLValue(DeliveryState.pending)]) == 1
     }
 
-    /// Turns events written since the last fan-out into deliveries, for every endpoint whose
-    /// patterns match, up to `batch` events per endpoint (one bounded transaction; call it
-    /// again while `behind`). Returns the deliveries created, and whether an endpoint has
-    /// events left to look at.
+    /// Turns events written since the last fan-out, up to `settled` (`settledEventID()`, read
+    /// before the transaction), into deliveries, for every endpoint whose patterns match, up
+    /// to `batch` events per endpoint (one bounded transaction; call it again while
+    /// `behind`). Returns the deliveries created, and whether an endpoint has events left to
+    /// look at. The endpoints are locked: two notifiers fan out one after the other.
     @discardableResult
-    public func fanOutEvents(now: Timestamp, batch: Int = 10_000) throws -> (created: Int, behind: Bool) {
+    public func fanOutEvents(now: Timestamp, settled newest: Int64, batch: Int = 10_000) throws -> (created: Int, behind: Bool) {
         requireTransaction()
         let endpoints = try database.query(
-            "SELECT \(Store.endpointColumns), fanned_out_through FROM webhook_endpoints WHERE deleted_at IS NULL ORDER BY id"
+            """
+            SELECT \(Store.endpointColumns), fanned_out_through FROM webhook_endpoints WHERE deleted_at IS NULL
+            ORDER BY id\(database.lockingClause())
+            """
         ) { (try Store.endpoint(from: $0), $0.integer("fanned_out_through")) }
         guard !endpoints.isEmpty else { return (0, false) }
-        let newest = try database.scalarInteger("SELECT coalesce(max(id), 0) FROM events") ?? 0
         var created = 0
         var behind = false
         for (endpoint, through) in endpoints where through < newest {
@@ -241,6 +253,13 @@ extension Store {
         var claimed: [[ClaimedDelivery]] = []
         for (endpointID, headEvent) in heads where !excluding.contains(endpointID) {
             if claimed.count >= endpoints { break }
+            // One notifier claims an endpoint at a time: another one's claim holds the row
+            // until it commits its leases, and is passed over.
+            guard
+                try database.queryFirst(
+                    "SELECT id FROM webhook_endpoints WHERE id = ?1\(database.lockingClause(skipLocked: true))", [.integer(endpointID)],
+                    { _ in () }) != nil
+            else { continue }
             let rows = try database.query(
                 """
                 SELECT d.id, d.event_id, d.attempts, d.created_at, d.next_attempt_at, d.lease_until, p.url, p.nonce,

@@ -26,6 +26,16 @@ extension Store {
         }
     }
 
+    /// Makes any other request with the same key from the same client wait until this
+    /// transaction ends, so that it then finds this one's stored answer instead of doing the
+    /// work a second time (on PostgreSQL, where writers run at once; on SQLite writers
+    /// already take turns). Call it before `storedResponse(forKey:of:)`, in the write
+    /// transaction that will store the answer.
+    public func lockIdempotencyKey(_ key: String, of apiKey: APIKeyID) throws {
+        requireTransaction()
+        try database.lockKey(key, scope: apiKey.rawValue)
+    }
+
     /// Stores a successful answer. Runs in the same transaction as the effect it answers
     /// for, so a key is never stored without its effect, nor the effect without its key.
     public func store(_ response: StoredResponse, forKey key: String, of apiKey: APIKeyID, now: Timestamp) throws {

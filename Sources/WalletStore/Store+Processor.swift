@@ -65,6 +65,11 @@ extension Store {
     /// `insufficient_funds` and the bank is never called. Every claimed `PROCESSING` one
     /// is leased to `owner` until `leaseUntil` and counted as an attempt before the call,
     /// so a crash after this commit still counts the attempt and marks the call as open.
+    ///
+    /// On PostgreSQL, where processors on several hosts claim at once, a row another
+    /// transaction holds (another processor's claim, a cancellation) is skipped (`FOR UPDATE
+    /// SKIP LOCKED`), and a row it released is checked again, lease included, before it is
+    /// taken: one withdrawal is never claimed by two processors at once.
     public func claimDue(owner: String, dueBy: Timestamp, now: Timestamp, leaseUntil: Timestamp, limit: Int) throws -> ProcessorChanges {
         requireTransaction()
         let rows = try database.query(
@@ -73,7 +78,7 @@ extension Store {
                    t.reference
             FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.next_attempt_at IS NOT NULL AND t.next_attempt_at <= ?1 AND (t.lease_until IS NULL OR t.lease_until <= ?2)
-            ORDER BY t.next_attempt_at LIMIT ?3
+            ORDER BY t.next_attempt_at LIMIT ?3\(database.lockingClause(of: "t", skipLocked: true))
             """,
             [.integer(dueBy.microseconds), .integer(now.microseconds), .integer(Int64(limit))]
         ) { row -> DueWithdrawal in
@@ -89,7 +94,9 @@ extension Store {
                 walletRowID: row.integer("wallet_id"), bankKey: bankKey, reference: row.optionalText("reference"))
         }
         var changes = ProcessorChanges()
-        for due in rows {
+        // Wallets are locked in one order (by UUID, due order kept within a wallet), so two
+        // processors claiming at once never each hold a wallet the other waits for.
+        for due in Store.inWalletOrder(rows, wallet: \.wallet) {
             if due.status == .pending {
                 try settlePending(
                     id: due.id, wallet: due.wallet, walletRowID: due.walletRowID, amount: due.amount, bankKey: due.bankKey,
@@ -116,6 +123,15 @@ extension Store {
             }
         }
         return changes
+    }
+
+    /// `items` ordered by their wallet's id, keeping their order within a wallet: the order in
+    /// which a transaction that changes several wallets locks them.
+    public static func inWalletOrder<Item>(_ items: [Item], wallet: (Item) -> WalletID) -> [Item] {
+        items.enumerated().sorted { lhs, rhs in
+            let (left, right) = (wallet(lhs.element).text, wallet(rhs.element).text)
+            return left != right ? left < right : lhs.offset < rhs.offset
+        }.map(\.element)
     }
 
     private func settlePending(
@@ -163,7 +179,7 @@ extension Store {
                 .text(owner), .integer(leaseUntil.microseconds), .integer(now.microseconds), .integer(id),
                 SQLValue(TransactionStatus.processing), SQLValue(TransactionStatus.pending),
             ])
-        precondition(changed == 1, "a due PENDING withdrawal changed inside our own write transaction")
+        precondition(changed == 1, "a due PENDING withdrawal changed while this transaction held it")
         changes.ledgerEntries.append(
             try appendLedger(
                 walletRowID: walletRowID, wallet: wallet, transactionID: id, kind: .debit,

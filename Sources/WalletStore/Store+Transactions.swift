@@ -50,6 +50,18 @@ extension Store {
             [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
     }
 
+    /// The same, locked until the transaction ends (on PostgreSQL; SQLite's one writer holds
+    /// every row already): read in order to change it, so that a processor claiming it
+    /// meanwhile either waits for this transaction or skips the row.
+    func lockedTransaction(_ id: Int64, of wallet: WalletID, visibleTo caller: Caller) throws -> Transaction? {
+        try database.queryFirst(
+            """
+            SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
+            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)\(database.lockingClause(of: "t"))
+            """,
+            [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
+    }
+
     /// The transaction with this id, whatever its wallet (the admin CLI's view).
     public func transaction(_ id: Int64) throws -> Transaction? {
         try database.queryFirst(
@@ -88,14 +100,14 @@ extension Store {
         -> Result<DepositResult, DomainError>
     {
         requireTransaction()
-        guard let wallet = try wallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
+        guard let wallet = try lockedWallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
         guard let newBalance = wallet.balance.adding(amount.money),
             newBalance.adding(wallet.held) != nil
         else { return .failure(.balanceOverflow) }
         let changed = try database.run(
             "UPDATE wallets SET balance = ?1, updated_at = ?2 WHERE id = ?3 AND balance = ?4",
             [.integer(newBalance.minorUnits), .integer(now.microseconds), .integer(wallet.rowID), .integer(wallet.balance.minorUnits)])
-        precondition(changed == 1, "the wallet changed inside our own write transaction")
+        precondition(changed == 1, "the wallet changed while this transaction held it")
         let transactionID = try insertTransaction(
             walletRowID: wallet.rowID, type: .deposit, status: .completed, amount: amount,
             scheduledFor: nil, executedAt: now, nextAttemptAt: nil, idempotencyKey: idempotencyKey, reference: reference, now: now)
@@ -137,7 +149,7 @@ extension Store {
     /// `PENDING` in one transaction, so a withdrawal found `PENDING` here holds no funds.
     public func cancelWithdrawal(_ id: Int64, of walletID: WalletID, by caller: Caller, now: Timestamp) throws -> Result<Transaction, DomainError> {
         requireTransaction()
-        guard let transaction = try transaction(id, of: walletID, visibleTo: caller) else { return .failure(.transactionNotFound) }
+        guard let transaction = try lockedTransaction(id, of: walletID, visibleTo: caller) else { return .failure(.transactionNotFound) }
         guard transaction.type == .withdrawal, transaction.status == .pending else {
             return .failure(.notCancelable(transaction.status))
         }
@@ -150,7 +162,7 @@ extension Store {
                 SQLValue(TransactionStatus.canceled), SQLValue(FailureReason.canceled), .integer(now.microseconds), .integer(id),
                 SQLValue(TransactionStatus.pending),
             ])
-        precondition(changed == 1, "the withdrawal changed inside our own write transaction")
+        precondition(changed == 1, "the withdrawal changed while this transaction held it")
         var canceled = transaction
         canceled.status = .canceled
         canceled.failureReason = .canceled

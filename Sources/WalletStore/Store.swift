@@ -20,9 +20,10 @@ public final class Store {
         self.database = database
     }
 
-    /// Runs `body` in one write transaction (the write lock is taken at the start: SQLite's
-    /// `BEGIN IMMEDIATE`, PostgreSQL's advisory write lock), committed when it returns and
-    /// rolled back when it throws.
+    /// Runs `body` in one write transaction, committed when it returns and rolled back when
+    /// it throws. On SQLite the write lock is taken at the start (`BEGIN IMMEDIATE`): one
+    /// writer at a time. On PostgreSQL writers run at once: each write method locks the rows
+    /// it reads in order to change them, and claims skip rows another transaction holds.
     public func write<T>(_ body: () throws -> T) throws -> T {
         try database.immediateTransaction(body)
     }
@@ -116,6 +117,15 @@ public final class Store {
     public func wallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
         try database.queryFirst(
             "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)",
+            [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
+    }
+
+    /// The wallet, if `caller` may see it, locked until the transaction ends (on PostgreSQL;
+    /// SQLite's one writer holds every row already): read in order to change it, so that no
+    /// other transaction changes it meanwhile.
+    func lockedWallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
+        try database.queryFirst(
+            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)\(database.lockingClause())",
             [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
     }
 

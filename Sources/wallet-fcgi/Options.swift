@@ -22,11 +22,29 @@ struct Options {
     var socketMode: mode_t = 0o660
     var threads = Limits.acceptThreadsDefault
     var maxThreads = Limits.acceptThreadsMax
+    /// How writes reach the database; nil: the engine's default (`WriteMode.default(for:)`).
+    var writes: WriteMode?
     var help = false
+
+    /// How the responder's writes reach the database.
+    enum WriteMode: String {
+        /// One writer thread applies every write queued, each in a savepoint, in one
+        /// transaction with one commit (`GroupCommitWriter`): SQLite's default, whose writers
+        /// take turns anyway.
+        case groupCommit = "group-commit"
+        /// A transaction per request, on a connection of its own, all at once
+        /// (`ConnectionPoolWriter`): PostgreSQL's default, whose commits are made durable
+        /// together by the server. SQLite has one writer at a time and refuses it.
+        case connections
+
+        static func `default`(for location: DatabaseLocation) -> WriteMode {
+            location.isPostgres ? .connections : .groupCommit
+        }
+    }
 
     static let usage = """
         usage: wallet-fcgi [--socket PATH [--socket-mode OCTAL] | --listen ADDRESS:PORT] [--allow ADDR[,ADDR...]]
-                           [--threads N] [--max-threads N]
+                           [--threads N] [--max-threads N] [--writes group-commit|connections]
 
           --socket PATH        create and listen on this unix socket; without it (and without
                                --listen), serve the listening socket on fd 0 (systemd
@@ -41,6 +59,10 @@ struct Options {
                                (default \(Limits.acceptThreadsDefault))
           --max-threads N      the most accept threads: the pool grows while every thread holds a
                                connection, as nginx's kept-alive ones do (default \(Limits.acceptThreadsMax))
+          --writes MODE        group-commit: one writer thread, every write queued in one
+                               transaction (the default on SQLite); connections: a transaction
+                               per request on a connection of its own, for PostgreSQL only (its
+                               default)
 
         Settings come from the environment: WALLET_DB (an SQLite file, default var/wallet.db, or a PostgreSQL URI or conninfo), and the rest of README.
         """
@@ -81,6 +103,11 @@ struct Options {
                     throw Invalid(description: "--max-threads needs a number from 1 to 1024")
                 }
                 maxThreads = count
+            case "--writes":
+                guard let text = remaining.popFirst(), let mode = WriteMode(rawValue: text) else {
+                    throw Invalid(description: "--writes needs group-commit or connections")
+                }
+                writes = mode
             case "-h", "--help":
                 help = true
             default:

@@ -87,8 +87,23 @@ func run() -> Int32 {
     }
 
     let metrics = Metrics()
-    let writer = GroupCommitWriter(store: writerStore, onBatch: { metrics.recordBatch(size: $0) })
-    writer.start()
+    let location = DatabaseLocation(settings.databasePath)
+    let writes = options.writes ?? .default(for: location)
+    let writer: any WriteExecutor
+    var groupCommit: GroupCommitWriter?
+    switch writes {
+    case .groupCommit:
+        let batches = GroupCommitWriter(store: writerStore, onBatch: { metrics.recordBatch(size: $0) })
+        batches.start()
+        (writer, groupCommit) = (batches, batches)
+    case .connections:
+        guard location.isPostgres else {
+            printError("wallet-fcgi: --writes connections needs PostgreSQL: SQLite has one writer at a time")
+            return 2
+        }
+        let path = settings.databasePath
+        writer = ConnectionPoolWriter(idle: [writerStore], open: { try Store.open(location: path) })
+    }
     let context: ServerContext
     do {
         context = try ServerContext(
@@ -112,7 +127,7 @@ func run() -> Int32 {
             "threads": .integer(Int64(options.threads)), "max_threads": .integer(Int64(options.maxThreads)),
             "database": .string(Store.describe(location: settings.databasePath)),
             "socket": .string(source.description), "allow": .string(peers?.description),
-            "synchronous": .string(settings.synchronous.rawValue),
+            "synchronous": .string(settings.synchronous.rawValue), "writes": .string(writes.rawValue),
             "webhooks": .string(webhookMasterKey == nil ? "off (no master key)" : "on"),
         ])
 
@@ -120,7 +135,7 @@ func run() -> Int32 {
     sigwait(&stopSignals, &received)
     log.write(.info, "stopping", ["signal": .integer(Int64(received))])
     drain(context, source: source)
-    writer.stop()
+    groupCommit?.stop()
     ListenSocket.close(source, fd: listenFD)
     log.write(.info, "stopped", [:])
     return 0

@@ -181,7 +181,8 @@ final class NotifierPass {
     private func fanOut() throws -> Int {
         var created = 0
         while true {
-            let step = try store.write { try store.fanOutEvents(now: Timestamp.now()) }
+            let settled = try store.settledEventID()
+            let step = try store.write { try store.fanOutEvents(now: Timestamp.now(), settled: settled) }
             created += step.created
             if !step.behind { break }
         }

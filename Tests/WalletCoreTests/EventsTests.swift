@@ -346,11 +346,11 @@ struct EventsTests {
         }
         let wallet = try fixture.createWallet()
         for _ in 0..<3 { fixture.deposit(wallet, 5) }
-        let fanned = try store.write { try store.fanOutEvents(now: .now(), batch: 3) }
+        let fanned = try store.write { try store.fanOutEvents(now: .now(), settled: store.settledEventID(), batch: 3) }
         #expect(fanned.created == 3 + 2 && fanned.behind)
-        let rest = try store.write { try store.fanOutEvents(now: .now(), batch: 3) }
+        let rest = try store.write { try store.fanOutEvents(now: .now(), settled: store.settledEventID(), batch: 3) }
         #expect(rest.created == 1 + 1 && !rest.behind)
-        #expect(try store.write { try store.fanOutEvents(now: .now()) }.created == 0)
+        #expect(try store.write { try store.fanOutEvents(now: .now(), settled: store.settledEventID()) }.created == 0)
         let now = Timestamp.now()
         let claimed = try store.write {
             try store.claimDeliveries(owner: "a", now: now, leaseUntil: now.adding(seconds: 60), endpoints: 16, window: 2, excluding: [])
@@ -411,7 +411,7 @@ struct EventScopingTests {
         }
         t.deposit(mine, 1)
         _ = t.send("POST", "/wallets/\(theirs)/deposit", json: #"{"amount": 2}"#, as: other)
-        _ = try store.write { try store.fanOutEvents(now: .now()) }
+        _ = try store.write { try store.fanOutEvents(now: .now(), settled: store.settledEventID()) }
         let delivered = { (endpoint: Int64) in
             try t.count(
                 "SELECT count(*) FROM webhook_deliveries d JOIN events e ON e.id = d.event_id JOIN wallets w ON w.id = e.wallet_id "
@@ -449,7 +449,7 @@ struct EventReassignmentTests {
         // No notifier pass has run: the two events are not fanned out yet when the wallet moves.
         _ = try store.write { try store.assignWallet(wallet, to: successorID, now: .now()).get() }
         _ = t.send("POST", "/wallets/\(wallet)/deposit", json: #"{"amount": 6}"#, as: successor)
-        _ = try store.write { try store.fanOutEvents(now: .now()) }
+        _ = try store.write { try store.fanOutEvents(now: .now(), settled: store.settledEventID()) }
         #expect(try t.count("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = \(old.id)") == 2)
         #expect(try t.count("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = \(new.id)") == 1)
     }

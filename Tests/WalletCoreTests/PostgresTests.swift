@@ -166,19 +166,118 @@ struct PostgresTests {
         }
     }
 
-    @Test("a write waits for the write lock no longer than the busy timeout, then fails as busy")
-    func writeLock() throws {
+    /// A wallet with `balance`, made and funded on `store`.
+    private func fundedWallet(_ store: Store, _ balance: Int64) throws -> WalletID {
+        let wallet = WalletID.random()
+        try store.write {
+            _ = try store.createWallet(id: wallet, now: .now())
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: balance)!, idempotencyKey: nil, now: .now()).get()
+        }
+        return wallet
+    }
+
+    private func deposit(_ store: Store, _ wallet: WalletID, _ amount: Int64) throws {
+        _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: amount)!, idempotencyKey: nil, now: .now()).get()
+    }
+
+    @Test("writers of different wallets run at once; one waiting for a wallet another holds fails as busy after the busy timeout")
+    func rowLocks() throws {
         let database = try TestDatabase()
+        let store = database.store
         let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
-        let error = try database.store.write {
-            #expect(throws: DatabaseError.self) {
-                try other.write { try other.recordPass(startedAt: .now(), finishedAt: .now(), claimed: 0, completed: 0, failed: 0, retried: 0) }
+        let (first, second) = (try fundedWallet(store, 100), try fundedWallet(store, 100))
+        var error: DatabaseError?
+        try store.write {
+            try deposit(store, first, 1)
+            // No lock for the whole database: the other wallet is written and committed
+            // while this transaction holds the first.
+            try other.write { try deposit(other, second, 2) }
+            do {
+                try other.write { try deposit(other, first, 3) }
+            } catch let refused as DatabaseError {
+                error = refused
             }
         }
         #expect(error?.isBusy == true, "\(String(describing: error))")
         #expect(error?.sqlState == "55P03")
-        // Once the lock is free the same connection writes.
-        try other.write { try other.recordPass(startedAt: .now(), finishedAt: .now(), claimed: 0, completed: 0, failed: 0, retried: 0) }
+        // Once the wallet is free the same connection writes; both chains and every balance hold.
+        try other.write { try deposit(other, first, 3) }
+        #expect(try store.wallet(first)?.balance.minorUnits == 104)
+        #expect(try store.wallet(second)?.balance.minorUnits == 102)
+        #expect(try Auditor(store: store).verify().passed)
+    }
+
+    @Test("a checkpoint and the event feed stop short of ids drawn by a transaction still open, and reach them once it ends")
+    func settledIDs() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
+        let (first, second) = (try fundedWallet(store, 100), try fundedWallet(store, 100))
+        let before = try store.settledLedgerID()
+        try store.write {
+            try deposit(store, first, 1)  // draws the next ledger id and event id, and holds them
+            try other.write { try deposit(other, second, 2) }  // a larger id, committed first
+            let committed = try other.database.scalarInteger("SELECT max(id) FROM ledger") ?? 0
+            #expect(committed == before + 2)
+            // The id below it is still in flight: nothing past `before` is settled yet.
+            #expect(throws: DatabaseError.self) { try other.settledLedgerID() }
+            #expect(throws: DatabaseError.self) { try other.settledEventID() }
+        }
+        #expect(try other.settledLedgerID() == before + 2)
+        let checkpoint = try #require(try other.read { try other.latestCheckpoint(settled: other.settledLedgerID()) })
+        #expect(checkpoint.ledgerID == before + 2)
+        #expect(try Auditor(store: store).verify(anchors: [checkpoint]).passed)
+    }
+
+    @Test("a claim skips withdrawals another processor's claim holds, and takes none twice")
+    func claimsSkipLockedRows() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
+        let now = Timestamp.now()
+        var ids: [Int64] = []
+        for _ in 0..<4 {
+            let wallet = try fundedWallet(store, 100)
+            ids.append(
+                try store.write {
+                    try store.scheduleWithdrawal(
+                        from: wallet, by: .operator, amount: Amount(minorUnits: 10)!, scheduledFor: now, idempotencyKey: nil, now: now
+                    ).get().id
+                })
+        }
+        let lease = now.adding(seconds: 60)
+        let (mine, theirs) = try store.write {
+            let mine = try store.claimDue(owner: "one", dueBy: now, now: now, leaseUntil: lease, limit: 2)
+            // While the first claim holds its two, the second takes the other two, without
+            // waiting for the first.
+            let theirs = try other.write { try other.claimDue(owner: "two", dueBy: now, now: now, leaseUntil: lease, limit: 10) }
+            return (mine, theirs)
+        }
+        #expect(mine.payouts.count == 2 && theirs.payouts.count == 2)
+        #expect(Set(mine.payouts.map(\.withdrawalID) + theirs.payouts.map(\.withdrawalID)) == Set(ids))
+        // Leased now: nobody claims them again before the lease runs out.
+        #expect(try other.write { try other.claimDue(owner: "three", dueBy: now, now: now, leaseUntil: lease, limit: 10) }.payouts.isEmpty)
+        #expect(try Auditor(store: store).verify().passed)
+    }
+
+    @Test("a second request with an Idempotency-Key waits for the first one's transaction, and another key does not")
+    func idempotencyKeyLock() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
+        let client = try store.write { try store.createAPIKey(name: "client", digest: APIKeySecret.random().digest, now: .now()) }.id
+        try store.write {
+            try store.lockIdempotencyKey("key-1", of: client)
+            do {
+                try other.write { try other.lockIdempotencyKey("key-1", of: client) }
+                Issue.record("the second lock on key-1 was granted")
+            } catch let error as DatabaseError {
+                #expect(error.isBusy)
+            }
+            try other.write { try other.lockIdempotencyKey("key-2", of: client) }
+            try other.write { try other.lockIdempotencyKey("key-1", of: APIKeyID(client.rawValue + 1)) }
+        }
+        try other.write { try other.lockIdempotencyKey("key-1", of: client) }
     }
 
     @Test("writes run READ COMMITTED and with no statement timeout, whatever the server's or the role's defaults")
