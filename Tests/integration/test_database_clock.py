@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from . import helpers as h
+from .test_events import receivers, subscribe  # noqa: F401 (receivers is a fixture)
 
 pytestmark = pytest.mark.skipif(
     h.POSTGRES_SERVER is None,
@@ -135,3 +136,45 @@ def test_a_processor_whose_clock_is_off_pays_a_due_withdrawal_once(stack, offset
     executed_at, = stack.sqlite("SELECT executed_at FROM transactions WHERE id = ?", (tx["id"],))[0]
     database_now, = stack.sqlite("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
     assert 0 <= database_now - executed_at < 600 * 1_000_000, (executed_at, database_now)
+
+
+# --- the notifier --------------------------------------------------------------------------
+
+def test_a_notifier_an_hour_ahead_sends_no_delivery_before_its_retry_is_due(stack, receivers):
+    """A receiver answers 503: the delivery is due again 5 to 15 minutes later by the
+    database's clock (a 600 s retry base with jitter). A notifier whose clock is an hour
+    ahead must not send it again before then."""
+    down = receivers(lambda event_id, attempt: 503)
+    subscribe(stack, down)
+    h.create_wallet(stack)
+    env = {"WALLET_WEBHOOK_RETRY_BASE_SECONDS": "600"}
+    assert stack.run_notifier(extra_env=env).returncode == 0
+    (attempts, next_at), = stack.sqlite("SELECT attempts, next_attempt_at FROM webhook_deliveries")
+    database_now, = stack.sqlite("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
+    assert attempts == 1 and next_at - database_now > 240 * 1_000_000, (attempts, next_at, database_now)
+
+    result = stack.run_notifier(extra_env={**env, **shifted("+1h")})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert stack.sqlite("SELECT attempts FROM webhook_deliveries") == [(1,)], result.stderr[-4000:]
+    assert sum(down.attempts.values()) == 1
+
+
+@pytest.mark.parametrize("offset", ["+1h", "-1h"])
+def test_a_notifier_whose_clock_is_off_delivers_what_is_due(stack, receivers, offset):
+    """A delivery due now by the database's clock goes out from a notifier an hour ahead
+    or behind: its check that the call ends before the lease does uses its own monotonic
+    clock, never its wall clock against the database's lease. (The signature's timestamp
+    is the notifier's own clock, which receivers hold to 5 minutes: why the hosts are
+    still kept in NTP sync.)"""
+    receiver = receivers()
+    subscribe(stack, receiver)
+    wallet = h.create_wallet(stack)["uuid"]
+    result = stack.run_notifier(extra_env=shifted(offset))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert len(receiver.delivered_ids()) == 1, result.stderr[-4000:]
+    rows = stack.sqlite("SELECT state, created_at, finished_at FROM webhook_deliveries")
+    database_now, = stack.sqlite("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
+    assert [state for state, _, _ in rows] == ["delivered"], (wallet, rows)
+    # The times the notifier wrote are the database's, not its own.
+    for _, created_at, finished_at in rows:
+        assert 0 <= database_now - created_at < 600 * 1_000_000 and 0 <= database_now - finished_at < 600 * 1_000_000, rows
