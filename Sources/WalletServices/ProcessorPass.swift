@@ -233,9 +233,9 @@ public final class ProcessorPass {
         // Read before the transaction begins: time spent waiting for the write lock and
         // reading the database's clock then only shortens the leases' local deadlines.
         let claimStarted = monotonicClock()
-        var (recorded, leaseLost, claimed, now) = try store.write {
-            // One read of the database's clock for the whole step, taken once the write lock
-            // is held: the leases start no earlier than it says.
+        let (recorded, leaseLost, claimedInDatabaseTime, now) = try store.write {
+            // One read of the database's clock for the whole step, inside its transaction
+            // and after the monotonic reading above: the leases start no earlier than it says.
             let now = try databaseClock()
             var recorded = ProcessorChanges()
             var leaseLost: [(Payout, PayoutOutcome)] = []
@@ -252,6 +252,7 @@ public final class ProcessorPass {
                 : ProcessorChanges()
             return (recorded, leaseLost, claimed, now)
         }
+        var claimed = claimedInDatabaseTime
         for index in claimed.payouts.indices {
             claimed.payouts[index].leaseDeadline = MonotonicInstant.deadline(
                 leaseUntil: claimed.payouts[index].leaseUntil, databaseNow: now, claimStarted: claimStarted)

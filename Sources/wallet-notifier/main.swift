@@ -237,7 +237,8 @@ final class NotifierPass {
         // local deadline (`MonotonicInstant.deadline`).
         let claimStarted = MonotonicInstant.now()
         let (claimed, now): ([[ClaimedDelivery]], Timestamp) = try store.write {
-            // One read of the database's clock per transaction, once its write lock is held.
+            // One read of the database's clock per transaction, inside it and after the
+            // monotonic reading above.
             let now = try store.databaseNow()
             if !finished.isEmpty {
                 try store.recordDeliveries(finished, owner: owner, now: now, giveUpMicroseconds: settings.webhookGiveUpSeconds * 1_000_000) {
