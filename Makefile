@@ -71,8 +71,10 @@ BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libpq-d
 RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck openssl ssl-cert
 # Test: the PostgreSQL server (and its client, psql) the postgres suite starts
 # a throwaway instance of (scripts/postgres.sh); Patroni and etcd, which the
-# failover suite makes a three-node cluster of (Tests/integration/patroni.py).
-TEST_PKGS := postgresql-15 patroni etcd-server etcd-client
+# failover suite makes a three-node cluster of (Tests/integration/patroni.py);
+# faketime, whose libfaketime shifts a processor's clock against the database's
+# (Tests/integration/test_database_clock.py).
+TEST_PKGS := postgresql-15 patroni etcd-server etcd-client faketime
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
@@ -227,7 +229,7 @@ test-integration:
 # server is stopped (pg_ctl signals the pid in its postmaster.pid) and its
 # directory removed on every exit, failures included. Prints its times.
 POSTGRES_UNIT_TESTS ?= CopyTests|PostgresTests|PostgresOfflineTests|StoreTests|SchemaTests|EventsTests|AuthenticationTests|ProcessorPassTests|WalletAPITests
-POSTGRES_INTEGRATION_TESTS ?= test_postgres.py test_migrate.py test_tcp_responders.py test_api.py test_concurrency.py test_processor.py test_processor_concurrency.py test_durability.py
+POSTGRES_INTEGRATION_TESTS ?= test_postgres.py test_migrate.py test_tcp_responders.py test_api.py test_concurrency.py test_processor.py test_processor_concurrency.py test_durability.py test_database_clock.py
 test-postgres:
 	$(call require,scripts/postgres.sh)
 	@start=$$SECONDS; dir=$$(mktemp -d /tmp/wallet-postgres.XXXXXX); chmod 755 "$$dir"; \

@@ -14,15 +14,22 @@ public struct Payout: Sendable, Equatable {
     public var attempt: Int64
     /// Whether an earlier attempt may have been paid without our knowing.
     public var bankMayHavePaid: Bool
-    /// Until when this attempt's processor holds the withdrawal. An answer recorded later
-    /// could race another processor's attempt, so it is dropped instead.
+    /// Until when this attempt's processor holds the withdrawal, in the database's time. An
+    /// answer recorded later could race another processor's attempt, so it is dropped
+    /// instead.
     public var leaseUntil: Timestamp
+    /// The same lease's end on the claiming processor's monotonic clock
+    /// (`MonotonicInstant.deadline`), set by the processor right after its claim: what it
+    /// compares with before it calls the bank or keeps an answer, since its own wall clock
+    /// may be ahead of or behind the database's. nil until then, and an attempt without it
+    /// is never sent.
+    public var leaseDeadline: MonotonicInstant?
     /// The client's reference for the withdrawal, if it gave one.
     public var reference: String?
 
     public init(
         withdrawalID: Int64, wallet: WalletID, amount: Amount, bankKey: String, attempt: Int64, bankMayHavePaid: Bool,
-        leaseUntil: Timestamp, reference: String? = nil
+        leaseUntil: Timestamp, reference: String? = nil, leaseDeadline: MonotonicInstant? = nil
     ) {
         self.withdrawalID = withdrawalID
         self.wallet = wallet
@@ -31,6 +38,7 @@ public struct Payout: Sendable, Equatable {
         self.attempt = attempt
         self.bankMayHavePaid = bankMayHavePaid
         self.leaseUntil = leaseUntil
+        self.leaseDeadline = leaseDeadline
         self.reference = reference
     }
 

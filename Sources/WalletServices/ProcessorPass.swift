@@ -27,6 +27,14 @@ public struct PassSummary: Sendable, Equatable {
 
 /// One processor pass: everything due when it starts, then it returns.
 ///
+/// Due times and leases are the database's time (`Store.databaseNow`), read once when the
+/// pass starts and once in each claim's and recording's transaction: with processors on
+/// several hosts, a host whose clock runs ahead must neither claim a withdrawal before it is
+/// due nor take over a lease another processor still holds. Before it calls the bank, the
+/// pass compares on its own monotonic clock (`Payout.leaseDeadline`), never its wall clock
+/// with the database's. The pass's own timing (its duration, the pass record, the key
+/// purge) keeps the local clock.
+///
 /// It keeps up to `concurrency` bank calls in flight. It claims in batches (one transaction
 /// per claim, with debits for newly due withdrawals) and records finished attempts in
 /// batches (one transaction each), so the database cost of a withdrawal is a small share of
@@ -50,7 +58,12 @@ public final class ProcessorPass {
     private let log: Log
     private let owner: String
     private let random: () -> Double
+    /// The local wall clock: the pass's own timing.
     private let clock: () -> Timestamp
+    /// The database's clock: due times, leases, and the times written into withdrawals.
+    private let databaseClock: () throws -> Timestamp
+    /// This machine's monotonic clock: what leases are checked against before a call.
+    private let monotonicClock: () -> MonotonicInstant
     /// Called with each set of finished attempts before they are recorded: the place where
     /// a crash hurts most, where test runs can inject one.
     public var beforeRecording: ([(Payout, BankTransport)]) -> Void = { _ in }
@@ -60,7 +73,8 @@ public final class ProcessorPass {
 
     public init(
         store: Store, bank: any BankClient, settings: Settings, log: Log, owner: String,
-        random: @escaping () -> Double = ProcessorPass.jitterSource(), clock: @escaping () -> Timestamp = Timestamp.now
+        random: @escaping () -> Double = ProcessorPass.jitterSource(), clock: @escaping () -> Timestamp = Timestamp.now,
+        databaseClock: (() throws -> Timestamp)? = nil, monotonicClock: @escaping () -> MonotonicInstant = MonotonicInstant.now
     ) {
         self.store = store
         self.bank = bank
@@ -71,6 +85,8 @@ public final class ProcessorPass {
         self.owner = owner
         self.random = random
         self.clock = clock
+        self.databaseClock = databaseClock ?? { try store.databaseNow() }
+        self.monotonicClock = monotonicClock
     }
 
     /// Backoff jitter needs spread, not secrecy: one seed from the system's generator, then
@@ -82,6 +98,9 @@ public final class ProcessorPass {
 
     public func run() throws -> PassSummary {
         let started = clock()
+        // What is due by the database's clock when the pass starts: a withdrawal that falls
+        // due during the pass waits for the next.
+        let dueBy = try databaseClock()
         var summary = PassSummary()
         var exhausted = false
         var answered: [(Payout, BankTransport)] = []
@@ -105,7 +124,7 @@ public final class ProcessorPass {
                 let claimLimit = exhausted ? 0 : min(free, Limits.processorBatchMax)
                 let claimed: ProcessorChanges
                 do {
-                    claimed = try step(record: answered, claim: claimLimit, dueBy: started, into: &summary)
+                    claimed = try step(record: answered, claim: claimLimit, dueBy: dueBy, into: &summary)
                     conflicts = 0
                 } catch let error as DatabaseError where error.isBusy {
                     // Another process kept the write lock past the busy timeout (a responder
@@ -189,10 +208,10 @@ public final class ProcessorPass {
         _ answered: inout [(Payout, BankTransport)], after error: DatabaseError, retryAnyway: Bool,
         into summary: inout PassSummary
     ) -> Bool {
-        let now = clock()
+        let now = monotonicClock()
         var lines = Log.Lines()
         answered.removeAll { payout, transport in
-            guard payout.leaseUntil <= now else { return false }
+            if let deadline = payout.leaseDeadline, now < deadline { return false }
             lines.append(
                 log.line(
                     .warning, "lease_lost",
@@ -216,15 +235,20 @@ public final class ProcessorPass {
     }
 
     /// One transaction: records the finished attempts, then claims up to `claim` due
-    /// withdrawals. Returns what the claim took; the audit lines of both are written after
-    /// the commit.
+    /// withdrawals. Returns what the claim took, each lease also as a deadline on this
+    /// machine's monotonic clock; the audit lines of both are written after the commit.
     private func step(
         record finished: [(Payout, BankTransport)], claim limit: Int, dueBy: Timestamp,
         into summary: inout PassSummary
     ) throws -> ProcessorChanges {
         if !finished.isEmpty { beforeRecording(finished) }
-        let (recorded, leaseLost, claimed) = try store.write {
-            let now = clock()
+        // Read before the transaction begins: time spent waiting for the write lock and
+        // reading the database's clock then only shortens the leases' local deadlines.
+        let claimStarted = monotonicClock()
+        let (recorded, leaseLost, claimedInDatabaseTime, now) = try store.write {
+            // One read of the database's clock for the whole step, inside its transaction
+            // and after the monotonic reading above: the leases start no earlier than it says.
+            let now = try databaseClock()
             var recorded = ProcessorChanges()
             var leaseLost: [(Payout, PayoutOutcome)] = []
             // In the order claims lock wallets too (`Store.inWalletOrder`).
@@ -239,7 +263,12 @@ public final class ProcessorPass {
                 limit > 0
                 ? try store.claimDue(owner: owner, dueBy: dueBy, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds), limit: limit)
                 : ProcessorChanges()
-            return (recorded, leaseLost, claimed)
+            return (recorded, leaseLost, claimed, now)
+        }
+        var claimed = claimedInDatabaseTime
+        for index in claimed.payouts.indices {
+            claimed.payouts[index].leaseDeadline = MonotonicInstant.deadline(
+                leaseUntil: claimed.payouts[index].leaseUntil, databaseNow: now, claimStarted: claimStarted)
         }
         var lines = Log.Lines()
         for (payout, outcome) in leaseLost {

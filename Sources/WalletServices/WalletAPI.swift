@@ -285,7 +285,12 @@ public struct WalletAPI: Sendable {
         let reference = try body.reference()
         return try write(request, key: key, by: caller) { store, now in
             // Checked here, after the key lookup: a replay after the time has passed must
-            // still get its original answer.
+            // still get its original answer. `now` is this responder's clock, not the
+            // database's: reading PostgreSQL's would cost a round trip per request, and the
+            // check only screens out times already past. Processors decide dueness by the
+            // database's clock, so a host a few seconds off at most accepts a time that is
+            // already due there (paid at once, as without scheduled_for) or refuses one a
+            // few seconds ahead.
             if let requested, requested <= now {
                 throw APIError.invalidScheduledFor("scheduled_for must be in the future")
             }

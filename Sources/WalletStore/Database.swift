@@ -69,7 +69,7 @@ public enum SQLValue: Sendable, Equatable {
 /// or PostgreSQL (a server, through libpq). The SQL is written once, in the store, in the
 /// dialect both accept (`?` and `?N` placeholders, `ON CONFLICT DO NOTHING`, integers and
 /// text); what only one engine has (its schema version, the change counter the key cache
-/// reads, the online backup, the id of the last insert) is a named method here. Not
+/// reads, the online backup, the id of the last insert, the clock) is a named method here. Not
 /// thread-safe: each thread owns its own.
 public final class Database {
     enum Engine {
@@ -264,6 +264,25 @@ public final class Database {
         switch engine {
         case .sqlite(let connection): return try connection.scalarInteger("PRAGMA data_version") ?? 0
         case .postgres: return nil
+        }
+    }
+
+    /// The database's clock now, in microseconds since the epoch: what leases and due
+    /// times are measured against, so that hosts whose clocks disagree still agree on them.
+    /// On PostgreSQL one query of `clock_timestamp()` (the server's time when the statement
+    /// runs, with microsecond resolution; `now()` would be the transaction's start, before
+    /// its write lock was granted). `extract(epoch ...)` gives an exact numeric from
+    /// PostgreSQL 14 on, so the bigint is the server's microseconds to the digit. An SQLite
+    /// file lives on one host, whose clock is the database's.
+    public func clockNow() throws -> Timestamp {
+        switch engine {
+        case .sqlite: return Timestamp.now()
+        case .postgres(let connection):
+            guard
+                let microseconds = try connection.queryFirst(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", [], { $0.integer(0) })
+            else { throw DatabaseError(code: 0, message: "the server did not report its clock") }
+            return Timestamp(microseconds: microseconds)
         }
     }
 

@@ -54,6 +54,13 @@ public final class Store {
         try database.schemaVersion()
     }
 
+    /// The database's clock now (`Database.clockNow`): the time processors and notifiers
+    /// on several hosts take due times and leases from. One round trip on PostgreSQL; the
+    /// local clock on SQLite, whose file has one host.
+    public func databaseNow() throws -> Timestamp {
+        try database.clockNow()
+    }
+
     /// Whether the store is on PostgreSQL rather than an SQLite file.
     public var isPostgres: Bool { database.isPostgres }
 

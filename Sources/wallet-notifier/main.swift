@@ -18,7 +18,10 @@ import Glibc
 /// delivered (the rest are released untried: the endpoint's later events wait behind it, and
 /// no other endpoint's do); (4) records the results in batches and claims again, until
 /// nothing is due. A notifier that dies leaves its leases to run out; the next pass sends
-/// those deliveries again (delivery is at least once).
+/// those deliveries again (delivery is at least once). Due times and leases are the
+/// database's time (`Store.databaseNow`), read once per transaction, so that notifiers on
+/// hosts whose clocks disagree still agree on them; the pass's own timing (its time limit,
+/// its fan-out interval) keeps the local clock.
 func run() -> Int32 {
     let log = Log(component: "wallet-notifier")
     let settings: Settings
@@ -83,6 +86,9 @@ final class NotifierPass {
 
     private struct Window {
         var deliveries: [ClaimedDelivery]
+        /// The window's lease (one for all its deliveries) as a deadline on this machine's
+        /// monotonic clock: no delivery starts that could outlive it.
+        var leaseDeadline: MonotonicInstant
         var next = 0
     }
 
@@ -124,13 +130,13 @@ final class NotifierPass {
             // together), or when many answers wait in memory.
             let recordDue = !finished.isEmpty && (windows.isEmpty || finished.count >= 256)
             if recordDue || (free > 0 && windowEnded && !exhausted) || (free > 0 && windowEnded && !finished.isEmpty) {
-                let claimed = try step(record: finished, claim: free, excluding: failedEndpoints.union(windows.keys))
+                let (claimed, leaseDeadline) = try step(record: finished, claim: free, excluding: failedEndpoints.union(windows.keys))
                 finished.removeAll()
                 windowEnded = false
                 if free > 0 { exhausted = claimed.isEmpty }
                 for window in claimed {
                     guard let first = window.first else { continue }
-                    windows[first.endpointID] = Window(deliveries: window)
+                    windows[first.endpointID] = Window(deliveries: window, leaseDeadline: leaseDeadline)
                     if let unsent = send(&windows[first.endpointID]!, web) {
                         finished += unsent
                         windows[first.endpointID] = nil
@@ -182,7 +188,8 @@ final class NotifierPass {
         var created = 0
         while true {
             let settled = try store.settledEventID()
-            let step = try store.write { try store.fanOutEvents(now: Timestamp.now(), settled: settled) }
+            // The deliveries are due from the database's now, as the claims see it.
+            let step = try store.write { try store.fanOutEvents(now: try store.databaseNow(), settled: settled) }
             created += step.created
             if !step.behind { break }
         }
@@ -199,8 +206,10 @@ final class NotifierPass {
             return window.deliveries[window.next...].map { ($0, DeliveryResult.notTried) }
         }
         let delivery = window.deliveries[window.next]
-        let deadline = Timestamp.now().adding(microseconds: settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds)
-        guard deadline <= delivery.leaseUntil else {
+        // The lease is the database's time; its deadline here is on the monotonic clock, so
+        // this host's wall clock, ahead or behind, neither stretches nor cuts it.
+        let callMicroseconds = settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds
+        guard MonotonicInstant.now().leavesRoom(forCallOf: callMicroseconds, before: window.leaseDeadline) else {
             return window.deliveries[window.next...].map { ($0, DeliveryResult.notTried) }
         }
         window.next += 1
@@ -216,12 +225,22 @@ final class NotifierPass {
     }
 
     /// One transaction: records finished deliveries, then claims windows for up to `claim`
-    /// endpoints.
-    private func step(record finished: [(ClaimedDelivery, DeliveryResult)], claim: Int, excluding: Set<Int64>) throws -> [[ClaimedDelivery]] {
+    /// endpoints. Returns the windows and their lease's deadline on the monotonic clock.
+    private func step(
+        record finished: [(ClaimedDelivery, DeliveryResult)], claim: Int, excluding: Set<Int64>
+    ) throws -> ([[ClaimedDelivery]], MonotonicInstant) {
         var jitter: [Double] = (0..<finished.count).map { _ in Double.random(in: 0.5..<1.5, using: &generator) }
         let base = settings.webhookRetryBaseSeconds * 1_000_000
-        return try store.write {
-            let now = Timestamp.now()
+        let lease =
+            Int64(NotifierPass.window) * (settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds)
+            + NotifierPass.leaseGraceMicroseconds
+        // Read before the transaction begins, so that a slow transaction only shortens the
+        // local deadline (`MonotonicInstant.deadline`).
+        let claimStarted = MonotonicInstant.now()
+        let (claimed, now): ([[ClaimedDelivery]], Timestamp) = try store.write {
+            // One read of the database's clock per transaction, inside it and after the
+            // monotonic reading above.
+            let now = try store.databaseNow()
             if !finished.isEmpty {
                 try store.recordDeliveries(finished, owner: owner, now: now, giveUpMicroseconds: settings.webhookGiveUpSeconds * 1_000_000) {
                     attempts in
@@ -231,14 +250,13 @@ final class NotifierPass {
                     return Int64(Double(max(delay, 0)) * (jitter.popLast() ?? 1))
                 }
             }
-            guard claim > 0 else { return [] }
-            let lease =
-                Int64(NotifierPass.window) * (settings.webhookTimeoutMilliseconds * 1_000 + NotifierPass.sendMarginMicroseconds)
-                + NotifierPass.leaseGraceMicroseconds
-            return try store.claimDeliveries(
+            guard claim > 0 else { return ([], now) }
+            let claimed = try store.claimDeliveries(
                 owner: owner, now: now, leaseUntil: now.adding(microseconds: lease), endpoints: claim, window: NotifierPass.window,
                 excluding: excluding)
+            return (claimed, now)
         }
+        return (claimed, MonotonicInstant.deadline(leaseUntil: now.adding(microseconds: lease), databaseNow: now, claimStarted: claimStarted))
     }
 
     private func describe(_ result: DeliveryResult) -> String {

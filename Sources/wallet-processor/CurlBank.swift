@@ -199,10 +199,12 @@ final class CurlTransfers: @unchecked Sendable {
     /// and the bank could pay a call whose withdrawal the other has already settled. The
     /// margin covers libcurl's own resend and the clock between the check and the send. (The
     /// check and the send are still not one atomic step; closing the gap entirely would take
-    /// the bank refusing stale attempts.)
+    /// the bank refusing stale attempts.) The lease is the database's time; the check is
+    /// made against its deadline on this machine's monotonic clock (`Payout.leaseDeadline`),
+    /// so a wall clock ahead of or behind the database's neither stretches nor cuts it.
     func start(_ payout: Payout) -> BankTransport? {
-        let deadline = Timestamp.now().adding(microseconds: Int64(timeoutMilliseconds) * 1_000 + sendMarginMicroseconds)
-        guard deadline <= payout.leaseUntil else {
+        let callMicroseconds = Int64(timeoutMilliseconds) * 1_000 + sendMarginMicroseconds
+        guard MonotonicInstant.now().leavesRoom(forCallOf: callMicroseconds, before: payout.leaseDeadline) else {
             return .notSent("not sent: the lease would run out before the call's time limit")
         }
         let handle = idleHandles.popLast() ?? newHandle()

@@ -71,10 +71,10 @@ struct AuditTests {
                 "UPDATE ledger SET delta = delta + 1 WHERE id = 1",
                 [Discrepancy.Kind.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
             ),
-            // Ids may skip (a rolled-back transaction on PostgreSQL): the removed row is found
-            // by the wallet's next row, which chained from it.
+            // Ids may skip (a rolled-back transaction on PostgreSQL): the removed row (the
+            // first wallet's deposit) is found by the wallet's next row, which chained from it.
             (
-                "DELETE FROM ledger WHERE id = 3",
+                "DELETE FROM ledger WHERE id = 1",
                 [.brokenHashChain, .balanceAfterMismatch, .balanceMismatch, .ledgerMismatch, .checkpointMismatch]
             ),
             // The stored hash column is not part of a checkpoint: only the chain breaks.

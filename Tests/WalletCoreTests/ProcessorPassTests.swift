@@ -140,7 +140,8 @@ struct ProcessorPassTests {
             call
                 == Payout(
                     withdrawalID: withdrawal, wallet: fixture.wallet, amount: Amount(minorUnits: 250)!, bankKey: key, attempt: 1,
-                    bankMayHavePaid: false, leaseUntil: call.leaseUntil))
+                    bankMayHavePaid: false, leaseUntil: call.leaseUntil, leaseDeadline: call.leaseDeadline))
+        #expect(call.leaseDeadline != nil, "an attempt without its local deadline is never sent")
         #expect(key.hasPrefix(BankKey.prefix))
         let transaction = try fixture.t.transaction(withdrawal)
         #expect(transaction.executedAt.map { $0 >= transaction.createdAt } == true)
@@ -181,6 +182,64 @@ struct ProcessorPassTests {
         let summary = try runPass(fixture.store, bank, clock: { Timestamp(rfc3339: "2999-01-01T00:00:01Z")! })
         #expect(summary.completed == 1)
         #expect(bank.calls.map(\.withdrawalID) == [withdrawal])
+    }
+
+    @Test("a pass whose own clock runs an hour ahead claims nothing due later by the database's clock and takes over no live lease")
+    func clockAheadOfTheDatabase() throws {
+        // Due times and leases are the database's time (here this machine's: the tests'
+        // server runs on it, and an SQLite file's clock is its host's); only the pass's own
+        // wall clock is an hour ahead, as on a host whose clock drifted.
+        let fixture = try ProcessorFixture(balance: 10_000)
+        let dueLater = Timestamp.now().adding(seconds: 1_800).rfc3339
+        let later = try #require(fixture.t.withdraw(fixture.wallet, 100, scheduledFor: dueLater).json["id"]?.integer)
+        let held = try fixture.t.dueWithdrawal(fixture.wallet, 200)
+        let now = Timestamp.now()
+        _ = try fixture.store.write {
+            try fixture.store.claimDue(owner: "other", dueBy: now, now: now, leaseUntil: now.adding(seconds: 60), limit: 10)
+        }
+        let bank = ScriptedBank(always: .paid)
+        let pass = ProcessorPass(
+            store: fixture.store, bank: bank, settings: processorSettings(), log: Log(component: "test"), owner: "ahead",
+            random: { 0 }, clock: { Timestamp.now().adding(seconds: 3_600) })
+        #expect(try pass.run() == PassSummary())
+        #expect(bank.calls.isEmpty)
+        #expect(try fixture.t.transaction(later).status == .pending)
+        #expect(try fixture.t.transaction(held).attempts == 1)
+        let owner = try fixture.store.database.queryFirst("SELECT lease_owner FROM transactions WHERE id = ?", [.integer(held)]) { $0.text(0) }
+        #expect(owner == "other")
+    }
+
+    @Test("a pass whose own clock runs an hour behind the database's still pays what is due, and writes the database's time")
+    func clockBehindTheDatabase() throws {
+        let fixture = try ProcessorFixture()
+        let withdrawal = try fixture.t.dueWithdrawal(fixture.wallet, 250)
+        let bank = ScriptedBank(always: .paid)
+        let pass = ProcessorPass(
+            store: fixture.store, bank: bank, settings: processorSettings(), log: Log(component: "test"), owner: "behind",
+            random: { 0 }, clock: { Timestamp.now().adding(seconds: -3_600) })
+        let before = Timestamp.now()
+        #expect(try pass.run().completed == 1)
+        let executedAt = try #require(try fixture.t.transaction(withdrawal).executedAt)
+        #expect(executedAt >= before && executedAt <= Timestamp.now())
+    }
+
+    @Test("the attempts a pass hands to the bank carry their lease as a deadline on the monotonic clock")
+    func claimsCarryMonotonicDeadlines() throws {
+        let fixture = try ProcessorFixture()
+        _ = try fixture.t.dueWithdrawal(fixture.wallet, 250)
+        let bank = ScriptedBank(always: .paid)
+        let settings = processorSettings()
+        let lease = settings.bankTimeoutMilliseconds * 1_000 + settings.leaseGraceSeconds * 1_000_000
+        // A monotonic clock far from the wall clock, and a pass clock an hour ahead: the
+        // deadline is the monotonic reading before the claim plus the whole lease.
+        let pass = ProcessorPass(
+            store: fixture.store, bank: bank, settings: settings, log: Log(component: "test"), owner: "deadline",
+            random: { 0 }, clock: { Timestamp.now().adding(seconds: 3_600) },
+            monotonicClock: { MonotonicInstant(microseconds: 42_000_000) })
+        var claimed: [Payout] = []
+        pass.afterClaim = { claimed += $0 }
+        #expect(try pass.run().completed == 1)
+        #expect(claimed.map(\.leaseDeadline) == [MonotonicInstant(microseconds: 42_000_000 + lease)])
     }
 
     @Test("a lease held by another processor is not claimed")
@@ -443,12 +502,14 @@ struct ProcessorPassTests {
         // the pass still has a call in flight while the database is busy.
         let released = Shared(false)
         let bank = GatedBank { payout in payout.withdrawalID == early || released.current }
-        // A clock that jumps past every lease once the first answer is in hand.
+        // Clocks that jump past every lease once the first answer is in hand (the leases are
+        // checked on the monotonic one).
         let skew = Shared<Int64>(0)
         let clock = { Timestamp.now().adding(microseconds: skew.current) }
         let pass = ProcessorPass(
             store: store, bank: bank, settings: processorSettings(), log: Log(component: "test"),
-            owner: "busy-test", random: { 0 }, clock: clock)
+            owner: "busy-test", random: { 0 }, clock: clock,
+            monotonicClock: { MonotonicInstant.now().adding(microseconds: skew.current) })
         var holder: TestThread?
         pass.beforeRecording = { _ in
             guard holder == nil else { return }
@@ -481,7 +542,8 @@ extension ProcessorPassTests {
         let released = Shared(false)
         let pass = ProcessorPass(
             store: store, bank: ScriptedBank(always: .paid), settings: processorSettings(concurrency: 8), log: Log(component: "test"),
-            owner: "busy-test", random: { 0 }, clock: { Timestamp.now().adding(microseconds: skew.current) })
+            owner: "busy-test", random: { 0 }, clock: { Timestamp.now().adding(microseconds: skew.current) },
+            monotonicClock: { MonotonicInstant.now().adding(microseconds: skew.current) })
         var holder: TestThread?
         pass.afterClaim = { _ in
             guard holder == nil else { return }

@@ -160,6 +160,30 @@ struct StoreTests {
         #expect(statuses == scenario.withdrawals.map { "\($0.0.rawValue) \($0.1?.rawValue ?? "-")" })
     }
 
+    @Test("the database's clock: PostgreSQL's clock_timestamp() to the microsecond, moving inside a transaction; on SQLite the local clock")
+    func databaseClock() throws {
+        // The tests' server runs on this machine, so its clock is this machine's: the
+        // reading falls between two local ones. (On SQLite the local clock is the
+        // database's clock: the file has one host.)
+        let database = try TestDatabase()
+        let before = Timestamp.now()
+        let readings = try (0..<5).map { _ in try database.store.databaseNow() }
+        let after = Timestamp.now()
+        for reading in readings {
+            #expect(reading >= before.adding(microseconds: -1_000) && reading <= after.adding(microseconds: 1_000))
+        }
+        #expect(readings.contains { $0.microseconds % 1_000 != 0 }, "the clock is read to the microsecond, not the millisecond")
+        // Inside one transaction it still moves: the time of the reading, not of BEGIN
+        // (`now()` would be), so a claim that waited for the write lock leases from when it
+        // got it.
+        let (first, second) = try database.store.read {
+            let first = try database.store.databaseNow()
+            sleepMilliseconds(5)
+            return (first, try database.store.databaseNow())
+        }
+        #expect(second.microseconds - first.microseconds >= 5_000)
+    }
+
     @Test("a balance change and its ledger row roll back together")
     func rollbackTakesBoth() throws {
         struct Abort: Error {}

@@ -327,7 +327,9 @@ func processorSettings(
     return settings
 }
 
-/// Runs one processor pass with no jitter.
+/// Runs one processor pass with no jitter. `clock` stands for the database's clock as well
+/// as the pass's own (as on SQLite, where they are one): a test moves the time the pass
+/// sees due times and leases by.
 @discardableResult
 func runPass(
     _ store: Store, _ bank: ScriptedBank, _ settings: Settings = processorSettings(), owner: String = "test-processor",
@@ -335,7 +337,7 @@ func runPass(
 ) throws -> PassSummary {
     try ProcessorPass(
         store: store, bank: bank, settings: settings, log: Log(component: "test"), owner: owner,
-        random: { 0 }, clock: clock
+        random: { 0 }, clock: clock, databaseClock: clock
     ).run()
 }
 
