@@ -14,11 +14,18 @@ no idempotency key had two effects, no payout was made twice, every
 withdrawal reached a final state, and `walletctl audit verify` passes. Each
 test prints when the new leader was elected and how long writes were refused.
 
+A third test is the check's negative control: on a cluster with asynchronous
+replication, the leader acknowledges deposits its replicas never received,
+dies, and a replica is promoted; the same check must report exactly those
+deposits as lost. It shows that the check can fail, and that synchronous
+replication is what keeps them.
+
 `make test-failover` runs them (WALLET_TEST_FAILOVER=1): each cluster takes
 about 15 s to form, a failover about the cluster's ttl (5 s) more, and a dead
-machine about twice the connection string's `tcp_user_timeout` (10 s)."""
+machine about the connection string's `tcp_user_timeout` (10 s)."""
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -26,7 +33,7 @@ import uuid
 import pytest
 
 from . import helpers as h
-from .conftest import wait_until
+from .conftest import _psql, wait_until
 from .patroni import PatroniCluster
 
 pytestmark = pytest.mark.skipif(
@@ -222,3 +229,85 @@ def test_leader_machine_dead_under_load_loses_nothing_and_writes_resume(stack_fa
     settings, writes did not resume within 90 s: the test fails."""
     with PatroniCluster() as cluster:
         failover_under_load(cluster, stack_factory, cluster.freeze_leader, capsys, "leader's machine dead")
+
+
+# How many deposits the leader acknowledges, in the negative control, before
+# and while its replicas receive nothing.
+REPLICATED, UNREPLICATED = 5, 5
+
+
+def wal_receiver_pid(node):
+    rows = _psql(node.conninfo(), "SELECT pid FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+    assert rows, f"{node.name} has no streaming WAL receiver"
+    return rows[0][0]
+
+
+def test_asynchronous_replication_loses_acknowledged_deposits_and_the_check_reports_them(stack_factory, capsys):
+    """The negative control of `unrecorded_writes`: the cluster is made to
+    lose acknowledged deposits, and the check must name each of them.
+
+    With asynchronous replication the leader acknowledges a commit once it
+    is on its own disk. The replicas' WAL receivers are stopped (SIGSTOP,
+    by the PIDs pg_stat_wal_receiver gives on each replica) before the
+    second batch of deposits, so only the leader has those; then every
+    process of the leader is killed (-9), and the stopped receivers too
+    (-9): a receiver merely continued would still read the WAL its kernel
+    had buffered for it, which would make the loss depend on timing. Each
+    replica's postmaster restarts its processes after that crash and
+    recovers what it had received; Patroni promotes one."""
+    # maximum_lag_on_failover: Patroni promotes no replica that is further
+    # behind the failed leader's last known position than this (1 MB by
+    # default). Here the replicas lag by the second batch of deposits, a few
+    # kB; how much WAL those write is not what this test is about, so the
+    # limit is set far above any lag it could have, and the promotion is
+    # certain: the data loss an asynchronous cluster accepts in exchange for
+    # staying writable.
+    with PatroniCluster(synchronous=False, maximum_lag_on_failover=1 << 30) as cluster:
+        stack = stack_factory(database=cluster.conninfo)
+        receivers = []
+        try:
+            wallet = h.create_wallet(stack)["uuid"]
+
+            def deposit():
+                key = f"fo-{uuid.uuid4()}"
+                h.deposit(stack, wallet, 1, headers={"Idempotency-Key": key})
+                return key
+
+            replicated = [deposit() for _ in range(REPLICATED)]
+            leader = cluster.leader()
+            replicas = [node for node in cluster.nodes if node is not leader]
+            # Every replica has replayed all the leader wrote so far.
+            target = _psql(leader.conninfo(), "SELECT pg_current_wal_lsn() - '0/0'")[0][0]
+            wait_until(lambda: all(
+                _psql(node.conninfo(), "SELECT coalesce(pg_last_wal_replay_lsn() - '0/0', 0)")[0][0] >= target
+                for node in replicas), timeout=30, message="the replicas caught up", interval=0.2)
+
+            receivers = [wal_receiver_pid(node) for node in replicas]
+            for pid in receivers:
+                os.kill(pid, signal.SIGSTOP)
+            unreplicated = [deposit() for _ in range(UNREPLICATED)]
+            dead = cluster.kill_leader(whole_node=True)
+            for pid in receivers:
+                os.kill(pid, signal.SIGKILL)
+            receivers = []
+            killed_at = time.monotonic()
+            wait_until(lambda: leader_other_than(cluster, dead), timeout=60, message="a replica promoted",
+                       interval=0.2)
+            promoted = time.monotonic() - killed_at
+
+            problems = unrecorded_writes(stack, replicated + unreplicated, {})
+            reported = {problem: len(details) for problem, details in problems.items()}
+            with capsys.disabled():
+                print(f"\n    asynchronous replication: {dead.name} killed (-9), {cluster.leader().name} promoted "
+                      f"after {promoted:.1f} s; of {REPLICATED + UNREPLICATED} acknowledged deposits, "
+                      f"{UNREPLICATED} never reached a replica; the check reports {reported}")
+            assert problems == {"lost deposits": sorted(unreplicated)}, problems
+        finally:
+            # Never left stopped, whatever failed: a stopped process cannot be
+            # stopped for good.
+            for pid in receivers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            stack.stop()
