@@ -361,16 +361,17 @@ postgresql:
             "  }\n"
             "}\n"
         )
-        # Stopped first, then cut off: between the two the kernel may still
-        # acknowledge a packet or two, as a machine's network card would in
-        # the instant it loses power.
+        # Stopped first, then cut off, a few milliseconds apart: a packet the
+        # kernel acknowledges in between is one a dying machine's kernel took
+        # in its last instant.
         pids = node.processes()
         assert node.postmaster_pid() in pids, f"{node.name}: no postmaster to freeze"
         self.frozen = pids
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
-        self.firewall_table = table
+        # `nft -f` applies the whole table or nothing.
         subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+        self.firewall_table = table
         return node
 
     def thaw(self):
@@ -395,7 +396,12 @@ postgresql:
         """Stops what this cluster started: a frozen node thawed first (a
         stopped process keeps SIGTERM pending), each Patroni (which stops its
         postmaster), then any postmaster left, then etcd."""
-        self.thaw()
+        try:
+            self.thaw()
+        finally:
+            self._stop_processes()
+
+    def _stop_processes(self):
         for node in self.nodes:
             if node.process is not None and alive(node.process.pid):
                 node.process.send_signal(signal.SIGTERM)
