@@ -346,6 +346,7 @@ postgresql:
         own), but being stopped it no longer renews the leader key, which
         expires after ttl seconds. thaw() (which stop() calls) undoes both.
         Returns the node."""
+        assert shutil.which("nft"), "nft is missing: `make deps` installs nftables"
         node = self.leader()
         assert node is not None, "no leader to freeze"
         ports = f"{node.pg_port}, {node.rest_port}"
@@ -369,8 +370,10 @@ postgresql:
         self.frozen = pids
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
-        # `nft -f` applies the whole table or nothing.
-        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+        # `nft -f` applies the whole table or nothing (it needs root, or
+        # CAP_NET_ADMIN).
+        result = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True)
+        assert result.returncode == 0, f"nft could not make table {table}: {result.stderr.strip()}"
         self.firewall_table = table
         return node
 
