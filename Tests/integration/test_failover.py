@@ -241,9 +241,18 @@ def test_leader_machine_dead_under_load_loses_nothing_and_writes_resume(stack_fa
 REPLICATED, UNREPLICATED = 5, 5
 
 
+def accepts_writes(conninfo):
+    try:
+        _psql(conninfo, "SELECT 1")
+    except RuntimeError:
+        return False
+    return True
+
+
 def wal_receiver_pid(node):
-    rows = _psql(node.conninfo(), "SELECT pid FROM pg_stat_wal_receiver WHERE status = 'streaming'")
-    assert rows, f"{node.name} has no streaming WAL receiver"
+    """The PID of a replica's WAL receiver, once it streams."""
+    rows = wait_until(lambda: _psql(node.conninfo(), "SELECT pid FROM pg_stat_wal_receiver WHERE status = 'streaming'"),
+                      timeout=30, message=f"{node.name}'s WAL receiver streaming", interval=0.2)
     return rows[0][0]
 
 
@@ -296,8 +305,12 @@ def test_asynchronous_replication_loses_acknowledged_deposits_and_the_check_repo
                 os.kill(pid, signal.SIGKILL)
             receivers = []
             killed_at = time.monotonic()
-            wait_until(lambda: leader_other_than(cluster, dead), timeout=60, message="a replica promoted",
-                       interval=0.2)
+            # Patroni names the new leader as soon as it holds the leader key,
+            # a moment before its PostgreSQL has left recovery: the check reads
+            # through the connection string's read-write host, as the
+            # programs do.
+            wait_until(lambda: leader_other_than(cluster, dead) and accepts_writes(cluster.conninfo),
+                       timeout=60, message="a replica promoted", interval=0.2)
             promoted = time.monotonic() - killed_at
 
             problems = unrecorded_writes(stack, replicated + unreplicated, {})
@@ -308,8 +321,8 @@ def test_asynchronous_replication_loses_acknowledged_deposits_and_the_check_repo
                       f"{UNREPLICATED} never reached a replica; the check reports {reported}")
             assert problems == {"lost deposits": sorted(unreplicated)}, problems
         finally:
-            # Never left stopped, whatever failed: a stopped process cannot be
-            # stopped for good.
+            # Never left stopped, whatever failed: the replica's shutdown (and
+            # a promotion) waits for its WAL receiver to exit.
             for pid in receivers:
                 try:
                     os.kill(pid, signal.SIGKILL)
