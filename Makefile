@@ -71,10 +71,11 @@ BUILD_PKGS := libfcgi-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libpq-d
 RUN_PKGS := fcgiwrap curl sqlite3 procps jq strace shellcheck openssl ssl-cert
 # Test: the PostgreSQL server (and its client, psql) the postgres suite starts
 # a throwaway instance of (scripts/postgres.sh); Patroni and etcd, which the
-# failover suite makes a three-node cluster of (Tests/integration/patroni.py);
-# faketime, whose libfaketime shifts a processor's clock against the database's
-# (Tests/integration/test_database_clock.py).
-TEST_PKGS := postgresql-15 patroni etcd-server etcd-client faketime
+# failover suite makes a three-node cluster of (Tests/integration/patroni.py),
+# and nftables (nft), with which it drops a node's packets to make its
+# machine look dead; faketime, whose libfaketime shifts a processor's clock
+# against the database's (Tests/integration/test_database_clock.py).
+TEST_PKGS := postgresql-15 patroni etcd-server etcd-client nftables faketime
 
 # The test suites, in the order `make test` runs them; each is also a
 # target of its own (make test-swift, make test-bank, ...).
