@@ -52,6 +52,12 @@ public enum Limits {
     /// (keepalive × worker_processes) plus the requests in flight.
     public static let acceptThreadsMax = 256
 
+    /// The write connections a responder keeps open at most with `--writes connections`
+    /// (PostgreSQL), by default: writers past it wait for one to be free. Each is a server
+    /// process; a few writing at once are enough for the server to make their commits
+    /// durable together, and many more only queue on the same WAL flush.
+    public static let writeConnectionsDefault = 16
+
     /// The bank's bearer token, in bytes. Real tokens are a few hundred bytes; a file larger
     /// than this is the wrong file (a key, a log), and it would go out in every bank call.
     public static let bankTokenBytesMax = 4_096

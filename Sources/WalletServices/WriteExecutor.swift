@@ -72,7 +72,8 @@ public final class SerialWriter: WriteExecutor, @unchecked Sendable {
 /// connection runs statement after statement.
 ///
 /// A connection is taken from the idle ones, or opened when none is idle, and given back
-/// after the request: there are never more than requests at once, the responder's threads.
+/// after the request; at most `capacity` are in use, and a request past them waits for
+/// one (so the server's `max_connections` can be planned: README, "More than one machine").
 /// A deadlock or serialization failure (another transaction was let through instead) is
 /// tried again, twice; a request's write locks one wallet, so one is rare.
 ///
@@ -82,17 +83,23 @@ public final class ConnectionPoolWriter: WriteExecutor, @unchecked Sendable {
     private let open: () throws -> Store
     private let lock = Lock()
     private var idle: [Store] = []
+    private let slots: Semaphore
 
-    /// `open` makes a new connection; `idle` are connections already open, used first.
-    public init(idle: [Store] = [], open: @escaping () throws -> Store) {
+    /// `open` makes a new connection; `idle` are connections already open, used first;
+    /// `capacity` is the most in use at once.
+    public init(capacity: Int, idle: [Store] = [], open: @escaping () throws -> Store) {
+        precondition(capacity > 0, "a writer needs a connection")
         self.idle = idle
         self.open = open
+        slots = Semaphore(value: UInt32(capacity))
     }
 
     /// Connections opened so far and now idle.
     public var idleCount: Int { lock.withLock { idle.count } }
 
     public func perform(_ work: @escaping WriteWork) -> Result<WriteOutcome, any Error> {
+        slots.wait()
+        defer { slots.signal() }
         let store: Store
         do {
             store = try lock.withLock { idle.popLast() } ?? open()

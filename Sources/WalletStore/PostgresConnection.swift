@@ -2,6 +2,7 @@ import WalletDomain
 import WalletPlatform
 import CPostgres
 import Glibc
+import Synchronization
 
 /// One PostgreSQL connection over libpq, speaking the store's SQL. Not thread-safe: each
 /// thread owns its own.
@@ -37,7 +38,18 @@ final class PostgresConnection {
         case read
     }
 
+    /// How many times a connection of this process was found lost. When the server's
+    /// machine dies, nothing closes the idle connections to it: each would be found dead
+    /// only by a request sent on it, after the keepalives or `tcp_user_timeout` give up (10 s
+    /// and more), one after another. One connection found lost is taken to mean the server
+    /// is gone for all of them: each connection reconnects before its next statement outside
+    /// a transaction once this count has moved since it last connected. A reconnection to a
+    /// server that is still there costs one connection set-up.
+    static let connectionsLost = Atomic<Int>(0)
+
     private let handle: OpaquePointer
+    /// `connectionsLost` when this connection was last made.
+    private var lostSeen = PostgresConnection.connectionsLost.load(ordering: .relaxed)
     private let queryOnly: Bool
     private let lockTimeoutMilliseconds: Int32
     private var statements: [String: PostgresStatement] = [:]
@@ -90,7 +102,8 @@ final class PostgresConnection {
     /// transaction. Never inside one: its work is gone with the old connection, and a
     /// COMMIT on a new one would report success for nothing.
     private func reconnectIfNeeded() throws {
-        guard needsReset || PQstatus(handle) != CONNECTION_OK else { return }
+        let lost = PostgresConnection.connectionsLost.load(ordering: .relaxed)
+        guard needsReset || lost != lostSeen || PQstatus(handle) != CONNECTION_OK else { return }
         guard !transactionOpen else { return }
         PQreset(handle)
         statements.removeAll()
@@ -101,6 +114,7 @@ final class PostgresConnection {
         // (synchronous commit, the lock timeout, read-only) is never used.
         try configureSession()
         needsReset = false
+        lostSeen = lost
     }
 
     // MARK: - Statements
@@ -203,6 +217,7 @@ final class PostgresConnection {
             if message.isEmpty { message = "the connection to the server was lost" }
         }
         if let state = sqlState, state.hasPrefix("08") || state.hasPrefix("57P") || PQstatus(handle) != CONNECTION_OK {
+            if !needsReset { PostgresConnection.connectionsLost.add(1, ordering: .relaxed) }
             needsReset = true
         }
         throw DatabaseError(code: 0, message: message, sqlState: sqlState ?? "XX000")

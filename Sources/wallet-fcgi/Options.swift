@@ -24,6 +24,8 @@ struct Options {
     var maxThreads = Limits.acceptThreadsMax
     /// How writes reach the database; nil: the engine's default (`WriteMode.default(for:)`).
     var writes: WriteMode?
+    /// With `--writes connections`, the most write connections open at once.
+    var writeConnections = Limits.writeConnectionsDefault
     var help = false
 
     /// How the responder's writes reach the database.
@@ -45,6 +47,7 @@ struct Options {
     static let usage = """
         usage: wallet-fcgi [--socket PATH [--socket-mode OCTAL] | --listen ADDRESS:PORT] [--allow ADDR[,ADDR...]]
                            [--threads N] [--max-threads N] [--writes group-commit|connections]
+                           [--write-connections N]
 
           --socket PATH        create and listen on this unix socket; without it (and without
                                --listen), serve the listening socket on fd 0 (systemd
@@ -63,6 +66,8 @@ struct Options {
                                transaction (the default on SQLite); connections: a transaction
                                per request on a connection of its own, for PostgreSQL only (its
                                default)
+          --write-connections N  with --writes connections, the most write connections at once;
+                               writes past them wait (default \(Limits.writeConnectionsDefault))
 
         Settings come from the environment: WALLET_DB (an SQLite file, default var/wallet.db, or a PostgreSQL URI or conninfo), and the rest of README.
         """
@@ -108,6 +113,11 @@ struct Options {
                     throw Invalid(description: "--writes needs group-commit or connections")
                 }
                 writes = mode
+            case "--write-connections":
+                guard let text = remaining.popFirst(), let count = Int(text), (1...256).contains(count) else {
+                    throw Invalid(description: "--write-connections needs a number from 1 to 256")
+                }
+                writeConnections = count
             case "-h", "--help":
                 help = true
             default:

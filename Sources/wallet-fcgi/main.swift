@@ -102,7 +102,7 @@ func run() -> Int32 {
             return 2
         }
         let path = settings.databasePath
-        writer = ConnectionPoolWriter(idle: [writerStore], open: { try Store.open(location: path) })
+        writer = ConnectionPoolWriter(capacity: options.writeConnections, idle: [writerStore], open: { try Store.open(location: path) })
     }
     let context: ServerContext
     do {
@@ -128,6 +128,7 @@ func run() -> Int32 {
             "database": .string(Store.describe(location: settings.databasePath)),
             "socket": .string(source.description), "allow": .string(peers?.description),
             "synchronous": .string(settings.synchronous.rawValue), "writes": .string(writes.rawValue),
+            "write_connections": .string(writes == .connections ? String(options.writeConnections) : nil),
             "webhooks": .string(webhookMasterKey == nil ? "off (no master key)" : "on"),
         ])
 

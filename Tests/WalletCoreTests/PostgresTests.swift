@@ -166,6 +166,20 @@ struct PostgresTests {
         }
     }
 
+    @Test("one connection found lost makes every connection of the process reconnect before its next statement")
+    func oneLostConnectionResetsAll() throws {
+        let database = try TestDatabase()
+        let (first, second) = (try database.connection(), try database.connection())
+        let secondPID = try #require(try second.database.scalarInteger("SELECT pg_backend_pid()"))
+        let firstPID = try #require(try first.database.scalarInteger("SELECT pg_backend_pid()"))
+        #expect(try database.store.database.scalarInteger("SELECT pg_terminate_backend(CAST(? AS integer))::int", [.integer(firstPID)]) == 1)
+        #expect(throws: DatabaseError.self) { try first.database.scalarInteger("SELECT 1") }
+        // The second connection was never cut, yet its next statement runs on a new session:
+        // on a dead machine it would otherwise wait out its own timeout first.
+        #expect(try second.database.scalarInteger("SELECT pg_backend_pid()") != secondPID)
+        #expect(try first.database.scalarInteger("SELECT pg_backend_pid()") != firstPID)
+    }
+
     /// A wallet with `balance`, made and funded on `store`.
     private func fundedWallet(_ store: Store, _ balance: Int64) throws -> WalletID {
         let wallet = WalletID.random()
