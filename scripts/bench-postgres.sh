@@ -72,9 +72,10 @@
 #   - req/s of the round whose PostgreSQL/SQLite ratio is the median of the
 #     rounds, both engines' figures from that round (p99 in ms beside them);
 #     the notes list every round as SQLite/PostgreSQL req/s and the errors
-#     (socket errors and answers >= 400, as wrk counts them) over all rounds.
-#     The two write modes are compared the same way: the round whose
-#     connections/group-commit ratio is the median.
+#     (socket errors and answers >= 400, as wrk counts them) over all rounds,
+#     with their kinds and rounds when there are any. The two write modes are
+#     compared the same way: the round whose connections/group-commit ratio
+#     is the median.
 #   - withdrawals/s: N over the wall time from the processor's start (the
 #     first one's) to its exit (the last one's), process start and database
 #     open included.
@@ -454,13 +455,16 @@ sql() {
 # --- wrk ------------------------------------------------------------------------
 
 declare -A RPS=() P50=() P99=() ERRORS=() REQUESTS=()
+# What the errors of a run were, by wrk's kinds ("timeouts 1"), so that the
+# table tells a refused answer from a slow one.
+declare -A ERROR_KINDS=()
 
 # bench KEY URL SCRIPT [PREFIX [ARG...]]: a warm-up run, then the measured
 # one, at 32 connections on 2 threads; the summary is report.lua's
 # BENCH_RESULT line. PREFIX (Idempotency-Keys) gets -warm/-run appended; the
 # ARGs follow it to the script unchanged.
 bench() {
-    local key=$1 url=$2 script=$3 out=$TMP/wrk-$1.txt line reqs dur errs field args=()
+    local key=$1 url=$2 script=$3 out=$TMP/wrk-$1.txt line reqs dur errs field n kinds=() args=()
     if (($# > 3)); then args=(-- "$4-warm" "${@:5}"); fi
     run_child -o "$out.warmup" wrk -t2 -c"$CONNS" -d"${WARMUP}s" -s "$LUA_DIR/$script" "$url" "${args[@]}" ||
         die "wrk warm-up for $key failed; see $out.warmup"
@@ -471,10 +475,13 @@ bench() {
     reqs=$(json_field requests "$line")
     dur=$(json_field duration_us "$line")
     ((reqs > 0 && dur > 0)) || die "wrk made no request for $key; see $out"
-    errs=0
+    errs=0 kinds=()
     for field in connect_errors read_errors write_errors status_errors timeouts; do
-        errs=$((errs + $(json_field "$field" "$line")))
+        n=$(json_field "$field" "$line")
+        errs=$((errs + n))
+        ((n == 0)) || kinds+=("${field//_/ } $n")
     done
+    ERROR_KINDS[$key]=$(IFS=';'; printf '%s' "${kinds[*]}" | sed 's/;/, /g')
     REQUESTS[$key]=$reqs
     RPS[$key]=$(calc "$reqs * 1000000 / $dur")
     P50[$key]=$(calc "$(json_field p50_us "$line") / 1000")
@@ -512,7 +519,7 @@ rounds() {
 # ROUND_NOTES[WORKLOAD-SQLITE_SIDE-POSTGRES_SIDE] lists the rounds.
 declare -A ROUND_NOTES=() RATIO=()
 median_round() {
-    local work=$1 s=$2 p=$3 pair=$1-$2-$3 r chosen key side notes=()
+    local work=$1 s=$2 p=$3 pair=$1-$2-$3 r chosen key side kinds notes=()
     chosen=$(for ((r = 1; r <= ROUNDS; r++)); do
         printf '%s %s\n' "$(calc "${RPS[$work-$p-r$r]} / ${RPS[$work-$s-r$r]}")" "$r"
     done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2)
@@ -522,11 +529,13 @@ median_round() {
     for side in "$s" "$p"; do
         key=$pair-${SIDE_ENGINE[$side]}
         RPS[$key]=${RPS[$work-$side-r$chosen]} P50[$key]=${P50[$work-$side-r$chosen]} P99[$key]=${P99[$work-$side-r$chosen]}
-        REQUESTS[$key]=0 ERRORS[$key]=0
+        REQUESTS[$key]=0 ERRORS[$key]=0 kinds=""
         for ((r = 1; r <= ROUNDS; r++)); do
             REQUESTS[$key]=$((${REQUESTS[$key]} + ${REQUESTS[$work-$side-r$r]}))
             ERRORS[$key]=$((${ERRORS[$key]} + ${ERRORS[$work-$side-r$r]}))
+            [[ -z ${ERROR_KINDS[$work-$side-r$r]} ]] || kinds+="${kinds:+; }round $r: ${ERROR_KINDS[$work-$side-r$r]}"
         done
+        ERROR_KINDS[$key]=${kinds:+ ($kinds)}
     done
     RATIO[$pair]=$(calc "${RPS[$pair-postgres]} / ${RPS[$pair-sqlite]}")
     ROUND_NOTES[$pair]=$(IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
@@ -783,7 +792,7 @@ wrk_row() {
     local per_commit=""
     [[ $work == get ]] || per_commit="; writes per group commit ${PER_COMMIT[$s]} and ${PER_COMMIT[$p]}"
     row "$4" "$(wrk_cell "$pair-sqlite")" "$(wrk_cell "$pair-postgres")" "$(pct "${RATIO[$pair]}" 1)" \
-        "$CONNS conns; PostgreSQL \`--writes ${SIDE_WRITES[$p]}\`; rounds SQLite/PostgreSQL req/s: ${ROUND_NOTES[$pair]}; errors ${ERRORS[$pair-sqlite]} / $(thousands "${REQUESTS[$pair-sqlite]}") and ${ERRORS[$pair-postgres]} / $(thousands "${REQUESTS[$pair-postgres]}")$per_commit"
+        "$CONNS conns; PostgreSQL \`--writes ${SIDE_WRITES[$p]}\`; rounds SQLite/PostgreSQL req/s: ${ROUND_NOTES[$pair]}; errors ${ERRORS[$pair-sqlite]} / $(thousands "${REQUESTS[$pair-sqlite]}")${ERROR_KINDS[$pair-sqlite]} and ${ERRORS[$pair-postgres]} / $(thousands "${REQUESTS[$pair-postgres]}")${ERROR_KINDS[$pair-postgres]}$per_commit"
 }
 pass_cell() { printf '%s withdrawals/s (%.2f s)' "$(thousands "${PASS_RATE[$1]}")" "${PASS_SECONDS[$1]}"; }
 pass_row() {
