@@ -7,7 +7,8 @@
 #   make test      build, then run every test suite, with a summary
 #   make lint      swift format lint and shellcheck (make format rewrites)
 #   make bench     the benchmark table (scripts/bench.sh, then scripts/bench-postgres.sh)
-#   make bench-postgres  the same service on SQLite and on PostgreSQL, one table
+#   make bench-postgres  the same service on SQLite and on PostgreSQL (both of its write
+#                  modes for deposits spread over many wallets), one table
 #   make verify    check the payout rules' model exhaustively with spin
 #   make fuzz      each libFuzzer target for FUZZ_SECONDS (60) seconds
 #   make chaos     the seeded fault-injection run (SEED=N DURATION=SECONDS)
@@ -360,7 +361,8 @@ bench: deps deps-bench
 	@bash scripts/bench-postgres.sh
 	@mkdir -p var/bench; { echo; cat var/bench/postgres.md; } >>var/bench/latest.md
 
-# SQLite and PostgreSQL side by side, one table (var/bench/postgres.md).
+# SQLite and PostgreSQL side by side, one table (var/bench/postgres.md); for
+# deposits spread over many wallets, PostgreSQL with each of its write modes.
 bench-postgres: deps deps-bench
 	bash scripts/bench-postgres.sh
 

@@ -6,19 +6,24 @@
 #                                after scripts/bench.sh and appends its table
 #                                to var/bench/latest.md)
 #
-# What it does, in this order (about 3.5 minutes plus the build):
+# What it does, in this order (about 6 minutes plus the build):
 #   1. swift build -c release --static-swift-stdlib (as scripts/bench.sh), and
 #      a throwaway PostgreSQL 15 (scripts/postgres.sh, in a temporary directory
 #      under /tmp, socket only) with its defaults: fsync on,
 #      synchronous_commit on (the table prints what the server says), but
-#      max_connections 300: each responder thread holds a connection (README),
-#      and the responders' pools are capped at --max-threads 128 (both
-#      engines), which two responders and the processors stay under. One
+#      max_connections 800: each responder thread holds a read connection
+#      (README), with `--writes connections` each request in flight a write
+#      connection too, and the responders' pools are capped at --max-threads
+#      128 (both engines). The most up at once are step 5's: two responders
+#      in connections mode, 2 x (128 reads + 128 writes), and two in
+#      group-commit mode, 2 x (128 + 1 writer), plus psql: 771. The
+#      processors (one connection each) run beside one responder only. One
 #      nginx serves the bank's `/instant` (a paid answer from memory) and logs
 #      the Idempotency-Key of every call it gets.
 #   2. One responder: an SQLite side (a fresh file, WAL, synchronous=FULL, the
-#      service's default) and a PostgreSQL side (a fresh database on that
-#      server), each `wallet-fcgi --listen 127.0.0.1:PORT` behind an nginx of
+#      service's default, group commit) and a PostgreSQL side (a fresh
+#      database on that server, `--writes connections`: PostgreSQL's
+#      default), each `wallet-fcgi --listen 127.0.0.1:PORT` behind an nginx of
 #      its own whose `upstream wallet_fcgi` names it and which includes the
 #      repository's nginx/wallet-locations.conf (the production request
 #      handling; no rate limits, no access log). Each side gets an API key
@@ -27,12 +32,25 @@
 #      -t2 -c32, 1 s of warm-up before each 3 s run), BENCH_ROUNDS rounds,
 #      alternating the engines (SQLite first in odd rounds, PostgreSQL first
 #      in even ones) so that both are under the same drift of this shared
-#      machine: GET wallet, and durable deposits (POST deposit with a new
-#      Idempotency-Key per request: scripts/bench/deposit-keyed.lua).
+#      machine: GET wallet, and durable deposits to that one wallet (POST
+#      deposit with a new Idempotency-Key per request:
+#      scripts/bench/deposit-keyed.lua).
 #   3. The same with TWO responders per side behind one nginx upstream (each on
 #      its own loopback port): on SQLite both on one new file, on PostgreSQL
 #      both on one new database.
-#   4. wallet-processor against `/instant` (WALLET_BANK_CONCURRENCY=16), on a
+#   4. Which PostgreSQL write mode serves durable deposits better: three new
+#      sides of one responder each, SQLite, PostgreSQL `--writes group-commit`
+#      (one writer thread, every queued write in one transaction with one
+#      commit) and PostgreSQL `--writes connections` (a transaction per
+#      request on a connection of its own, the server grouping the commits),
+#      each with BENCH_SPREAD_WALLETS wallets made and funded through the API.
+#      A deposit locks its wallet's row, so deposits to one wallet (steps 2
+#      and 3) take turns in either mode; here they are spread: each request
+#      to a wallet picked at random (scripts/bench/deposit-spread.lua, the
+#      same sequence for every side). BENCH_ROUNDS rounds, the three sides in
+#      that order in odd rounds and in the reverse order in even ones.
+#   5. The same with TWO responders per side behind one nginx upstream.
+#   6. wallet-processor against `/instant` (WALLET_BANK_CONCURRENCY=16), on a
 #      new database per engine (one responder for the fixtures): BENCH_WALLETS
 #      funded wallets, BENCH_WITHDRAWALS withdrawals of 1 due at once made
 #      through the API, one pass of ONE processor; then as many again and TWO
@@ -43,15 +61,21 @@
 #      status), one DEBIT ledger row per withdrawal and no REFUND, and the
 #      bank's log of Idempotency-Keys has each completed withdrawal's key once
 #      and no other key.
-#   5. Prints one markdown table on stdout and writes it to
+#   7. Prints one markdown table on stdout and writes it to
 #      var/bench/postgres.md: each measurement, the SQLite figure, the
-#      PostgreSQL figure, PostgreSQL/SQLite, and notes.
+#      PostgreSQL figure, PostgreSQL/SQLite, and notes. Steps 4 and 5 give two
+#      rows each, one per PostgreSQL write mode beside the same SQLite
+#      rounds, and a line under the table says which mode served more
+#      deposits per second and by how much.
 #
 # The figures:
 #   - req/s of the round whose PostgreSQL/SQLite ratio is the median of the
 #     rounds, both engines' figures from that round (p99 in ms beside them);
 #     the notes list every round as SQLite/PostgreSQL req/s and the errors
-#     (socket errors and answers >= 400, as wrk counts them) over all rounds.
+#     (socket errors and answers >= 400, as wrk counts them) over all rounds,
+#     with their kinds and rounds when there are any. The two write modes are
+#     compared the same way: the round whose connections/group-commit ratio
+#     is the median.
 #   - withdrawals/s: N over the wall time from the processor's start (the
 #     first one's) to its exit (the last one's), process start and database
 #     open included.
@@ -72,6 +96,7 @@
 #   BENCH_ROUND_DURATION  [3]     seconds measured per wrk run
 #   BENCH_WARMUP          [1]     seconds of warm-up before each wrk run
 #   BENCH_WALLETS         [500]   funded wallets the withdrawals are spread over
+#   BENCH_SPREAD_WALLETS  [1000]  funded wallets the spread deposits go to (per side)
 #   BENCH_WITHDRAWALS     [5000]  withdrawals per processor pass (N)
 #   BENCH_KEEP            [0]     1: keep the temporary directory (logs, databases)
 #   PG_BIN                [/usr/lib/postgresql/15/bin]  (scripts/postgres.sh)
@@ -102,16 +127,22 @@ ROUNDS=${BENCH_ROUNDS:-5}
 ROUND_DURATION=${BENCH_ROUND_DURATION:-3}
 WARMUP=${BENCH_WARMUP:-1}
 WALLETS=${BENCH_WALLETS:-500}
+SPREAD_WALLETS=${BENCH_SPREAD_WALLETS:-1000}
 WITHDRAWALS=${BENCH_WITHDRAWALS:-5000}
 KEEP=${BENCH_KEEP:-0}
 readonly CONNS=32 PROCESSOR_CONCURRENCY=16
 # Each responder's thread pool is capped (the same on both engines) so that
-# two responders' PostgreSQL connections stay under the server's
-# max_connections: 2 x (128 threads + the writer) + processors + psql < 300.
-# At 32 client connections the pools reached a cap of 64 in trial runs
-# (each thread serves one nginx connection until nginx closes it), so the
-# cap is twice that.
-readonly MAX_THREADS=128 PG_MAX_CONNECTIONS=300
+# the PostgreSQL connections of every responder up at once stay under the
+# server's max_connections. At 32 client connections the pools reached 64
+# threads in trial runs (each thread serves one nginx connection until nginx
+# closes it), so the cap is twice that. Each thread holds a read connection;
+# with `--writes connections` each request in flight also holds a write
+# connection (up to one per thread), with `--writes group-commit` the writer
+# holds one. The most at once is the spread deposits with two responders per
+# side: 2 x (128 + 128) for `connections` and 2 x (128 + 1) for
+# `group-commit`, plus psql: 771 < 800. The processor passes need less (one
+# responder's 256, one connection per processor, psql).
+readonly MAX_THREADS=128 PG_MAX_CONNECTIONS=800
 API_KEY="wsk_$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')"
 # report.lua puts it on every request.
 export BENCH_API_KEY=$API_KEY
@@ -123,7 +154,7 @@ die() {
     exit 1
 }
 
-for var in ROUNDS ROUND_DURATION WARMUP WALLETS WITHDRAWALS; do
+for var in ROUNDS ROUND_DURATION WARMUP WALLETS SPREAD_WALLETS WITHDRAWALS; do
     [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$var must be a positive whole number, got '${!var}'"
 done
 
@@ -336,19 +367,23 @@ BANK_URL=http://127.0.0.1:$BANK_PORT/instant
 
 # --- Sides: a database, its responders, their nginx -------------------------------
 
-# Per side: engine, database (a file or a conninfo), front port, wallet, pids.
-declare -A SIDE_ENGINE=() SIDE_DB=() SIDE_PORT=() SIDE_WALLET=() SIDE_PIDS=() SIDE_COUNT=()
+# Per side: engine, database (a file or a conninfo), front port, wallet, pids,
+# responders, and how they write (`wallet-fcgi --writes`, as they logged it).
+declare -A SIDE_ENGINE=() SIDE_DB=() SIDE_PORT=() SIDE_WALLET=() SIDE_PIDS=() SIDE_COUNT=() SIDE_WRITES=()
 declare -A ENGINE_NAME=([sqlite]=SQLite [postgres]=PostgreSQL)
 
 responder_started() { grep -q '"event": "started"' "$1" 2>/dev/null; }
 front_up() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/healthz" 2>/dev/null; }
 
-# start_side NAME ENGINE RESPONDERS: a new database (SQLite: a new file;
-# PostgreSQL: a new database on the server), RESPONDERS `wallet-fcgi --listen`
-# on loopback ports (one after the other: the first makes the schema), one
+# start_side NAME ENGINE RESPONDERS [WRITES]: a new database (SQLite: a new
+# file; PostgreSQL: a new database on the server), RESPONDERS `wallet-fcgi
+# --listen` on loopback ports (one after the other: the first makes the
+# schema), with `--writes WRITES` if given (else the engine's default), one
 # nginx in front of them all, the API key, and one wallet with funds.
 start_side() {
-    local name=$1 engine=$2 count=$3 dir=$TMP/$1 db port i pids=() servers="" key_log status
+    local name=$1 engine=$2 count=$3 writes=${4:-} dir=$TMP/$1 db port i pids=() servers="" key_log status logged
+    local mode_args=()
+    [[ -z $writes ]] || mode_args=(--writes "$writes")
     mkdir -p "$dir/tmp"
     if [[ $engine == sqlite ]]; then
         db=$dir/wallet.db
@@ -359,11 +394,17 @@ start_side() {
     SIDE_ENGINE[$name]=$engine SIDE_DB[$name]=$db SIDE_COUNT[$name]=$count
     for ((i = 1; i <= count; i++)); do
         free_port port
-        env WALLET_DB="$db" "$BIN_DIR/wallet-fcgi" --listen "127.0.0.1:$port" --max-threads "$MAX_THREADS" \
+        env WALLET_DB="$db" "$BIN_DIR/wallet-fcgi" --listen "127.0.0.1:$port" --max-threads "$MAX_THREADS" "${mode_args[@]}" \
             </dev/null >>"$dir/wallet-fcgi-$i.log" 2>&1 &
         pids+=("$!")
         RUNNING[$!]="wallet-fcgi $name #$i"
         wait_for "responder $i of $name" 30 "$!" responder_started "$dir/wallet-fcgi-$i.log"
+        # The mode the responder says it runs, so that the table shows the
+        # default as it was, not as this script assumes it.
+        logged=$(grep -m1 '"event": "started"' "$dir/wallet-fcgi-$i.log" | grep -oE '"writes": "[a-z-]+"' | cut -d'"' -f4) ||
+            die "responder $i of $name logged no write mode; see $dir/wallet-fcgi-$i.log"
+        [[ -z $writes || $logged == "$writes" ]] || die "responder $i of $name writes with $logged, not $writes"
+        SIDE_WRITES[$name]=$logged
         servers+="        server 127.0.0.1:$port;"$'\n'
     done
     free_port port
@@ -392,7 +433,7 @@ start_side() {
         -H 'Content-Type: application/json' --data-binary '{"amount": 1000000}' \
         "http://127.0.0.1:$port/wallets/${SIDE_WALLET[$name]}/deposit") || die "funding the wallet on $name failed"
     [[ $status == 200 ]] || die "funding the wallet on $name answered $status"
-    log "side $name: ${ENGINE_NAME[$engine]}, $count responder(s), nginx on 127.0.0.1:$port"
+    log "side $name: ${ENGINE_NAME[$engine]}, $count responder(s) with --writes ${SIDE_WRITES[$name]}, nginx on 127.0.0.1:$port"
 }
 
 stop_side() {
@@ -414,26 +455,33 @@ sql() {
 # --- wrk ------------------------------------------------------------------------
 
 declare -A RPS=() P50=() P99=() ERRORS=() REQUESTS=()
+# What the errors of a run were, by wrk's kinds ("timeouts 1"), so that the
+# table tells a refused answer from a slow one.
+declare -A ERROR_KINDS=()
 
-# bench KEY URL SCRIPT [PREFIX]: a warm-up run, then the measured one, at
-# 32 connections on 2 threads; the summary is report.lua's BENCH_RESULT line.
-# PREFIX (Idempotency-Keys) gets -warm/-run appended.
+# bench KEY URL SCRIPT [PREFIX [ARG...]]: a warm-up run, then the measured
+# one, at 32 connections on 2 threads; the summary is report.lua's
+# BENCH_RESULT line. PREFIX (Idempotency-Keys) gets -warm/-run appended; the
+# ARGs follow it to the script unchanged.
 bench() {
-    local key=$1 url=$2 script=$3 out=$TMP/wrk-$1.txt line reqs dur errs field args=()
-    if (($# > 3)); then args=(-- "$4-warm"); fi
+    local key=$1 url=$2 script=$3 out=$TMP/wrk-$1.txt line reqs dur errs field n kinds=() args=()
+    if (($# > 3)); then args=(-- "$4-warm" "${@:5}"); fi
     run_child -o "$out.warmup" wrk -t2 -c"$CONNS" -d"${WARMUP}s" -s "$LUA_DIR/$script" "$url" "${args[@]}" ||
         die "wrk warm-up for $key failed; see $out.warmup"
-    if (($# > 3)); then args=(-- "$4-run"); fi
+    if (($# > 3)); then args=(-- "$4-run" "${@:5}"); fi
     run_child -o "$out" wrk -t2 -c"$CONNS" -d"${ROUND_DURATION}s" --latency -s "$LUA_DIR/$script" "$url" "${args[@]}" ||
         die "wrk for $key failed; see $out"
     line=$(grep -m1 '^BENCH_RESULT ' "$out") || die "wrk printed no summary for $key; see $out"
     reqs=$(json_field requests "$line")
     dur=$(json_field duration_us "$line")
     ((reqs > 0 && dur > 0)) || die "wrk made no request for $key; see $out"
-    errs=0
+    errs=0 kinds=()
     for field in connect_errors read_errors write_errors status_errors timeouts; do
-        errs=$((errs + $(json_field "$field" "$line")))
+        n=$(json_field "$field" "$line")
+        errs=$((errs + n))
+        ((n == 0)) || kinds+=("${field//_/ } $n")
     done
+    ERROR_KINDS[$key]=$(IFS=';'; printf '%s' "${kinds[*]}" | sed 's/;/, /g')
     REQUESTS[$key]=$reqs
     RPS[$key]=$(calc "$reqs * 1000000 / $dur")
     P50[$key]=$(calc "$(json_field p50_us "$line") / 1000")
@@ -442,31 +490,36 @@ bench() {
     log "  $key: $(thousands "${RPS[$key]}") req/s, p99 $(printf '%.2f' "${P99[$key]}") ms, $errs errors of $reqs"
 }
 
-# rounds WORKLOAD SQLITE_SIDE POSTGRES_SIDE: BENCH_ROUNDS rounds of GET
-# wallet ("get") or keyed deposits ("deposit") on both sides, alternating
-# which goes first; results under WORKLOAD-SIDE-rN.
+# rounds WORKLOAD SIDE...: BENCH_ROUNDS rounds of GET wallet ("get"), keyed
+# deposits to the side's one wallet ("deposit") or keyed deposits spread over
+# its wallets.txt ("spread") on every side, in the order given in odd rounds
+# and in the reverse order in even ones; results under WORKLOAD-SIDE-rN.
 rounds() {
-    local work=$1 s=$2 p=$3 r side order url
+    local work=$1 r i side order=() url
+    shift
     for ((r = 1; r <= ROUNDS; r++)); do
-        if ((r % 2)); then order=("$s" "$p"); else order=("$p" "$s"); fi
+        order=()
+        if ((r % 2)); then order=("$@"); else for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done; fi
         for side in "${order[@]}"; do
             url="http://127.0.0.1:${SIDE_PORT[$side]}/wallets/${SIDE_WALLET[$side]}"
-            if [[ $work == get ]]; then
-                bench "$work-$side-r$r" "$url/" report.lua
-            else
-                bench "$work-$side-r$r" "$url/deposit" deposit-keyed.lua "$side-r$r"
-            fi
+            case $work in
+                get) bench "$work-$side-r$r" "$url/" report.lua ;;
+                deposit) bench "$work-$side-r$r" "$url/deposit" deposit-keyed.lua "$side-r$r" ;;
+                spread) bench "$work-$side-r$r" "http://127.0.0.1:${SIDE_PORT[$side]}" deposit-spread.lua "$side-r$r" "$TMP/$side/wallets.txt" ;;
+                *) die "rounds: unknown workload $work" ;;
+            esac
         done
     done
 }
 
 # median_round WORKLOAD SQLITE_SIDE POSTGRES_SIDE: the round with the median
-# PostgreSQL/SQLite ratio gives both figures (WORKLOAD-SIDE); requests and
-# errors add up over all rounds; ROUND_NOTES[WORKLOAD-SQLITE_SIDE] lists the
-# rounds.
+# PostgreSQL/SQLite ratio gives both figures (under WORKLOAD-SQLITE_SIDE-
+# POSTGRES_SIDE-sqlite and -postgres: one SQLite side can be compared with two
+# PostgreSQL ones); requests and errors add up over all rounds;
+# ROUND_NOTES[WORKLOAD-SQLITE_SIDE-POSTGRES_SIDE] lists the rounds.
 declare -A ROUND_NOTES=() RATIO=()
 median_round() {
-    local work=$1 s=$2 p=$3 r chosen key side notes=()
+    local work=$1 s=$2 p=$3 pair=$1-$2-$3 r chosen key side kinds notes=()
     chosen=$(for ((r = 1; r <= ROUNDS; r++)); do
         printf '%s %s\n' "$(calc "${RPS[$work-$p-r$r]} / ${RPS[$work-$s-r$r]}")" "$r"
     done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2)
@@ -474,17 +527,39 @@ median_round() {
         notes+=("$(thousands "${RPS[$work-$s-r$r]}")/$(thousands "${RPS[$work-$p-r$r]}") ($(pct "${RPS[$work-$p-r$r]}" "${RPS[$work-$s-r$r]}"))")
     done
     for side in "$s" "$p"; do
-        key=$work-$side
-        RPS[$key]=${RPS[$key-r$chosen]} P50[$key]=${P50[$key-r$chosen]} P99[$key]=${P99[$key-r$chosen]}
-        REQUESTS[$key]=0 ERRORS[$key]=0
+        key=$pair-${SIDE_ENGINE[$side]}
+        RPS[$key]=${RPS[$work-$side-r$chosen]} P50[$key]=${P50[$work-$side-r$chosen]} P99[$key]=${P99[$work-$side-r$chosen]}
+        REQUESTS[$key]=0 ERRORS[$key]=0 kinds=""
         for ((r = 1; r <= ROUNDS; r++)); do
-            REQUESTS[$key]=$((${REQUESTS[$key]} + ${REQUESTS[$key-r$r]}))
-            ERRORS[$key]=$((${ERRORS[$key]} + ${ERRORS[$key-r$r]}))
+            REQUESTS[$key]=$((${REQUESTS[$key]} + ${REQUESTS[$work-$side-r$r]}))
+            ERRORS[$key]=$((${ERRORS[$key]} + ${ERRORS[$work-$side-r$r]}))
+            [[ -z ${ERROR_KINDS[$work-$side-r$r]} ]] || kinds+="${kinds:+; }round $r: ${ERROR_KINDS[$work-$side-r$r]}"
         done
+        ERROR_KINDS[$key]=${kinds:+ ($kinds)}
     done
-    RATIO[$work-$s]=$(calc "${RPS[$work-$p]} / ${RPS[$work-$s]}")
-    ROUND_NOTES[$work-$s]=$(IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
-    log "  $work $s/$p by round: ${ROUND_NOTES[$work-$s]}; median round $chosen"
+    RATIO[$pair]=$(calc "${RPS[$pair-postgres]} / ${RPS[$pair-sqlite]}")
+    ROUND_NOTES[$pair]=$(IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
+    log "  $work $s/$p by round: ${ROUND_NOTES[$pair]}; median round $chosen"
+}
+
+# compare_modes WORKLOAD GROUP_COMMIT_SIDE CONNECTIONS_SIDE: the two
+# PostgreSQL write modes against each other, from the same rounds: the round
+# with the median connections/group-commit ratio. Sets
+# MODES[WORKLOAD-GROUP_COMMIT_SIDE-CONNECTIONS_SIDE] to
+# "RATIO ROUND GROUP_COMMIT_RPS CONNECTIONS_RPS" and MODE_NOTES[...] to
+# every round's figures.
+declare -A MODES=() MODE_NOTES=()
+compare_modes() {
+    local work=$1 g=$2 c=$3 pair=$1-$2-$3 r chosen notes=()
+    chosen=$(for ((r = 1; r <= ROUNDS; r++)); do
+        printf '%s %s\n' "$(calc "${RPS[$work-$c-r$r]} / ${RPS[$work-$g-r$r]}")" "$r"
+    done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2)
+    for ((r = 1; r <= ROUNDS; r++)); do
+        notes+=("$(thousands "${RPS[$work-$g-r$r]}")/$(thousands "${RPS[$work-$c-r$r]}") ($(pct "${RPS[$work-$c-r$r]}" "${RPS[$work-$g-r$r]}"))")
+    done
+    MODES[$pair]="$(calc "${RPS[$work-$c-r$chosen]} / ${RPS[$work-$g-r$chosen]}") $chosen ${RPS[$work-$g-r$chosen]} ${RPS[$work-$c-r$chosen]}"
+    MODE_NOTES[$pair]=$(IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
+    log "  $work $g/$c (group-commit/connections) by round: ${MODE_NOTES[$pair]}; median round $chosen"
 }
 
 # commits SIDE: how many write requests each group commit carried on the
@@ -496,6 +571,10 @@ median_round() {
 declare -A PER_COMMIT=()
 commits() {
     local side=$1 i text batches requests pairs="" found=()
+    if [[ ${SIDE_WRITES[$side]} != group-commit ]]; then
+        PER_COMMIT[$side]="none (each write its own transaction)"
+        return 0
+    fi
     for ((i = 0; i < 8; i++)); do
         text=$(curl -fsS --max-time 5 "http://127.0.0.1:${SIDE_PORT[$side]}/metrics") || die "GET /metrics on $side failed"
         batches=$(sed -n 's/^wallet_write_batches_total //p' <<<"$text")
@@ -658,7 +737,27 @@ commits p2
 stop_side s2
 stop_side p2
 
-# 4. The processor: one, then two at once, on each engine. The fixtures of
+# 4 and 5. Durable deposits spread over many wallets: SQLite, PostgreSQL with
+# --writes group-commit, PostgreSQL with --writes connections; one responder
+# per side, then two.
+for n in 1 2; do
+    start_side "ss$n" sqlite "$n"
+    start_side "pg$n" postgres "$n" group-commit
+    start_side "pc$n" postgres "$n" connections
+    for side in "ss$n" "pg$n" "pc$n"; do
+        log "creating $(thousands "$SPREAD_WALLETS") funded wallets on $side"
+        create_wallets "$side" "$SPREAD_WALLETS"
+    done
+    log "$n responder(s): durable deposits spread over $(thousands "$SPREAD_WALLETS") wallets, $ROUNDS alternating rounds"
+    rounds spread "ss$n" "pg$n" "pc$n"
+    median_round spread "ss$n" "pg$n"
+    median_round spread "ss$n" "pc$n"
+    compare_modes spread "pg$n" "pc$n"
+    for side in "ss$n" "pg$n" "pc$n"; do commits "$side"; done
+    for side in "ss$n" "pg$n" "pc$n"; do stop_side "$side"; done
+done
+
+# 6. The processor: one, then two at once, on each engine. The fixtures of
 # both engines are made first, then the passes run back to back, SQLite
 # first for one processor and PostgreSQL first for two, so that both sides
 # of each ratio are close in time.
@@ -689,11 +788,11 @@ row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); }
 wrk_cell() { printf '%s req/s (p99 %.2f ms)' "$(thousands "${RPS[$1]}")" "${P99[$1]}"; }
 # wrk_row WORKLOAD SQLITE_SIDE POSTGRES_SIDE LABEL
 wrk_row() {
-    local work=$1 s=$2 p=$3
+    local work=$1 s=$2 p=$3 pair=$1-$2-$3
     local per_commit=""
-    [[ $work != deposit ]] || per_commit="; writes per group commit ${PER_COMMIT[$s]} and ${PER_COMMIT[$p]}"
-    row "$4" "$(wrk_cell "$work-$s")" "$(wrk_cell "$work-$p")" "$(pct "${RATIO[$work-$s]}" 1)" \
-        "$CONNS conns; rounds SQLite/PostgreSQL req/s: ${ROUND_NOTES[$work-$s]}; errors ${ERRORS[$work-$s]} / $(thousands "${REQUESTS[$work-$s]}") and ${ERRORS[$work-$p]} / $(thousands "${REQUESTS[$work-$p]}")$per_commit"
+    [[ $work == get ]] || per_commit="; writes per group commit ${PER_COMMIT[$s]} and ${PER_COMMIT[$p]}"
+    row "$4" "$(wrk_cell "$pair-sqlite")" "$(wrk_cell "$pair-postgres")" "$(pct "${RATIO[$pair]}" 1)" \
+        "$CONNS conns; PostgreSQL \`--writes ${SIDE_WRITES[$p]}\`; rounds SQLite/PostgreSQL req/s: ${ROUND_NOTES[$pair]}; errors ${ERRORS[$pair-sqlite]} / $(thousands "${REQUESTS[$pair-sqlite]}")${ERROR_KINDS[$pair-sqlite]} and ${ERRORS[$pair-postgres]} / $(thousands "${REQUESTS[$pair-postgres]}")${ERROR_KINDS[$pair-postgres]}$per_commit"
 }
 pass_cell() { printf '%s withdrawals/s (%.2f s)' "$(thousands "${PASS_RATE[$1]}")" "${PASS_SECONDS[$1]}"; }
 pass_row() {
@@ -702,15 +801,38 @@ pass_row() {
         "N = $(thousands "$WITHDRAWALS") over $(thousands "$WALLETS") wallets, concurrency $PROCESSOR_CONCURRENCY per processor; claimed ${PASS_CLAIMED[$n-sx]} and ${PASS_CLAIMED[$n-px]}; SQLite: ${PASS_CHECK[$n-sx]}; PostgreSQL: ${PASS_CHECK[$n-px]}"
 }
 
+SPREAD_LABEL="POST deposit spread over $(thousands "$SPREAD_WALLETS") wallets (durable, new Idempotency-Key each)"
 wrk_row get s1 p1 'GET wallet, one responder'
-wrk_row deposit s1 p1 'POST deposit (durable, new Idempotency-Key each), one responder'
+wrk_row deposit s1 p1 'POST deposit to one wallet (durable, new Idempotency-Key each), one responder'
 wrk_row get s2 p2 'GET wallet, two responders (one nginx upstream)'
-wrk_row deposit s2 p2 'POST deposit (durable, new Idempotency-Key each), two responders (one nginx upstream)'
+wrk_row deposit s2 p2 'POST deposit to one wallet (durable, new Idempotency-Key each), two responders (one nginx upstream)'
+wrk_row spread ss1 pg1 "$SPREAD_LABEL, one responder: PostgreSQL (group-commit)"
+wrk_row spread ss1 pc1 "$SPREAD_LABEL, one responder: PostgreSQL (connections)"
+wrk_row spread ss2 pg2 "$SPREAD_LABEL, two responders (one nginx upstream): PostgreSQL (group-commit)"
+wrk_row spread ss2 pc2 "$SPREAD_LABEL, two responders (one nginx upstream): PostgreSQL (connections)"
 pass_row one 'processor, one process, bank `/instant`'
 pass_row two 'processor, two processes at once on the same due set, bank `/instant`'
 
+# mode_line RESPONDERS WORDS: which PostgreSQL write mode served the spread
+# deposits better with RESPONDERS responders, by how much, in the median
+# round, and every round.
+mode_line() {
+    local n=$1 words=$2 ratio round g c better worse by
+    read -r ratio round g c <<<"${MODES[spread-pg$n-pc$n]}"
+    if ge "$ratio" 1; then
+        better=connections worse=group-commit by=$(calc "100 * ($ratio - 1)")
+    else
+        better=group-commit worse=connections by=$(calc "100 * (1 / $ratio - 1)")
+    fi
+    printf -- '- **Spread deposits on PostgreSQL, %s: `--writes %s` served %.1f %% more per second than `--writes %s`**\n' \
+        "$words" "$better" "$by" "$worse"
+    printf -- '  (%s req/s with connections, %s with group-commit, in round %s, the median of the rounds'"'"' ratios).\n' \
+        "$(thousands "$c")" "$(thousands "$g")" "$round"
+    printf -- '  Every round, group-commit/connections req/s (connections over group-commit): %s.\n' "${MODE_NOTES[spread-pg$n-pc$n]}"
+}
+
 ELAPSED=$((SECONDS - STARTED_AT))
-((ELAPSED <= 300)) || warn "the run took ${ELAPSED}s, over its 5-minute budget"
+((ELAPSED <= 480)) || warn "the run took ${ELAPSED}s, over its 8-minute budget"
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 render() {
@@ -720,8 +842,9 @@ render() {
     printf 'SQLite: a fresh file per measurement, WAL, synchronous=FULL. PostgreSQL %s: a fresh database per measurement on one\n' "$PG_VERSION"
     printf 'throwaway server on a unix socket, fsync %s, synchronous_commit %s, wal_sync_method %s, shared_buffers %s,\n' \
         "$PG_FSYNC" "$PG_SYNC_COMMIT" "$PG_WAL_SYNC" "$PG_SHARED_BUFFERS"
-    printf 'max_connections %s (the only setting changed). Responders: `--max-threads %s` on both engines.\n' \
+    printf 'max_connections %s (the only setting changed). Responders: `--max-threads %s` on both engines; on PostgreSQL\n' \
         "$PG_MAX_CONNECTIONS" "$MAX_THREADS"
+    printf '`--writes connections` (its default) unless a row says group-commit; on SQLite group-commit (its only mode).\n'
     printf 'wrk -t2 -c%s: %s s measured after %s s of warm-up, %s rounds alternating the engines. Latencies in ms.\n\n' \
         "$CONNS" "$ROUND_DURATION" "$WARMUP" "$ROUNDS"
     printf '| Measurement | SQLite | PostgreSQL | PostgreSQL / SQLite | Notes |\n'
@@ -731,8 +854,20 @@ render() {
     printf -- '- Responders: `wallet-fcgi --listen 127.0.0.1:PORT --max-threads %s`, behind an nginx of their own (2 workers,\n' "$MAX_THREADS"
     printf -- '  `keepalive 16`) that includes nginx/wallet-locations.conf; every request carries an API key; no rate limits.\n'
     printf -- '  Two responders: one upstream of two servers, both on the same SQLite file or PostgreSQL database.\n'
+    printf -- '- PostgreSQL write modes: `--writes group-commit` queues every write to one writer thread, which applies them\n'
+    printf -- '  in one transaction (a savepoint each) with one commit; `--writes connections` (the default, and the mode of\n'
+    printf -- '  every PostgreSQL row that names none) runs each request'"'"'s write as a transaction of its own on a connection\n'
+    printf -- '  of its own, all at once, and leaves grouping the commits'"'"' WAL flushes to the server. A deposit locks its\n'
+    printf -- '  wallet'"'"'s row, so deposits to one wallet take turns in either mode; spread over %s wallets (picked at\n' \
+        "$(thousands "$SPREAD_WALLETS")"
+    printf -- '  random, the same sequence for every side: scripts/bench/deposit-spread.lua) they need not. The three sides of\n'
+    printf -- '  a spread measurement alternate in rounds (SQLite, group-commit, connections in odd rounds, the reverse in even\n'
+    printf -- '  ones), each on a fresh database with its wallets made and funded through the API first.\n'
+    mode_line 1 'one responder'
+    mode_line 2 'two responders'
     printf -- '- The figure of a wrk row is the round with the median PostgreSQL/SQLite ratio (both engines from that round);\n'
-    printf -- '  its errors (socket errors and answers >= 400) count over all rounds. SQLite went first in odd rounds.\n'
+    printf -- '  its errors (socket errors and answers >= 400) count over all rounds. SQLite went first in odd rounds\n'
+    printf -- '  (last in even ones). A spread row'"'"'s SQLite figure is from the round that is the median for its own ratio.\n'
     printf -- '- Processor passes: timed from the start of the (first) `wallet-processor` to the exit of the (last) one;\n'
     printf -- '  withdrawals created through the API; the bank is nginx answering `/instant` at once and logging each\n'
     printf -- '  Idempotency-Key. Checked after each pass over all the withdrawals of that database. One pass per figure,\n'
