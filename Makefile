@@ -230,7 +230,7 @@ test-integration:
 # (WALLET_TEST_DB=postgres), and the responder through a server restart. The
 # server is stopped (pg_ctl signals the pid in its postmaster.pid) and its
 # directory removed on every exit, failures included. Prints its times.
-POSTGRES_UNIT_TESTS ?= CopyTests|PostgresTests|PostgresOfflineTests|StoreTests|SchemaTests|EventsTests|AuthenticationTests|ProcessorPassTests|WalletAPITests
+POSTGRES_UNIT_TESTS ?= CopyTests|PostgresTests|PostgresOfflineTests|StoreTests|SchemaTests|EventsTests|AuthenticationTests|ProcessorPassTests|WalletAPITests|AuditTests|ReconcilerTests|AdminTrailTests|LedgerCheckpointTests|BalanceAtTests
 POSTGRES_INTEGRATION_TESTS ?= test_postgres.py test_migrate.py test_tcp_responders.py test_api.py test_concurrency.py test_processor.py test_processor_concurrency.py test_durability.py test_database_clock.py test_events.py
 test-postgres:
 	$(call require,scripts/postgres.sh)

@@ -251,18 +251,20 @@ public final class ProcessorPass {
             let now = try databaseClock()
             var recorded = ProcessorChanges()
             var leaseLost: [(Payout, PayoutOutcome)] = []
-            // In the order claims lock wallets too (`Store.inWalletOrder`).
-            for (payout, transport) in Store.inWalletOrder(finished, wallet: { $0.0.wallet }) {
+            // The withdrawals to claim are taken first (skipping those another processor
+            // holds), then every wallet the step will change is locked in one order, before
+            // any change: two steps at once (or a step and a responder's write) never each
+            // hold a wallet the other waits for.
+            let due = try store.lockDue(dueBy: dueBy, now: now, limit: limit)
+            try store.lockWallets(finished.map(\.0.wallet) + due.wallets)
+            for (payout, transport) in finished {
                 let outcome = PayoutOutcome(transport)
                 let decision = policy.decide(attempt: payout.attempt, bankMayHavePaid: payout.bankMayHavePaid, outcome: outcome, jitter: random())
                 if try !store.record(payout, outcome: outcome, decision: decision, owner: owner, now: now, into: &recorded) {
                     leaseLost.append((payout, outcome))
                 }
             }
-            let claimed =
-                limit > 0
-                ? try store.claimDue(owner: owner, dueBy: dueBy, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds), limit: limit)
-                : ProcessorChanges()
+            let claimed = try store.claim(due, owner: owner, now: now, leaseUntil: now.adding(microseconds: leaseMicroseconds))
             return (recorded, leaseLost, claimed, now)
         }
         var claimed = claimedInDatabaseTime

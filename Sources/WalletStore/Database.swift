@@ -205,6 +205,15 @@ public final class Database {
         return " FOR UPDATE" + (table.map { " OF \($0)" } ?? "") + (skipLocked ? " SKIP LOCKED" : "")
     }
 
+    /// The weaker clause for a row a write depends on without changing it (the wallet a
+    /// withdrawal is scheduled on, checked for its owner): PostgreSQL's `FOR KEY SHARE`, which
+    /// other such reads and a balance's update pass, and which a change of the wallet's owner
+    /// (`FOR UPDATE`) waits for, or makes wait. Empty on SQLite.
+    func keyShareClause(of table: String? = nil) -> String {
+        guard isPostgres else { return "" }
+        return " FOR KEY SHARE" + (table.map { " OF \($0)" } ?? "")
+    }
+
     /// Makes every other transaction that calls this with the same `key` and `scope` wait
     /// until this one ends. On PostgreSQL a transaction-scoped advisory lock on a hash of
     /// both (a collision only makes two unrelated writes take turns); on SQLite nothing,

@@ -85,6 +85,20 @@ final class PostgresConnection {
         return String(cString: message).trimmingWhitespace()
     }
 
+    /// Every session's `application_name`: `wallet-service/` and the program's name (at most
+    /// 40 bytes of it, letters, digits, `-`, `_` and `.` only). `pg_stat_activity` shows
+    /// which program a session is, and `settledMaxID(of:)` waits only for the service's own.
+    static let applicationName: String = {
+        let program = CommandLine.arguments.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "program"
+        let safe = program.unicodeScalars.filter {
+            $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0))
+        }
+        return applicationPrefix + String(String.UnicodeScalarView(safe.prefix(40)))
+    }()
+
+    /// The prefix of every session's `application_name`.
+    static let applicationPrefix = "wallet-service/"
+
     /// The session settings every connection runs with, set again after a reconnection.
     private func configureSession() throws {
         // No statement timeout, whatever the role or database says: a COMMIT cancelled while
@@ -92,6 +106,7 @@ final class PostgresConnection {
         // although only the leader has it, and the client would be told so.
         var settings = [
             "SET synchronous_commit = on", "SET TIME ZONE 'UTC'", "SET client_min_messages = warning",
+            "SET application_name = '\(PostgresConnection.applicationName)'",
             "SET lock_timeout = \(lockTimeoutMilliseconds)", "SET statement_timeout = 0",
         ]
         if queryOnly { settings.append("SET default_transaction_read_only = on") }
@@ -335,10 +350,13 @@ final class PostgresConnection {
     /// nothing below that id can still appear. Waits for them up to the lock timeout (they
     /// are write transactions, over in milliseconds), then fails as busy.
     ///
-    /// A snapshot lists the transactions of every database on the server; only those of
-    /// this database are waited for, as `pg_stat_activity` shows them: the service's own
-    /// role sees its own sessions, so every program must connect as that role (or one
-    /// granted `pg_read_all_stats`).
+    /// A snapshot lists the transactions of every database on the server; only those of the
+    /// service's own sessions on this database are waited for (`pg_stat_activity`'s
+    /// `datname`, `backend_xid` and `application_name`, which every caller sees): an
+    /// operator's session left open in `BEGIN`, or a long `CREATE INDEX`, does not stop the
+    /// event feed and the checkpoints. The service's sessions are its programs'
+    /// (`applicationName`); an outsider writing the service's tables is not a writer it
+    /// waits for.
     ///
     /// Outside a transaction, or inside a write transaction (READ COMMITTED: each statement
     /// takes a snapshot of its own), which it does not wait for. A transaction that holds
@@ -349,25 +367,29 @@ final class PostgresConnection {
             let (largest, snapshot) = try queryFirst(
                 "SELECT coalesce(max(id), 0), pg_current_snapshot()::text FROM \(table)", [], { ($0.integer(0), $0.text(1)) })
         else { preconditionFailure("an aggregate returned no row") }
-        var waited: Int32 = 0
+        let started = MonotonicInstant.now()
         while true {
+            // Inside a transaction, PostgreSQL keeps the activity view it read first: clear it,
+            // or transactions begun since would not be seen.
+            if transactionOpen { try executeOnce("SELECT pg_stat_clear_snapshot()") }
             let running =
                 try queryFirst(
                     """
                     SELECT count(*) FROM pg_snapshot_xip(?1::pg_snapshot) AS x
                     WHERE pg_xact_status(x) = 'in progress' AND x IS DISTINCT FROM pg_current_xact_id_if_assigned()
                       AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = current_database()
+                                  AND a.application_name LIKE ?2
                                   AND a.backend_xid::text = (x::text::bigint % 4294967296)::text)
-                    """, [.text(snapshot)],
+                    """, [.text(snapshot), .text(PostgresConnection.applicationPrefix + "%")],
                     { $0.integer(0) }) ?? 0
             if running == 0 { return largest }
-            guard waited < lockTimeoutMilliseconds else {
+            let waited = (MonotonicInstant.now().microseconds - started.microseconds) / 1_000
+            guard waited < Int64(lockTimeoutMilliseconds) else {
                 throw DatabaseError(
                     code: 0, message: "\(running) write transactions still open after \(waited) ms; \(table) is not settled yet",
                     sqlState: "55P03")
             }
             usleep(1_000)
-            waited += 1
         }
     }
 

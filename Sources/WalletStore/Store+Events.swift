@@ -139,16 +139,20 @@ extension Store {
     }
 
     /// Creates an endpoint for the caller, or nil when the caller has `limit` already. It
-    /// receives the events written after it (those with ids above the last one now).
+    /// receives the events written after it: those above the settled id now (an event with
+    /// a smaller id still in flight is waited for, and goes to the endpoint's predecessors'
+    /// fan-out, not lost between the two). The caller's key is locked, so two creations at
+    /// once cannot both pass the limit.
     public func createWebhookEndpoint(apiKeyID: Int64, url: String, patterns: [String], limit: Int, now: Timestamp) throws
         -> WebhookEndpoint?
     {
         requireTransaction()
+        _ = try database.queryFirst("SELECT id FROM api_keys WHERE id = ?1\(database.lockingClause())", [.integer(apiKeyID)]) { _ in () }
         let count =
             try database.scalarInteger(
                 "SELECT count(*) FROM webhook_endpoints WHERE api_key_id = ?1 AND deleted_at IS NULL", [.integer(apiKeyID)]) ?? 0
         guard count < Int64(limit) else { return nil }
-        let last = try database.scalarInteger("SELECT coalesce(max(id), 0) FROM events") ?? 0
+        let last = try settledEventID()
         let events = "[" + patterns.map { JSONWriter.quoted($0) }.joined(separator: ", ") + "]"
         let created = try database.queryFirst(
             """
@@ -217,8 +221,8 @@ extension Store {
             let events = try database.query(
                 """
                 SELECT e.id, e.type FROM events e JOIN wallets w ON w.id = e.wallet_id
-                WHERE e.id > ?1 AND w.api_key_id = ?3 ORDER BY e.id LIMIT ?2
-                """, [.integer(through), .integer(Int64(batch)), .integer(endpoint.apiKeyID)]
+                WHERE e.id > ?1 AND e.id <= ?4 AND w.api_key_id = ?3 ORDER BY e.id LIMIT ?2
+                """, [.integer(through), .integer(Int64(batch)), .integer(endpoint.apiKeyID), .integer(newest)]
             ) { ($0.integer(0), EventType(rawValue: $0.text(1))) }
             for (eventID, type) in events {
                 guard let type, EventPattern.anyMatches(patterns, type) else { continue }

@@ -59,13 +59,20 @@ extension Store {
     ) throws -> LedgerEntry {
         requireTransaction()
         let head = try database.queryFirst(
-            "SELECT \(database.nextID(of: "ledger")), (SELECT hash FROM ledger WHERE wallet_id = ?1 ORDER BY id DESC LIMIT 1)",
+            """
+            SELECT \(database.nextID(of: "ledger")), p.hash, p.created_at
+            FROM (SELECT 1 AS one) AS o LEFT JOIN (SELECT hash, created_at FROM ledger WHERE wallet_id = ?1 ORDER BY id DESC LIMIT 1) AS p ON true
+            """,
             [.integer(walletRowID)]
-        ) { ($0.integer(0), $0.optionalText(1)) }
-        guard let (id, previousHash) = head else { preconditionFailure("a SELECT without FROM returned no row") }
+        ) { ($0.integer(0), $0.optionalText(1), $0.optionalInteger(2)) }
+        guard let (id, previousHash, previousTime) = head else { preconditionFailure("a SELECT of one row returned none") }
+        // A wallet's rows never go back in time: its deposits are stamped by a responder's
+        // clock and its debits and refunds by the database's (PostgreSQL), and a clock can be
+        // stepped back. The balance at a time, and statements, read rows in time order.
+        let createdAt = max(now.microseconds, previousTime ?? now.microseconds)
         let input = Store.ledgerHashBytes(
             previousHash: previousHash ?? Store.genesisHash, id: id, walletRowID: walletRowID, transactionID: transactionID,
-            kind: kind.rawValue, delta: delta, balanceAfter: balanceAfter.minorUnits, createdAt: now.microseconds)
+            kind: kind.rawValue, delta: delta, balanceAfter: balanceAfter.minorUnits, createdAt: createdAt)
         try database.run(
             """
             INSERT INTO ledger (id, wallet_id, transaction_id, kind, delta, balance_after, created_at, hash, wallet_chain)
@@ -73,7 +80,7 @@ extension Store {
             """,
             [
                 .integer(id), .integer(walletRowID), .integer(transactionID), .text(kind.rawValue), .integer(delta),
-                .integer(balanceAfter.minorUnits), .integer(now.microseconds), .text(SHA256.hex(input)),
+                .integer(balanceAfter.minorUnits), .integer(createdAt), .text(SHA256.hex(input)),
             ])
         return LedgerEntry(wallet: wallet, transactionID: transactionID, kind: kind, delta: delta, balanceAfter: balanceAfter)
     }

@@ -43,6 +43,13 @@ public struct ProcessorChanges: Sendable {
     }
 }
 
+/// The withdrawals a claim took and locked, not yet changed (`Store.lockDue`).
+public struct DueClaim {
+    let rows: [DueWithdrawal]
+    /// Their wallets, to be locked with the others the transaction changes.
+    public var wallets: [WalletID] { rows.map(\.wallet) }
+}
+
 /// A withdrawal the processor found due, as its row says.
 struct DueWithdrawal {
     var id: Int64
@@ -71,7 +78,17 @@ extension Store {
     /// SKIP LOCKED`), and a row it released is checked again, lease included, before it is
     /// taken: one withdrawal is never claimed by two processors at once.
     public func claimDue(owner: String, dueBy: Timestamp, now: Timestamp, leaseUntil: Timestamp, limit: Int) throws -> ProcessorChanges {
+        let due = try lockDue(dueBy: dueBy, now: now, limit: limit)
+        try lockWallets(due.wallets)
+        return try claim(due, owner: owner, now: now, leaseUntil: leaseUntil)
+    }
+
+    /// The first half of `claimDue`: selects and locks (skipping locked rows) the withdrawals
+    /// it would take, and changes nothing. A step that also records outcomes locks the
+    /// wallets of both together (`lockWallets`) before changing any, then `claim`s these.
+    public func lockDue(dueBy: Timestamp, now: Timestamp, limit: Int) throws -> DueClaim {
         requireTransaction()
+        guard limit > 0 else { return DueClaim(rows: []) }
         let rows = try database.query(
             """
             SELECT t.id, w.uuid, t.amount, t.status, t.attempts, t.bank_call_open, t.bank_may_have_paid, t.wallet_id, t.bank_key,
@@ -93,10 +110,30 @@ extension Store {
                 callOpen: row.integer("bank_call_open") != 0, mayHavePaid: row.integer("bank_may_have_paid") != 0,
                 walletRowID: row.integer("wallet_id"), bankKey: bankKey, reference: row.optionalText("reference"))
         }
+        return DueClaim(rows: rows)
+    }
+
+    /// Locks these wallets' rows in one order (by UUID) until the transaction ends, before
+    /// any of them is changed (on PostgreSQL; SQLite's one writer holds every row already).
+    /// Every transaction that changes several wallets takes them this way first, so none
+    /// holds a wallet another waits for while it waits for one the other holds. A
+    /// transaction that changes one wallet holds nothing else while it waits for it.
+    public func lockWallets(_ wallets: [WalletID]) throws {
+        requireTransaction()
+        guard database.isPostgres, !wallets.isEmpty else { return }
+        let list = Set(wallets.map(\.text)).sorted().joined(separator: ",")
+        // Rows are locked as the sort returns them: in UUID order.
+        _ = try database.query(
+            "SELECT id FROM wallets WHERE uuid = ANY(string_to_array(?1, ',')) ORDER BY uuid\(database.lockingClause())",
+            [.text(list)]
+        ) { _ in () }
+    }
+
+    /// The second half of `claimDue`: settles and leases the withdrawals `lockDue` took.
+    public func claim(_ due: DueClaim, owner: String, now: Timestamp, leaseUntil: Timestamp) throws -> ProcessorChanges {
+        requireTransaction()
         var changes = ProcessorChanges()
-        // Wallets are locked in one order (by UUID, due order kept within a wallet), so two
-        // processors claiming at once never each hold a wallet the other waits for.
-        for due in Store.inWalletOrder(rows, wallet: \.wallet) {
+        for due in Store.inWalletOrder(due.rows, wallet: \.wallet) {
             if due.status == .pending {
                 try settlePending(
                     id: due.id, wallet: due.wallet, walletRowID: due.walletRowID, amount: due.amount, bankKey: due.bankKey,

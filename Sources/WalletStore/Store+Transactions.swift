@@ -57,7 +57,7 @@ extension Store {
         try database.queryFirst(
             """
             SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)\(database.lockingClause(of: "t"))
+            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)\(database.lockingClause(of: "t"))\(database.keyShareClause(of: "w"))
             """,
             [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
     }
@@ -133,7 +133,7 @@ extension Store {
         reference: String? = nil, now: Timestamp
     ) throws -> Result<Transaction, DomainError> {
         requireTransaction()
-        guard let wallet = try wallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
+        guard let wallet = try sharedWallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
             scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,

@@ -136,6 +136,15 @@ public final class Store {
             [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
     }
 
+    /// The wallet, if `caller` may see it, held against a change of its owner until the
+    /// transaction ends (`Database.keyShareClause`), for a write that adds to it without
+    /// changing its row.
+    func sharedWallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
+        try database.queryFirst(
+            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)\(database.keyShareClause())",
+            [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
+    }
+
     /// The wallet, whoever owns it (the operator's and the processor's view).
     public func wallet(_ id: WalletID) throws -> Wallet? {
         try wallet(id, visibleTo: .operator)

@@ -180,6 +180,124 @@ struct PostgresTests {
         #expect(try first.database.scalarInteger("SELECT pg_backend_pid()") != firstPID)
     }
 
+    private func deliveredEvents(_ store: Store, endpoint: Int64) throws -> [Int64] {
+        try store.database.query("SELECT event_id FROM webhook_deliveries WHERE endpoint_id = ?1 ORDER BY event_id", [.integer(endpoint)]) {
+            $0.integer(0)
+        }
+    }
+
+    @Test("a fan-out whose batch fills with events above the settled id stops at it, and an event still in flight is delivered in order")
+    func fanOutStopsAtSettled() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
+        let (first, second) = (try fundedWallet(store, 1), try fundedWallet(store, 1))
+        let key = try store.write { try store.testKey() }
+        let endpoint = try #require(
+            try store.write {
+                try store.createWebhookEndpoint(apiKeyID: key.rawValue, url: "https://example.com/h", patterns: ["*"], limit: 10, now: .now())
+            })
+        try store.write { try deposit(store, second, 1) }
+        let settledBefore = try store.settledEventID()
+        try store.write {
+            try deposit(store, first, 2)  // an event id drawn, still in flight
+            try other.write {
+                try deposit(other, second, 3)  // two larger ones, committed
+                try deposit(other, second, 4)
+            }
+            // A notifier that read the settled id just before, with a batch of two.
+            _ = try other.write { try other.fanOutEvents(now: .now(), settled: settledBefore, batch: 2) }
+        }
+        while try other.write({ try other.fanOutEvents(now: .now(), settled: other.settledEventID()) }).behind {}
+        let events = try store.database.query("SELECT id FROM events WHERE id >= ?1 ORDER BY id", [.integer(settledBefore)]) { $0.integer(0) }
+        #expect(try deliveredEvents(store, endpoint: endpoint.id) == events)
+        // Created in id order: delivered in id order.
+        let created = try store.database.query("SELECT event_id FROM webhook_deliveries WHERE endpoint_id = ?1 ORDER BY id", [.integer(endpoint.id)])
+        {
+            $0.integer(0)
+        }
+        #expect(created == events)
+    }
+
+    @Test("an endpoint is not created past an event still in flight: it waits for it, and gets every event after")
+    func endpointWaitsForEventsInFlight() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let other = Store(database: try Database(postgres: database.path, busyTimeoutMilliseconds: 50))
+        let (first, second) = (try fundedWallet(store, 1), try fundedWallet(store, 1))
+        let key = try store.write { try store.testKey() }
+        func create(_ on: Store) throws -> WebhookEndpoint? {
+            try on.write {
+                try on.createWebhookEndpoint(apiKeyID: key.rawValue, url: "https://example.com/h", patterns: ["*"], limit: 10, now: .now())
+            }
+        }
+        try store.write {
+            try deposit(store, first, 2)  // in flight
+            try other.write { try deposit(other, second, 3) }  // a larger id, committed
+            // Started past the committed one, the endpoint would never get the one in flight;
+            // it waits instead (here past the other connection's 50 ms, so it fails as busy).
+            #expect(throws: DatabaseError.self) { try create(other) }
+        }
+        let endpoint = try #require(try create(other))
+        try store.write { try deposit(store, first, 4) }
+        while try other.write({ try other.fanOutEvents(now: .now(), settled: other.settledEventID()) }).behind {}
+        let last = try #require(try store.database.scalarInteger("SELECT max(id) FROM events"))
+        #expect(try deliveredEvents(store, endpoint: endpoint.id) == [last])
+    }
+
+    @Test("two processor steps that record and claim on the same two wallets take them in one order, and neither deadlocks")
+    func processorStepsDoNotDeadlock() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let wallets = [try fundedWallet(store, 1_000), try fundedWallet(store, 1_000)].sorted { $0.text < $1.text }
+        let (a, b) = (wallets[0], wallets[1])
+        let now = Timestamp.now()
+        func schedule(_ wallet: WalletID, _ at: Timestamp) throws {
+            _ = try store.write {
+                try store.scheduleWithdrawal(
+                    from: wallet, by: .operator, amount: Amount(minorUnits: 10)!, scheduledFor: at, idempotencyKey: nil, now: at
+                ).get()
+            }
+        }
+        let lease = now.adding(seconds: 600)
+        // The first step holds a PROCESSING withdrawal of b to record, the second one of a.
+        try schedule(b, now.adding(seconds: -100))
+        let firstPayout = try #require(
+            try store.write { try store.claimDue(owner: "p1", dueBy: now, now: now, leaseUntil: lease, limit: 1) }.payouts.first)
+        try schedule(a, now.adding(seconds: -100))
+        let secondPayout = try #require(
+            try store.write { try store.claimDue(owner: "p2", dueBy: now, now: now, leaseUntil: lease, limit: 1) }.payouts.first)
+        // Two PENDING ones due, a's first: each step's claim wants the other's wallet.
+        try schedule(a, now.adding(seconds: -50))
+        try schedule(b, now.adding(seconds: -40))
+        let selected = Shared(0)
+        let errors = Shared<[String]>([])
+        let conninfo = database.path
+        @Sendable func step(_ payout: Payout, _ owner: String, turn: Int) {
+            do {
+                let own = Store(database: try Database(postgres: conninfo, busyTimeoutMilliseconds: 10_000))
+                try own.write {
+                    // As ProcessorPass.step: the claim's rows first, then every wallet in one
+                    // order. The first step selects first, so it takes a's due withdrawal and
+                    // the second b's: each wants the wallet the other records.
+                    while selected.current < turn { sleepMilliseconds(5) }
+                    let due = try own.lockDue(dueBy: .now(), now: .now(), limit: 1)
+                    selected.update { $0 += 1 }
+                    while selected.current < 2 { sleepMilliseconds(5) }
+                    try own.lockWallets([payout.wallet] + due.wallets)
+                    var changes = ProcessorChanges()
+                    _ = try own.record(payout, outcome: .paid, decision: .complete, owner: owner, now: .now(), into: &changes)
+                    _ = try own.claim(due, owner: owner, now: .now(), leaseUntil: lease)
+                }
+            } catch {
+                errors.update { $0.append("\(error)") }
+            }
+        }
+        runOnThreads(2) { index in index == 0 ? step(firstPayout, "p1", turn: 0) : step(secondPayout, "p2", turn: 1) }
+        #expect(errors.current.isEmpty)
+        #expect(try Auditor(store: store).verify().passed)
+    }
+
     /// A wallet with `balance`, made and funded on `store`.
     private func fundedWallet(_ store: Store, _ balance: Int64) throws -> WalletID {
         let wallet = WalletID.random()

@@ -236,6 +236,25 @@ struct StoreTests {
         #expect(brokenHashLinks(Array(rows.dropFirst())) == [4])
     }
 
+    @Test("a wallet's ledger rows never go back in time, whatever the clock of the writer that appends one")
+    func ledgerTimesNeverGoBack() throws {
+        let database = try TestDatabase()
+        let store = database.store
+        let wallet = WalletID.random()
+        let now = Timestamp.now()
+        try store.write {
+            _ = try store.createWallet(id: wallet, now: now)
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 5)!, idempotencyKey: nil, now: now).get()
+            // A writer whose clock is a minute behind.
+            _ = try store.deposit(to: wallet, by: .operator, amount: Amount(minorUnits: 7)!, idempotencyKey: nil, now: now.adding(seconds: -60))
+                .get()
+        }
+        let rows = try ledgerRows(store)
+        #expect(rows.map(\.createdAt) == [now.microseconds, now.microseconds])
+        #expect(try store.balance(ofWalletRow: rows[0].walletRowID, through: now, inclusive: true) == 12)
+        #expect(try Auditor(store: store).verify().passed)
+    }
+
     @Test("a deposit fits up to Int64.max and one unit more is balance_overflow, counting held funds")
     func depositOverflow() throws {
         let database = try TestDatabase()
