@@ -344,52 +344,52 @@ final class PostgresConnection {
     /// ones still in flight; a reader that went on from it would skip them for good.
     ///
     /// Every write transaction has its transaction id from its first statement
-    /// (`transaction(.write, _:)`), before it draws any id. So a row with an id up to the
-    /// largest seen in a snapshot was drawn by a transaction that had begun by then: one
-    /// the snapshot sees committed, or one it lists as in progress. Once those have ended,
-    /// nothing below that id can still appear. Waits for them up to the lock timeout (they
-    /// are write transactions, over in milliseconds), then fails as busy.
+    /// (`transaction(.write, _:)`), before it draws any id. So a transaction that drew an id
+    /// up to the largest one read had its transaction id before that read: by the time of
+    /// the next statement it has ended, or it is among the transactions then running. Those
+    /// are read from `pg_stat_activity` (their `backend_xid`) after the largest id, and
+    /// waited for. (A snapshot's list of transactions in progress would not do: it omits
+    /// those whose id is past the last one completed.)
     ///
-    /// A snapshot lists the transactions of every database on the server; only those of the
-    /// service's own sessions on this database are waited for (`pg_stat_activity`'s
-    /// `datname`, `backend_xid` and `application_name`, which every caller sees): an
-    /// operator's session left open in `BEGIN`, or a long `CREATE INDEX`, does not stop the
-    /// event feed and the checkpoints. The service's sessions are its programs'
-    /// (`applicationName`); an outsider writing the service's tables is not a writer it
-    /// waits for.
+    /// Only the service's own sessions on this database are waited for (`datname`,
+    /// `application_name`, which every caller sees): an operator's session left open in
+    /// `BEGIN`, or a long `CREATE INDEX`, does not stop the event feed and the checkpoints.
+    /// They are write transactions, over in milliseconds; after the lock timeout this fails
+    /// as busy.
     ///
     /// Outside a transaction, or inside a write transaction (READ COMMITTED: each statement
     /// takes a snapshot of its own), which it does not wait for. A transaction that holds
     /// rows others write under makes any of them that waits for it wait in vain, until the
     /// timeout fails it as busy.
     func settledMaxID(of table: String) throws -> Int64 {
-        guard
-            let (largest, snapshot) = try queryFirst(
-                "SELECT coalesce(max(id), 0), pg_current_snapshot()::text FROM \(table)", [], { ($0.integer(0), $0.text(1)) })
-        else { preconditionFailure("an aggregate returned no row") }
+        guard let largest = try queryFirst("SELECT coalesce(max(id), 0) FROM \(table)", [], { $0.integer(0) }) else {
+            preconditionFailure("an aggregate returned no row")
+        }
         let started = MonotonicInstant.now()
+        let sessions = "datname = current_database() AND application_name LIKE ?1 AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+        let pattern = SQLValue.text(PostgresConnection.applicationPrefix + "%")
+        // Inside a transaction, PostgreSQL keeps the activity view it read first: clear it,
+        // or what changed since would not be seen.
+        if transactionOpen { try executeOnce("SELECT pg_stat_clear_snapshot()") }
+        let running =
+            try queryFirst(
+                "SELECT coalesce(string_agg(backend_xid::text, ','), '') FROM pg_stat_activity WHERE \(sessions)", [pattern], { $0.text(0) }
+            ) ?? ""
+        guard !running.isEmpty else { return largest }
         while true {
-            // Inside a transaction, PostgreSQL keeps the activity view it read first: clear it,
-            // or transactions begun since would not be seen.
+            usleep(1_000)
             if transactionOpen { try executeOnce("SELECT pg_stat_clear_snapshot()") }
-            let running =
+            let still =
                 try queryFirst(
-                    """
-                    SELECT count(*) FROM pg_snapshot_xip(?1::pg_snapshot) AS x
-                    WHERE pg_xact_status(x) = 'in progress' AND x IS DISTINCT FROM pg_current_xact_id_if_assigned()
-                      AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = current_database()
-                                  AND a.application_name LIKE ?2
-                                  AND a.backend_xid::text = (x::text::bigint % 4294967296)::text)
-                    """, [.text(snapshot), .text(PostgresConnection.applicationPrefix + "%")],
-                    { $0.integer(0) }) ?? 0
-            if running == 0 { return largest }
+                    "SELECT count(*) FROM pg_stat_activity WHERE \(sessions) AND backend_xid::text = ANY(string_to_array(?2, ','))",
+                    [pattern, .text(running)], { $0.integer(0) }) ?? 0
+            if still == 0 { return largest }
             let waited = (MonotonicInstant.now().microseconds - started.microseconds) / 1_000
             guard waited < Int64(lockTimeoutMilliseconds) else {
                 throw DatabaseError(
-                    code: 0, message: "\(running) write transactions still open after \(waited) ms; \(table) is not settled yet",
+                    code: 0, message: "\(still) write transactions still open after \(waited) ms; \(table) is not settled yet",
                     sqlState: "55P03")
             }
-            usleep(1_000)
         }
     }
 

@@ -361,6 +361,25 @@ struct PostgresTests {
         #expect(try Auditor(store: store).verify(anchors: [checkpoint]).passed)
     }
 
+    @Test("the settled id waits for a transaction that began after the last commit before it was read, and drew a smaller id")
+    func settledWaitsForTransactionsBegunLate() throws {
+        let database = try TestDatabase()
+        let (first, second, reader) = (
+            try Database(postgres: database.path), try Database(postgres: database.path),
+            try Database(postgres: database.path, busyTimeoutMilliseconds: 50)
+        )
+        try first.execute("CREATE TABLE drawn (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY)")
+        // The first transaction takes its id before the second; the second draws row 1,
+        // the first row 2 and commits. The second's transaction id is then past every
+        // completed one: a snapshot taken now does not list it among those in progress.
+        try first.execute("BEGIN; SELECT pg_current_xact_id()")
+        try second.execute("BEGIN; SELECT pg_current_xact_id(); INSERT INTO drawn DEFAULT VALUES")
+        try first.execute("INSERT INTO drawn DEFAULT VALUES; COMMIT")
+        #expect(throws: DatabaseError.self) { try reader.settledMaxID(of: "drawn") }
+        try second.execute("COMMIT")
+        #expect(try reader.settledMaxID(of: "drawn") == 2)
+    }
+
     @Test("a claim skips withdrawals another processor's claim holds, and takes none twice")
     func claimsSkipLockedRows() throws {
         let database = try TestDatabase()
