@@ -15,14 +15,6 @@
 -- report.lua lives next to this file (wrk names the script as it was given).
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
-local next_thread = 0
-
--- Runs in wrk's main Lua state, once per thread before it starts.
-function setup(thread)
-   next_thread = next_thread + 1
-   thread:set("thread_number", next_thread)
-end
-
 local prefix = "spread"
 local counter = 0
 local headers = {}

@@ -16,6 +16,16 @@ if key and key ~= "" then
    wrk.headers["Authorization"] = "Bearer " .. key
 end
 
+-- Numbers wrk's threads 1, 2, ... (runs in wrk's main Lua state, once per
+-- thread before it starts): a script that keeps per-thread state (keys,
+-- generator seeds) reads `thread_number` in its init.
+local next_thread = 0
+
+function setup(thread)
+   next_thread = next_thread + 1
+   thread:set("thread_number", next_thread)
+end
+
 function done(summary, latency, requests)
    local errors = summary.errors
    io.write(string.format(
