@@ -46,9 +46,10 @@
 #      each with BENCH_SPREAD_WALLETS wallets made and funded through the API.
 #      A deposit locks its wallet's row, so deposits to one wallet (steps 2
 #      and 3) take turns in either mode; here they are spread: each request
-#      to a wallet picked at random (scripts/bench/deposit-spread.lua, the
-#      same sequence for every side). BENCH_ROUNDS rounds, the three sides in
-#      that order in odd rounds and in the reverse order in even ones.
+#      to a wallet picked at random (scripts/bench/deposit-keyed.lua given
+#      a file of wallets: the same sequence for every side). BENCH_ROUNDS
+#      rounds, the three sides in that order in odd rounds and in the
+#      reverse order in even ones.
 #   5. The same with TWO responders per side behind one nginx upstream.
 #   6. wallet-processor against `/instant` (WALLET_BANK_CONCURRENCY=16), on a
 #      new database per engine (one responder for the fixtures): BENCH_WALLETS
@@ -206,7 +207,7 @@ stop_pids() {
 }
 
 cleanup() {
-    local rc=$? dir pid args=() leftovers=()
+    local rc=$?
     trap '' INT TERM
     trap - EXIT
     if ((${#WAITING[@]})); then stop_pids "${WAITING[@]}"; fi
@@ -214,21 +215,8 @@ cleanup() {
     if ((PG_STARTED)); then
         bash "$REPO/scripts/postgres.sh" stop "$PG_DIR" || { warn "stopping PostgreSQL in $PG_DIR failed"; rc=1; }
     fi
-    # Nothing may be left behind: any process still naming our temporary
-    # directory is reported (not killed by name).
-    if [[ -n $TMP ]]; then
-        for dir in /proc/[0-9]*; do
-            pid=${dir#/proc/}
-            [[ $pid != "$$" ]] || continue
-            args=()
-            { mapfile -d '' -t args <"$dir/cmdline"; } 2>/dev/null || continue
-            if [[ " ${args[*]} " == *"$TMP"* ]]; then leftovers+=("$pid"); fi
-        done
-        if ((${#leftovers[@]})); then
-            warn "processes left behind: ${leftovers[*]}"
-            rc=1
-        fi
-    fi
+    # Nothing may be left behind (a report, not a kill by name).
+    report_leftovers "$TMP" || rc=1
     if ((KEEP)) || ((FAILED_RUN)) || ((rc != 0 && rc != 130 && rc != 143)); then
         [[ -z $TMP ]] || log "kept $TMP (logs, databases)"
     elif [[ -n $TMP ]]; then
@@ -505,11 +493,30 @@ rounds() {
             case $work in
                 get) bench "$work-$side-r$r" "$url/" report.lua ;;
                 deposit) bench "$work-$side-r$r" "$url/deposit" deposit-keyed.lua "$side-r$r" ;;
-                spread) bench "$work-$side-r$r" "http://127.0.0.1:${SIDE_PORT[$side]}" deposit-spread.lua "$side-r$r" "$TMP/$side/wallets.txt" ;;
+                spread) bench "$work-$side-r$r" "http://127.0.0.1:${SIDE_PORT[$side]}" deposit-keyed.lua "$side-r$r" "$TMP/$side/wallets.txt" ;;
                 *) die "rounds: unknown workload $work" ;;
             esac
         done
     done
+}
+
+# median_ratio_round WORKLOAD BASE_SIDE OTHER_SIDE: the round whose OTHER/BASE
+# req/s ratio is the median of the rounds'.
+median_ratio_round() {
+    local work=$1 base=$2 other=$3 r
+    for ((r = 1; r <= ROUNDS; r++)); do
+        printf '%s %s\n' "$(calc "${RPS[$work-$other-r$r]} / ${RPS[$work-$base-r$r]}")" "$r"
+    done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2
+}
+
+# round_figures WORKLOAD BASE_SIDE OTHER_SIDE: every round as
+# "BASE/OTHER req/s (OTHER as % of BASE)", separated by "; ".
+round_figures() {
+    local work=$1 base=$2 other=$3 r notes=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        notes+=("$(thousands "${RPS[$work-$base-r$r]}")/$(thousands "${RPS[$work-$other-r$r]}") ($(pct "${RPS[$work-$other-r$r]}" "${RPS[$work-$base-r$r]}"))")
+    done
+    (IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
 }
 
 # median_round WORKLOAD SQLITE_SIDE POSTGRES_SIDE: the round with the median
@@ -519,13 +526,8 @@ rounds() {
 # ROUND_NOTES[WORKLOAD-SQLITE_SIDE-POSTGRES_SIDE] lists the rounds.
 declare -A ROUND_NOTES=() RATIO=()
 median_round() {
-    local work=$1 s=$2 p=$3 pair=$1-$2-$3 r chosen key side kinds notes=()
-    chosen=$(for ((r = 1; r <= ROUNDS; r++)); do
-        printf '%s %s\n' "$(calc "${RPS[$work-$p-r$r]} / ${RPS[$work-$s-r$r]}")" "$r"
-    done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2)
-    for ((r = 1; r <= ROUNDS; r++)); do
-        notes+=("$(thousands "${RPS[$work-$s-r$r]}")/$(thousands "${RPS[$work-$p-r$r]}") ($(pct "${RPS[$work-$p-r$r]}" "${RPS[$work-$s-r$r]}"))")
-    done
+    local work=$1 s=$2 p=$3 pair=$1-$2-$3 r chosen key side kinds
+    chosen=$(median_ratio_round "$work" "$s" "$p")
     for side in "$s" "$p"; do
         key=$pair-${SIDE_ENGINE[$side]}
         RPS[$key]=${RPS[$work-$side-r$chosen]} P50[$key]=${P50[$work-$side-r$chosen]} P99[$key]=${P99[$work-$side-r$chosen]}
@@ -538,7 +540,7 @@ median_round() {
         ERROR_KINDS[$key]=${kinds:+ ($kinds)}
     done
     RATIO[$pair]=$(calc "${RPS[$pair-postgres]} / ${RPS[$pair-sqlite]}")
-    ROUND_NOTES[$pair]=$(IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
+    ROUND_NOTES[$pair]=$(round_figures "$work" "$s" "$p")
     log "  $work $s/$p by round: ${ROUND_NOTES[$pair]}; median round $chosen"
 }
 
@@ -550,15 +552,10 @@ median_round() {
 # every round's figures.
 declare -A MODES=() MODE_NOTES=()
 compare_modes() {
-    local work=$1 g=$2 c=$3 pair=$1-$2-$3 r chosen notes=()
-    chosen=$(for ((r = 1; r <= ROUNDS; r++)); do
-        printf '%s %s\n' "$(calc "${RPS[$work-$c-r$r]} / ${RPS[$work-$g-r$r]}")" "$r"
-    done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2)
-    for ((r = 1; r <= ROUNDS; r++)); do
-        notes+=("$(thousands "${RPS[$work-$g-r$r]}")/$(thousands "${RPS[$work-$c-r$r]}") ($(pct "${RPS[$work-$c-r$r]}" "${RPS[$work-$g-r$r]}"))")
-    done
+    local work=$1 g=$2 c=$3 pair=$1-$2-$3 chosen
+    chosen=$(median_ratio_round "$work" "$g" "$c")
     MODES[$pair]="$(calc "${RPS[$work-$c-r$chosen]} / ${RPS[$work-$g-r$chosen]}") $chosen ${RPS[$work-$g-r$chosen]} ${RPS[$work-$c-r$chosen]}"
-    MODE_NOTES[$pair]=$(IFS=';'; printf '%s' "${notes[*]}" | sed 's/;/; /g')
+    MODE_NOTES[$pair]=$(round_figures "$work" "$g" "$c")
     log "  $work $g/$c (group-commit/connections) by round: ${MODE_NOTES[$pair]}; median round $chosen"
 }
 
@@ -860,7 +857,7 @@ render() {
     printf -- '  of its own, all at once, and leaves grouping the commits'"'"' WAL flushes to the server. A deposit locks its\n'
     printf -- '  wallet'"'"'s row, so deposits to one wallet take turns in either mode; spread over %s wallets (picked at\n' \
         "$(thousands "$SPREAD_WALLETS")"
-    printf -- '  random, the same sequence for every side: scripts/bench/deposit-spread.lua) they need not. The three sides of\n'
+    printf -- '  random, the same sequence for every side: scripts/bench/deposit-keyed.lua with a file of wallets) they need not. The three sides of\n'
     printf -- '  a spread measurement alternate in rounds (SQLite, group-commit, connections in odd rounds, the reverse in even\n'
     printf -- '  ones), each on a fresh database with its wallets made and funded through the API first.\n'
     mode_line 1 'one responder'

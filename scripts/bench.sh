@@ -226,27 +226,14 @@ stop_baseline() {
 }
 
 cleanup() {
-    local rc=$? pid dir leftovers=() args=()
+    local rc=$?
     trap '' INT TERM
     trap - EXIT
     if [[ -n $CHILD_PID ]]; then kill_tree "$CHILD_PID"; CHILD_PID=""; fi
     stop_stack || rc=1
     stop_baseline || rc=1
-    # Nothing may be left behind: look for any process still naming our
-    # temporary directory (a report, not a kill by name).
-    if [[ -n $TMP ]]; then
-        for dir in /proc/[0-9]*; do
-            pid=${dir#/proc/}
-            [[ $pid != "$$" ]] || continue
-            args=()
-            { mapfile -d '' -t args <"$dir/cmdline"; } 2>/dev/null || continue
-            if [[ " ${args[*]} " == *"$TMP"* ]]; then leftovers+=("$pid"); fi
-        done
-        if ((${#leftovers[@]})); then
-            warn "processes left behind: ${leftovers[*]}"
-            rc=1
-        fi
-    fi
+    # Nothing may be left behind (a report, not a kill by name).
+    report_leftovers "$TMP" || rc=1
     # Keep the evidence of a failure (not of an interrupted run).
     if ((KEEP)) || ((FAILED_RUN)) || ((rc != 0 && rc != 130 && rc != 143)); then
         [[ -z $TMP ]] || log "kept $TMP (logs, database)"

@@ -94,9 +94,6 @@ public final class ConnectionPoolWriter: WriteExecutor, @unchecked Sendable {
         slots = Semaphore(value: UInt32(capacity))
     }
 
-    /// Connections opened so far and now idle.
-    public var idleCount: Int { lock.withLock { idle.count } }
-
     public func perform(_ work: @escaping WriteWork) -> Result<WriteOutcome, any Error> {
         slots.wait()
         defer { slots.signal() }

@@ -168,7 +168,7 @@ public final class Database {
     /// Runs `body` in a write transaction. On SQLite the write lock is taken at the start
     /// (`BEGIN IMMEDIATE`), so that the transaction never fails half-way for want of it, and
     /// writers take turns. On PostgreSQL writers run at once, each locking the rows it
-    /// changes (`lockingClause`) (`PostgresConnection.transaction`). Rolls back on any error.
+    /// changes (`lockClause`) (`PostgresConnection.transaction`). Rolls back on any error.
     func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
         switch engine {
         case .sqlite(let connection): return try connection.immediateTransaction(body)
@@ -194,24 +194,26 @@ public final class Database {
         }
     }
 
-    /// The locking clause a write's read of rows it is about to change ends with: on
-    /// PostgreSQL `FOR UPDATE` (of the rows of `table`, the query's alias, when it joins
-    /// others), so that two transactions never both decide from one version of a row: the
-    /// second waits for the first and then reads its change; with `skipLocked`, rows another
-    /// transaction holds are left out instead (a claim takes what nobody is working on).
-    /// Empty on SQLite, whose one writer at a time holds every row already.
-    func lockingClause(of table: String? = nil, skipLocked: Bool = false) -> String {
-        guard isPostgres else { return "" }
-        return " FOR UPDATE" + (table.map { " OF \($0)" } ?? "") + (skipLocked ? " SKIP LOCKED" : "")
+    /// How a write's read holds the rows it read until its transaction ends (PostgreSQL;
+    /// SQLite's one writer at a time holds every row already).
+    enum RowLock: String {
+        /// `FOR UPDATE`: rows it is about to change, so that two transactions never both
+        /// decide from one version of a row; the second waits for the first, then reads its
+        /// change.
+        case update = "UPDATE"
+        /// `FOR KEY SHARE`: a row it depends on without changing it (the wallet a withdrawal
+        /// is scheduled on, checked for its owner). Other such reads and a balance's update
+        /// pass; a change of the wallet's owner (`FOR UPDATE`) waits for it, or makes it wait.
+        case keyShare = "KEY SHARE"
     }
 
-    /// The weaker clause for a row a write depends on without changing it (the wallet a
-    /// withdrawal is scheduled on, checked for its owner): PostgreSQL's `FOR KEY SHARE`, which
-    /// other such reads and a balance's update pass, and which a change of the wallet's owner
-    /// (`FOR UPDATE`) waits for, or makes wait. Empty on SQLite.
-    func keyShareClause(of table: String? = nil) -> String {
+    /// The clause a read that locks its rows ends with: ` FOR <lock>`, of the rows of
+    /// `table` (the query's alias, when it joins others), and with `skipLocked` leaving out
+    /// rows another transaction holds instead of waiting (a claim takes what nobody is
+    /// working on). Empty on SQLite.
+    func lockClause(_ lock: RowLock, of table: String? = nil, skipLocked: Bool = false) -> String {
         guard isPostgres else { return "" }
-        return " FOR KEY SHARE" + (table.map { " OF \($0)" } ?? "")
+        return " FOR \(lock.rawValue)" + (table.map { " OF \($0)" } ?? "") + (skipLocked ? " SKIP LOCKED" : "")
     }
 
     /// Makes every other transaction that calls this with the same `key` and `scope` wait

@@ -255,8 +255,8 @@ final class PostgresConnection {
             //
             // The transaction id is taken at once, before the work draws any id from a
             // sequence: `settledMaxID(of:)` relies on every transaction that holds an id
-            // being listed in any snapshot taken after it drew it. Sent with the BEGIN, in
-            // one round trip.
+            // showing its transaction id in `pg_stat_activity` from before it drew it. Sent
+            // with the BEGIN, in one round trip.
             try begin("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()")
             transactionOpen = true
         case .read:
@@ -366,30 +366,30 @@ final class PostgresConnection {
             preconditionFailure("an aggregate returned no row")
         }
         let started = MonotonicInstant.now()
-        let sessions = "datname = current_database() AND application_name LIKE ?1 AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
-        let pattern = SQLValue.text(PostgresConnection.applicationPrefix + "%")
-        // Inside a transaction, PostgreSQL keeps the activity view it read first: clear it,
-        // or what changed since would not be seen.
-        if transactionOpen { try executeOnce("SELECT pg_stat_clear_snapshot()") }
-        let running =
-            try queryFirst(
-                "SELECT coalesce(string_agg(backend_xid::text, ','), '') FROM pg_stat_activity WHERE \(sessions)", [pattern], { $0.text(0) }
-            ) ?? ""
-        guard !running.isEmpty else { return largest }
-        while true {
-            usleep(1_000)
+        // The transaction ids of the service's other sessions on this database still among
+        // `waitedFor` (all of them when nil), comma-separated.
+        func running(among waitedFor: String?) throws -> String {
+            // Inside a transaction, PostgreSQL keeps the activity view it read first: clear it,
+            // or what changed since would not be seen.
             if transactionOpen { try executeOnce("SELECT pg_stat_clear_snapshot()") }
-            let still =
-                try queryFirst(
-                    "SELECT count(*) FROM pg_stat_activity WHERE \(sessions) AND backend_xid::text = ANY(string_to_array(?2, ','))",
-                    [pattern, .text(running)], { $0.integer(0) }) ?? 0
-            if still == 0 { return largest }
+            return try queryFirst(
+                """
+                SELECT coalesce(string_agg(backend_xid::text, ','), '') FROM pg_stat_activity
+                WHERE datname = current_database() AND application_name LIKE ?1 AND backend_xid IS NOT NULL
+                  AND pid <> pg_backend_pid() AND (backend_xid::text = ANY(string_to_array(?2, ',')) OR ?2 IS NULL)
+                """, [.text(PostgresConnection.applicationPrefix + "%"), SQLValue(waitedFor)], { $0.text(0) }) ?? ""
+        }
+        let waitedFor = try running(among: nil)
+        while true {
+            let still = try running(among: waitedFor)
+            if still.isEmpty { return largest }
             let waited = (MonotonicInstant.now().microseconds - started.microseconds) / 1_000
             guard waited < Int64(lockTimeoutMilliseconds) else {
                 throw DatabaseError(
-                    code: 0, message: "\(still) write transactions still open after \(waited) ms; \(table) is not settled yet",
+                    code: 0, message: "write transactions \(still) still open after \(waited) ms; \(table) is not settled yet",
                     sqlState: "55P03")
             }
+            usleep(1_000)
         }
     }
 

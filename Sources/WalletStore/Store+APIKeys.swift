@@ -151,7 +151,7 @@ extension Store {
         requireTransaction()
         guard let record = try apiKey(key) else { return .failure(.apiKeyNotFound) }
         guard record.revokedAt == nil, record.hasSecret else { return .failure(.apiKeyNotUsable) }
-        guard var found = try lockedWallet(wallet, visibleTo: .operator) else { return .failure(.walletNotFound) }
+        guard var found = try self.wallet(wallet, visibleTo: .operator, lock: .update) else { return .failure(.walletNotFound) }
         // Webhook deliveries follow the wallet's owner when the notifier fans events out:
         // the events written so far go to the former owner's endpoints first, in this
         // transaction, so that none falls between the two keys' endpoints. With the wallet

@@ -147,7 +147,7 @@ extension Store {
         -> WebhookEndpoint?
     {
         requireTransaction()
-        _ = try database.queryFirst("SELECT id FROM api_keys WHERE id = ?1\(database.lockingClause())", [.integer(apiKeyID)]) { _ in () }
+        _ = try database.queryFirst("SELECT id FROM api_keys WHERE id = ?1\(database.lockClause(.update))", [.integer(apiKeyID)]) { _ in () }
         let count =
             try database.scalarInteger(
                 "SELECT count(*) FROM webhook_endpoints WHERE api_key_id = ?1 AND deleted_at IS NULL", [.integer(apiKeyID)]) ?? 0
@@ -209,7 +209,7 @@ extension Store {
         let endpoints = try database.query(
             """
             SELECT \(Store.endpointColumns), fanned_out_through FROM webhook_endpoints WHERE deleted_at IS NULL
-            ORDER BY id\(database.lockingClause())
+            ORDER BY id\(database.lockClause(.update))
             """
         ) { (try Store.endpoint(from: $0), $0.integer("fanned_out_through")) }
         guard !endpoints.isEmpty else { return (0, false) }
@@ -261,7 +261,7 @@ extension Store {
             // until it commits its leases, and is passed over.
             guard
                 try database.queryFirst(
-                    "SELECT id FROM webhook_endpoints WHERE id = ?1\(database.lockingClause(skipLocked: true))", [.integer(endpointID)],
+                    "SELECT id FROM webhook_endpoints WHERE id = ?1\(database.lockClause(.update, skipLocked: true))", [.integer(endpointID)],
                     { _ in () }) != nil
             else { continue }
             let rows = try database.query(

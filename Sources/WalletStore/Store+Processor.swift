@@ -95,7 +95,7 @@ extension Store {
                    t.reference
             FROM transactions t JOIN wallets w ON w.id = t.wallet_id
             WHERE t.next_attempt_at IS NOT NULL AND t.next_attempt_at <= ?1 AND (t.lease_until IS NULL OR t.lease_until <= ?2)
-            ORDER BY t.next_attempt_at LIMIT ?3\(database.lockingClause(of: "t", skipLocked: true))
+            ORDER BY t.next_attempt_at LIMIT ?3\(database.lockClause(.update, of: "t", skipLocked: true))
             """,
             [.integer(dueBy.microseconds), .integer(now.microseconds), .integer(Int64(limit))]
         ) { row -> DueWithdrawal in
@@ -124,7 +124,7 @@ extension Store {
         let list = Set(wallets.map(\.text)).sorted().joined(separator: ",")
         // Rows are locked as the sort returns them: in UUID order.
         _ = try database.query(
-            "SELECT id FROM wallets WHERE uuid = ANY(string_to_array(?1, ',')) ORDER BY uuid\(database.lockingClause())",
+            "SELECT id FROM wallets WHERE uuid = ANY(string_to_array(?1, ',')) ORDER BY uuid\(database.lockClause(.update))",
             [.text(list)]
         ) { _ in () }
     }
@@ -133,7 +133,7 @@ extension Store {
     public func claim(_ due: DueClaim, owner: String, now: Timestamp, leaseUntil: Timestamp) throws -> ProcessorChanges {
         requireTransaction()
         var changes = ProcessorChanges()
-        for due in Store.inWalletOrder(due.rows, wallet: \.wallet) {
+        for due in due.rows {
             if due.status == .pending {
                 try settlePending(
                     id: due.id, wallet: due.wallet, walletRowID: due.walletRowID, amount: due.amount, bankKey: due.bankKey,
@@ -160,15 +160,6 @@ extension Store {
             }
         }
         return changes
-    }
-
-    /// `items` ordered by their wallet's id, keeping their order within a wallet: the order in
-    /// which a transaction that changes several wallets locks them.
-    public static func inWalletOrder<Item>(_ items: [Item], wallet: (Item) -> WalletID) -> [Item] {
-        items.enumerated().sorted { lhs, rhs in
-            let (left, right) = (wallet(lhs.element).text, wallet(rhs.element).text)
-            return left != right ? left < right : lhs.offset < rhs.offset
-        }.map(\.element)
     }
 
     private func settlePending(

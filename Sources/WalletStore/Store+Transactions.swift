@@ -42,22 +42,18 @@ extension Store {
 
     /// The transaction with this id, if it belongs to this wallet and `caller` may see the wallet.
     public func transaction(_ id: Int64, of wallet: WalletID, visibleTo caller: Caller) throws -> Transaction? {
-        try database.queryFirst(
-            """
-            SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)
-            """,
-            [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
+        try transaction(id, of: wallet, visibleTo: caller, locked: false)
     }
 
-    /// The same, locked until the transaction ends (on PostgreSQL; SQLite's one writer holds
-    /// every row already): read in order to change it, so that a processor claiming it
-    /// meanwhile either waits for this transaction or skips the row.
-    func lockedTransaction(_ id: Int64, of wallet: WalletID, visibleTo caller: Caller) throws -> Transaction? {
-        try database.queryFirst(
+    /// The same; `locked`, held until the transaction ends for a write that changes it (a
+    /// processor claiming it meanwhile waits, or skips the row), and its wallet against a
+    /// change of owner (`Database.RowLock`).
+    func transaction(_ id: Int64, of wallet: WalletID, visibleTo caller: Caller, locked: Bool) throws -> Transaction? {
+        let lock = locked ? database.lockClause(.update, of: "t") + database.lockClause(.keyShare, of: "w") : ""
+        return try database.queryFirst(
             """
             SELECT \(Store.transactionColumns) FROM transactions t JOIN wallets w ON w.id = t.wallet_id
-            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)\(database.lockingClause(of: "t"))\(database.keyShareClause(of: "w"))
+            WHERE t.id = ?1 AND w.uuid = ?2 AND (w.api_key_id = ?3 OR ?3 IS NULL)\(lock)
             """,
             [.integer(id), .text(wallet.text), SQLValue(caller.keyFilter?.rawValue)], Store.transaction)
     }
@@ -100,7 +96,7 @@ extension Store {
         -> Result<DepositResult, DomainError>
     {
         requireTransaction()
-        guard let wallet = try lockedWallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
+        guard let wallet = try wallet(walletID, visibleTo: caller, lock: .update) else { return .failure(.walletNotFound) }
         guard let newBalance = wallet.balance.adding(amount.money),
             newBalance.adding(wallet.held) != nil
         else { return .failure(.balanceOverflow) }
@@ -133,7 +129,7 @@ extension Store {
         reference: String? = nil, now: Timestamp
     ) throws -> Result<Transaction, DomainError> {
         requireTransaction()
-        guard let wallet = try sharedWallet(walletID, visibleTo: caller) else { return .failure(.walletNotFound) }
+        guard let wallet = try wallet(walletID, visibleTo: caller, lock: .keyShare) else { return .failure(.walletNotFound) }
         let id = try insertTransaction(
             walletRowID: wallet.rowID, type: .withdrawal, status: .pending, amount: amount,
             scheduledFor: scheduledFor, executedAt: nil, nextAttemptAt: scheduledFor, idempotencyKey: idempotencyKey,
@@ -149,7 +145,7 @@ extension Store {
     /// `PENDING` in one transaction, so a withdrawal found `PENDING` here holds no funds.
     public func cancelWithdrawal(_ id: Int64, of walletID: WalletID, by caller: Caller, now: Timestamp) throws -> Result<Transaction, DomainError> {
         requireTransaction()
-        guard let transaction = try lockedTransaction(id, of: walletID, visibleTo: caller) else { return .failure(.transactionNotFound) }
+        guard let transaction = try transaction(id, of: walletID, visibleTo: caller, locked: true) else { return .failure(.transactionNotFound) }
         guard transaction.type == .withdrawal, transaction.status == .pending else {
             return .failure(.notCancelable(transaction.status))
         }

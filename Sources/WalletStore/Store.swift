@@ -122,26 +122,16 @@ public final class Store {
     /// The wallet, if `caller` may see it: a client sees only its own wallets, and another
     /// key's wallet is nil exactly as one that does not exist.
     public func wallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
-        try database.queryFirst(
-            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)",
-            [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
+        try wallet(id, visibleTo: caller, lock: nil)
     }
 
-    /// The wallet, if `caller` may see it, locked until the transaction ends (on PostgreSQL;
-    /// SQLite's one writer holds every row already): read in order to change it, so that no
-    /// other transaction changes it meanwhile.
-    func lockedWallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
+    /// The same, held with `lock` until the transaction ends (`Database.RowLock`): `.update`
+    /// for a wallet the write changes, `.keyShare` for one it adds to without changing it.
+    func wallet(_ id: WalletID, visibleTo caller: Caller, lock: Database.RowLock?) throws -> Wallet? {
         try database.queryFirst(
-            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)\(database.lockingClause())",
-            [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
-    }
-
-    /// The wallet, if `caller` may see it, held against a change of its owner until the
-    /// transaction ends (`Database.keyShareClause`), for a write that adds to it without
-    /// changing its row.
-    func sharedWallet(_ id: WalletID, visibleTo caller: Caller) throws -> Wallet? {
-        try database.queryFirst(
-            "SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)\(database.keyShareClause())",
+            """
+            SELECT \(Store.walletColumns) FROM wallets WHERE uuid = ?1 AND (api_key_id = ?2 OR ?2 IS NULL)\(lock.map { database.lockClause($0) } ?? "")
+            """,
             [.text(id.text), SQLValue(caller.keyFilter?.rawValue)], Store.wallet)
     }
 

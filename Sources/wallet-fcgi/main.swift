@@ -35,6 +35,12 @@ func run() -> Int32 {
         printError("wallet-fcgi: \(error)")
         return 2
     }
+    let location = DatabaseLocation(settings.databasePath)
+    let writes = options.writes ?? .default(for: location)
+    guard writes == .groupCommit || location.isPostgres else {
+        printError("wallet-fcgi: --writes connections needs PostgreSQL: SQLite has one writer at a time")
+        return 2
+    }
 
     // Block the stop signals before any thread starts, so that every thread inherits the
     // mask and only the main thread, in sigwait, ever sees them.
@@ -87,8 +93,6 @@ func run() -> Int32 {
     }
 
     let metrics = Metrics()
-    let location = DatabaseLocation(settings.databasePath)
-    let writes = options.writes ?? .default(for: location)
     let writer: any WriteExecutor
     var groupCommit: GroupCommitWriter?
     switch writes {
@@ -97,10 +101,6 @@ func run() -> Int32 {
         batches.start()
         (writer, groupCommit) = (batches, batches)
     case .connections:
-        guard location.isPostgres else {
-            printError("wallet-fcgi: --writes connections needs PostgreSQL: SQLite has one writer at a time")
-            return 2
-        }
         let path = settings.databasePath
         writer = ConnectionPoolWriter(capacity: options.writeConnections, idle: [writerStore], open: { try Store.open(location: path) })
     }

@@ -444,6 +444,8 @@ def _responder(tmp_path, args):
     (["--listen", "127.0.0.1:9000", "--socket", "/nonexistent/fcgi.sock"], "--socket and --listen exclude each other"),
     (["--listen", "127.0.0.1:9000", "--allow", "10.0.0.0/8"], "is not an IPv4 or IPv6 address"),
     (["--socket", "/nonexistent/fcgi.sock", "--allow", "127.0.0.1"], "--allow applies to TCP sockets only"),
+    (["--writes", "batches"], "--writes needs group-commit or connections"),
+    (["--writes", "connections", "--write-connections", "0"], "--write-connections needs a number from 1 to 256"),
 ])
 def test_bad_listen_options_are_refused_with_a_clear_message(tmp_path, args, message):
     """Each bad option: exit status 2 (a usage error), the message and the usage on stderr."""
@@ -451,6 +453,16 @@ def test_bad_listen_options_are_refused_with_a_clear_message(tmp_path, args, mes
     assert result.returncode == 2, result
     assert message in result.stderr, result.stderr
     assert "usage: wallet-fcgi" in result.stderr
+
+
+def test_connections_writes_are_refused_on_sqlite_before_anything_is_opened(tmp_path):
+    """SQLite has one writer at a time: `--writes connections` is a usage error there,
+    found before the socket or the database file is made."""
+    sock = tmp_path / "fcgi.sock"
+    result = _responder(tmp_path, ["--socket", str(sock), "--writes", "connections"])
+    assert result.returncode == 2, result
+    assert "--writes connections needs PostgreSQL" in result.stderr, result.stderr
+    assert not sock.exists() and not (tmp_path / "wallet.db").exists()
 
 
 def test_a_port_in_use_is_a_start_up_error(tmp_path):

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # scripts/bench/lib.sh: what scripts/bench.sh and scripts/bench-postgres.sh
 # both need (sourced, not run): float arithmetic and number formatting, free
-# loopback ports, and fields of report.lua's JSON summary. Each script
-# defines its own `die` (with its own prefix) before calling these.
+# loopback ports, fields of report.lua's JSON summary, and the check that
+# nothing is left running. Each script defines its own `die` and `warn`
+# (with its own prefix) before calling these.
 
 # Floating-point helpers (bash has integers only; awk is everywhere).
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
@@ -46,4 +47,22 @@ json_field() {
     local re="\"$1\": (-?[0-9]+(\.[0-9]+)?)"
     [[ $2 =~ $re ]] || die "no field $1 in: $2"
     printf '%s\n' "${BASH_REMATCH[1]}"
+}
+
+# report_leftovers DIR: warns of every process (but this shell) whose command
+# line names DIR, the run's temporary directory, and fails if there is one.
+# A report, never a kill by name.
+report_leftovers() {
+    local dir=$1 proc pid args=() leftovers=()
+    [[ -n $dir ]] || return 0
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        [[ $pid != "$$" ]] || continue
+        args=()
+        { mapfile -d '' -t args <"$proc/cmdline"; } 2>/dev/null || continue
+        if [[ " ${args[*]} " == *"$dir"* ]]; then leftovers+=("$pid"); fi
+    done
+    ((${#leftovers[@]} == 0)) && return 0
+    warn "processes left behind: ${leftovers[*]}"
+    return 1
 }
